@@ -1,0 +1,207 @@
+//! One client connection: a writer task sending frames in order, a reader task routing
+//! replies to pending calls by id. When either side ends, every pending call fails at once.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::NestCodec;
+use crate::packet::{parse_reply, Reply};
+
+/// How a call ended, as seen by the connection.
+#[derive(Debug)]
+pub(crate) enum Completion {
+    /// Completed, with the last value received (`None`: completed empty).
+    Value(Option<Bytes>),
+    /// `err` received (raw JSON).
+    Error(Bytes),
+    /// The connection ended first.
+    Closed(String),
+}
+
+struct PendingCall {
+    done: oneshot::Sender<Completion>,
+    /// Last non-final value (a streamed reply keeps its last item, like `lastValueFrom`).
+    last: Option<Bytes>,
+}
+
+#[derive(Default)]
+struct Pending {
+    /// Set once the connection is over: later registrations fail immediately.
+    closed: Option<String>,
+    calls: HashMap<u64, PendingCall>,
+}
+
+pub(crate) struct Connection {
+    outbound: mpsc::Sender<Bytes>,
+    pending: Mutex<Pending>,
+    stop: CancellationToken,
+}
+
+const MAX_BATCH: usize = 256 * 1024;
+
+impl Connection {
+    pub fn start(stream: TcpStream, max_frame_len: usize, queue: usize) -> Arc<Self> {
+        let _ = stream.set_nodelay(true);
+        let (rd, wr) = stream.into_split();
+        let (tx, rx) = mpsc::channel(queue.max(1));
+        let conn = Arc::new(Connection {
+            outbound: tx,
+            pending: Mutex::new(Pending::default()),
+            stop: CancellationToken::new(),
+        });
+        tokio::spawn(write_loop(wr, rx, conn.clone()));
+        tokio::spawn(read_loop(rd, max_frame_len, conn.clone()));
+        conn
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.stop.is_cancelled()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        // A poisoned lock only means another thread panicked mid-update of a map whose
+        // entries are independent; the data is still usable.
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Registers a call; `Err(reason)` if the connection is already over.
+    pub fn register(&self, id: u64) -> Result<oneshot::Receiver<Completion>, String> {
+        let (tx, rx) = oneshot::channel();
+        let mut pending = self.lock();
+        if let Some(reason) = &pending.closed {
+            return Err(reason.clone());
+        }
+        pending.calls.insert(id, PendingCall { done: tx, last: None });
+        Ok(rx)
+    }
+
+    /// Forgets a call (its caller gave up, e.g. timed out); a late reply is ignored.
+    pub fn forget(&self, id: u64) {
+        self.lock().calls.remove(&id);
+    }
+
+    /// Queues a frame for writing. `Err` if the connection is over.
+    pub async fn write(&self, frame: Bytes) -> Result<(), String> {
+        self.outbound.send(frame).await.map_err(|_| {
+            self.lock()
+                .closed
+                .clone()
+                .unwrap_or_else(|| "connection closed".into())
+        })
+    }
+
+    /// Ends the connection, failing every pending call with `reason`.
+    pub fn close(&self, reason: String) {
+        let calls = {
+            let mut pending = self.lock();
+            if pending.closed.is_none() {
+                pending.closed = Some(reason.clone());
+            }
+            std::mem::take(&mut pending.calls)
+        };
+        self.stop.cancel();
+        for (_, call) in calls {
+            let _ = call.done.send(Completion::Closed(reason.clone()));
+        }
+    }
+
+    fn on_reply(&self, reply: Reply) {
+        let Some(id) = reply.id().and_then(|raw| parse_id(raw)) else {
+            tracing::debug!("ignoring a reply without a known id");
+            return;
+        };
+        let mut pending = self.lock();
+        let finished = match reply {
+            Reply::Error { err, .. } => Some(Completion::Error(err)),
+            Reply::Value {
+                response, disposed, ..
+            } => {
+                let Some(call) = pending.calls.get_mut(&id) else {
+                    return;
+                };
+                if disposed {
+                    Some(Completion::Value(response.or_else(|| call.last.take())))
+                } else {
+                    call.last = response;
+                    None
+                }
+            }
+        };
+        if let Some(done) = finished {
+            if let Some(call) = pending.calls.remove(&id) {
+                let _ = call.done.send(done);
+            }
+        }
+    }
+}
+
+/// Our ids are decimal strings; anything else is not ours.
+fn parse_id(raw: &[u8]) -> Option<u64> {
+    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    std::str::from_utf8(inner).ok()?.parse().ok()
+}
+
+async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, conn: Arc<Connection>) {
+    let mut batch = BytesMut::new();
+    loop {
+        let first = tokio::select! {
+            _ = conn.stop.cancelled() => break,
+            f = rx.recv() => match f { Some(f) => f, None => break },
+        };
+        let result = match rx.try_recv() {
+            Err(_) => wr.write_all(&first).await,
+            Ok(second) => {
+                batch.extend_from_slice(&first);
+                batch.extend_from_slice(&second);
+                while batch.len() < MAX_BATCH {
+                    match rx.try_recv() {
+                        Ok(more) => batch.extend_from_slice(&more),
+                        Err(_) => break,
+                    }
+                }
+                let r = wr.write_all(&batch).await;
+                batch.clear();
+                r
+            }
+        };
+        if let Err(e) = result {
+            conn.close(format!("write failed: {e}"));
+            return;
+        }
+    }
+    let _ = wr.shutdown().await;
+}
+
+async fn read_loop(rd: OwnedReadHalf, max_frame_len: usize, conn: Arc<Connection>) {
+    let mut frames = FramedRead::new(rd, NestCodec::with_max_frame_len(max_frame_len));
+    let reason = loop {
+        let item = tokio::select! {
+            _ = conn.stop.cancelled() => return,
+            item = frames.next() => item,
+        };
+        match item {
+            None => break "closed by the server".to_string(),
+            Some(Err(e)) => {
+                tracing::warn!("closing client connection: {e}");
+                break e.to_string();
+            }
+            Some(Ok(frame)) => match parse_reply(&frame) {
+                Ok(reply) => conn.on_reply(reply),
+                Err(e) => {
+                    tracing::warn!("closing client connection: {e}");
+                    break e.to_string();
+                }
+            },
+        }
+    };
+    conn.close(reason);
+}

@@ -1,0 +1,351 @@
+//! The client: Nest's `ClientProxy` for `Transport.TCP`.
+
+mod connection;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::BytesMut;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::TcpStream;
+
+use connection::{Completion, Connection};
+
+use crate::codec::DEFAULT_MAX_FRAME_LEN;
+use crate::error::{ClientError, RemoteError};
+use crate::packet::encode_outbound;
+use crate::pattern::IntoPattern;
+
+/// Default [`ClientBuilder::connect_timeout`].
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default [`ClientBuilder::max_queued_frames`].
+pub const DEFAULT_MAX_QUEUED_FRAMES: usize = 1_024;
+
+/// A client for a Nest-compatible TCP microservice (a NestJS app or a nestling server).
+///
+/// All calls share **one** TCP connection and are matched to replies by id, so any number
+/// of calls can be in flight at once. The connection opens on the first call (or on
+/// [`connect`](Self::connect)); if it drops, every pending call fails at once with
+/// [`ClientError::ConnectionClosed`] and the next call reconnects. Cloning is cheap and
+/// clones share the connection.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), nestling::ClientError> {
+/// let client = nestling::Client::new("127.0.0.1:8888");
+/// client.emit("log", "求和1111").await?;                 // @EventPattern('log')
+/// let sum: i64 = client.send("sum", &[1, 2, 3]).await?;   // @MessagePattern('sum')
+/// assert_eq!(sum, 6);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    addr: String,
+    connect_timeout: Duration,
+    request_timeout: Option<Duration>,
+    max_frame_len: usize,
+    max_queued_frames: usize,
+    next_id: AtomicU64,
+    current: Mutex<Option<Arc<Connection>>>,
+    connecting: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("addr", &self.inner.addr)
+            .field("connect_timeout", &self.inner.connect_timeout)
+            .field("request_timeout", &self.inner.request_timeout)
+            .finish()
+    }
+}
+
+/// Configures a [`Client`].
+///
+/// ```
+/// use std::time::Duration;
+/// let client = nestling::Client::builder("127.0.0.1:8888")
+///     .request_timeout(Some(Duration::from_secs(2)))
+///     .build();
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct ClientBuilder {
+    addr: String,
+    connect_timeout: Duration,
+    request_timeout: Option<Duration>,
+    max_frame_len: usize,
+    max_queued_frames: usize,
+}
+
+impl ClientBuilder {
+    /// How long to wait for the TCP connection (default 5 s).
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+
+    /// Default time to wait for a reply (default `None`: wait as long as the connection
+    /// lives, like Nest).
+    pub fn request_timeout(mut self, t: Option<Duration>) -> Self {
+        self.request_timeout = t;
+        self
+    }
+
+    /// Largest reply frame accepted, in UTF-16 units (default: Nest's 134,217,728).
+    pub fn max_frame_len(mut self, units: usize) -> Self {
+        self.max_frame_len = units;
+        self
+    }
+
+    /// Frames queued for writing before callers wait (default 1,024): backpressure when
+    /// the server reads slower than callers send.
+    pub fn max_queued_frames(mut self, n: usize) -> Self {
+        self.max_queued_frames = n;
+        self
+    }
+
+    /// Builds the client. Nothing connects until the first call or [`Client::connect`].
+    pub fn build(self) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                addr: self.addr,
+                connect_timeout: self.connect_timeout,
+                request_timeout: self.request_timeout,
+                max_frame_len: self.max_frame_len,
+                max_queued_frames: self.max_queued_frames,
+                next_id: AtomicU64::new(1),
+                current: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+}
+
+/// Removes a call's pending entry if the caller stops waiting (timeout or drop).
+struct CallGuard<'a> {
+    conn: &'a Connection,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            self.conn.forget(self.id);
+        }
+    }
+}
+
+impl Client {
+    /// A client for `addr` (`host:port`) with default settings. Does not connect yet.
+    pub fn new(addr: impl Into<String>) -> Self {
+        Self::builder(addr).build()
+    }
+
+    /// Starts configuring a client for `addr` (`host:port`).
+    pub fn builder(addr: impl Into<String>) -> ClientBuilder {
+        ClientBuilder {
+            addr: addr.into(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: None,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
+        }
+    }
+
+    /// The address this client dials.
+    pub fn addr(&self) -> &str {
+        &self.inner.addr
+    }
+
+    /// Opens the connection now instead of on the first call (Nest's `connect()`).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), nestling::ClientError> {
+    /// let client = nestling::Client::new("127.0.0.1:8888");
+    /// client.connect().await?; // fail at startup rather than on the first request
+    /// # Ok(()) }
+    /// ```
+    pub async fn connect(&self) -> Result<(), ClientError> {
+        self.connection().await.map(drop)
+    }
+
+    /// Closes the connection; pending calls fail with [`ClientError::ConnectionClosed`].
+    /// A later call reconnects.
+    pub fn close(&self) {
+        let conn = self.lock_current().take();
+        if let Some(conn) = conn {
+            conn.close("closed by the client".into());
+        }
+    }
+
+    fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection>>> {
+        self.inner.current.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn live(&self) -> Option<Arc<Connection>> {
+        self.lock_current().as_ref().filter(|c| !c.is_closed()).cloned()
+    }
+
+    async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        // One dialer at a time; the others reuse its connection (Nest shares the
+        // connect promise the same way).
+        let _dialing = self.inner.connecting.lock().await;
+        if let Some(conn) = self.live() {
+            return Ok(conn);
+        }
+        let addr = &self.inner.addr;
+        let stream = tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::ConnectTimeout {
+                addr: addr.clone(),
+                timeout: self.inner.connect_timeout,
+            })?
+            .map_err(|source| ClientError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        let conn = Connection::start(stream, self.inner.max_frame_len, self.inner.max_queued_frames);
+        *self.lock_current() = Some(conn.clone());
+        Ok(conn)
+    }
+
+    fn closed(&self, reason: String) -> ClientError {
+        ClientError::ConnectionClosed {
+            addr: self.inner.addr.clone(),
+            reason,
+        }
+    }
+
+    /// Sends a request and waits for its reply (Nest's `send` + `lastValueFrom`).
+    ///
+    /// `pattern` is a string or any JSON value (`serde_json::json!({"cmd": "sum"})`);
+    /// `data` is any serialisable payload; the reply is deserialised into `R`. A service
+    /// error arrives as [`ClientError::Remote`] with Nest's `err` value intact.
+    ///
+    /// ```no_run
+    /// # async fn run(client: nestling::Client) -> Result<(), nestling::ClientError> {
+    /// let total: i64 = client.send(serde_json::json!({"cmd": "sum"}), &[1, 2]).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send<P, T, R>(&self, pattern: P, data: &T) -> Result<R, ClientError>
+    where
+        P: IntoPattern,
+        T: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        self.send_with_timeout(pattern, data, self.inner.request_timeout)
+            .await
+    }
+
+    /// [`send`](Self::send) with a timeout for this call only (`None`: no timeout).
+    pub async fn send_with_timeout<P, T, R>(
+        &self,
+        pattern: P,
+        data: &T,
+        timeout: Option<Duration>,
+    ) -> Result<R, ClientError>
+    where
+        P: IntoPattern,
+        T: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let pattern = pattern.into_pattern().map_err(|source| ClientError::Encode {
+            pattern: "<unserialisable pattern>".into(),
+            source,
+        })?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame = BytesMut::new();
+        encode_outbound(&mut frame, pattern.as_json(), data, Some(id)).map_err(|source| {
+            ClientError::Encode {
+                pattern: pattern.to_string(),
+                source,
+            }
+        })?;
+        let conn = self.connection().await?;
+        let done = conn.register(id).map_err(|r| self.closed(r))?;
+        let mut guard = CallGuard {
+            conn: &conn,
+            id,
+            armed: true,
+        };
+        conn.write(frame.freeze()).await.map_err(|r| self.closed(r))?;
+        let completion = match timeout {
+            Some(limit) => match tokio::time::timeout(limit, done).await {
+                Ok(c) => c,
+                Err(_) => {
+                    return Err(ClientError::Timeout {
+                        pattern: pattern.to_string(),
+                        timeout: limit,
+                    })
+                }
+            },
+            None => done.await,
+        };
+        guard.armed = false;
+        let completion = completion.unwrap_or_else(|_| Completion::Closed("connection closed".into()));
+        match completion {
+            Completion::Value(Some(raw)) => serde_json::from_slice(&raw).map_err(|source| {
+                let text = String::from_utf8_lossy(&raw);
+                ClientError::Decode {
+                    pattern: pattern.to_string(),
+                    reply: text.chars().take(200).collect(),
+                    source,
+                }
+            }),
+            // Completed without a value: fine for `()` / `Option<T>` replies.
+            Completion::Value(None) => R::deserialize(serde_json::Value::Null).map_err(|_| {
+                ClientError::EmptyReply {
+                    pattern: pattern.to_string(),
+                }
+            }),
+            Completion::Error(err) => {
+                let value = serde_json::from_slice(&err).unwrap_or_else(|_| {
+                    serde_json::Value::String(String::from_utf8_lossy(&err).into_owned())
+                });
+                Err(ClientError::Remote {
+                    pattern: pattern.to_string(),
+                    error: RemoteError::new(value),
+                })
+            }
+            Completion::Closed(reason) => Err(self.closed(reason)),
+        }
+    }
+
+    /// Sends an event (Nest's `emit`): one frame, no reply. Returns once the frame is
+    /// queued on the connection; object patterns are sent in Nest's normalised form.
+    ///
+    /// ```no_run
+    /// # async fn run(client: nestling::Client) -> Result<(), nestling::ClientError> {
+    /// client.emit("log", "求和1111").await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn emit<P, T>(&self, pattern: P, data: &T) -> Result<(), ClientError>
+    where
+        P: IntoPattern,
+        T: Serialize + ?Sized,
+    {
+        let pattern = pattern.into_pattern().map_err(|source| ClientError::Encode {
+            pattern: "<unserialisable pattern>".into(),
+            source,
+        })?;
+        let mut frame = BytesMut::new();
+        encode_outbound(&mut frame, pattern.event_json(), data, None).map_err(|source| {
+            ClientError::Encode {
+                pattern: pattern.to_string(),
+                source,
+            }
+        })?;
+        let conn = self.connection().await?;
+        conn.write(frame.freeze()).await.map_err(|r| self.closed(r))
+    }
+}

@@ -1,0 +1,153 @@
+//! The type-erased handler interface the macros generate code against.
+//!
+//! A controller method becomes a plain `fn(&Instance, Request) -> HandlerFuture`; the
+//! controller instance travels as `Arc<dyn Any>` and is downcast inside the generated
+//! function, where its concrete type is known.
+
+use std::any::Any;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::context::Context;
+use crate::error::RpcException;
+
+/// A controller instance, shared by all requests it serves.
+pub type Instance = Arc<dyn Any + Send + Sync>;
+
+/// What a handler produces: the serialised reply value (`None` for Nest's `undefined`,
+/// i.e. a handler returning `()`), or a failure.
+pub type HandlerOutcome = Result<Option<Vec<u8>>, HandlerFailure>;
+
+/// The future a generated handler function returns.
+pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerOutcome> + Send>>;
+
+/// The signature of a generated handler function.
+pub type HandlerFn = fn(&Instance, Request) -> HandlerFuture;
+
+/// Whether a handler answers requests or consumes events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HandlerKind {
+    /// `#[message_pattern]`: Nest's `@MessagePattern`, answers `send`.
+    Message,
+    /// `#[event_pattern]`: Nest's `@EventPattern`, receives `emit`.
+    Event,
+}
+
+/// One incoming packet as a handler sees it: raw payload plus context.
+#[derive(Debug, Clone)]
+pub struct Request {
+    data: Option<Bytes>,
+    ctx: Context,
+}
+
+impl Request {
+    /// Builds a request from raw `data` JSON (`None` when the packet had no `data`).
+    ///
+    /// ```
+    /// use nestling_runtime::{Context, Request};
+    /// let req = Request::new(Some("[1,2,3]".into()), Context::new("\"sum\"", "127.0.0.1:1".parse().unwrap()));
+    /// let nums: Vec<i64> = req.payload().unwrap();
+    /// assert_eq!(nums, [1, 2, 3]);
+    /// ```
+    pub fn new(data: Option<Bytes>, ctx: Context) -> Self {
+        Self { data, ctx }
+    }
+
+    /// Deserialises the payload into the handler's type. A missing `data` field is
+    /// treated as `null`, so `Option<T>` and `()` payloads accept it.
+    pub fn payload<T: DeserializeOwned>(&self) -> Result<T, HandlerFailure> {
+        let raw: &[u8] = self.data.as_deref().unwrap_or(b"null");
+        serde_json::from_slice(raw).map_err(|e| {
+            HandlerFailure::BadPayload(format!(
+                "invalid payload for pattern {}: {e}",
+                self.ctx.pattern()
+            ))
+        })
+    }
+
+    /// The request's context.
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Splits the request into its raw data and context.
+    pub fn into_parts(self) -> (Option<Bytes>, Context) {
+        (self.data, self.ctx)
+    }
+}
+
+/// Why a handler produced no value. Turned into a wire `err` by the server.
+#[derive(Debug, Clone)]
+pub enum HandlerFailure {
+    /// An [`RpcException`]: its wire form is sent to the caller unchanged.
+    Rpc(serde_json::Value),
+    /// Any other error or a panic: the caller gets Nest's "Internal server error"; this
+    /// cause is only logged.
+    Internal(String),
+    /// The payload did not deserialise into the handler's parameter type. The caller gets
+    /// `{"status":"error","message":<this text>}` so the mistake is visible on its side.
+    BadPayload(String),
+}
+
+impl HandlerFailure {
+    /// The `err` JSON sent on the wire.
+    pub fn wire_json(&self) -> Vec<u8> {
+        let value = match self {
+            HandlerFailure::Rpc(v) => v.clone(),
+            HandlerFailure::Internal(_) => {
+                serde_json::json!({"status": "error", "message": "Internal server error"})
+            }
+            HandlerFailure::BadPayload(m) => serde_json::json!({"status": "error", "message": m}),
+        };
+        serde_json::to_vec(&value).unwrap_or_else(|_| b"null".to_vec())
+    }
+}
+
+/// Error types a handler may return in `Result<T, E>`.
+///
+/// [`RpcException`] reaches the caller as given (Nest's `throw new RpcException(…)`);
+/// every other error (anything convertible into `Box<dyn Error + Send + Sync>`, which
+/// covers all `std::error::Error` types, `anyhow::Error`, `String` and `&str`) becomes
+/// Nest's `{"status":"error","message":"Internal server error"}`, with the error logged
+/// server-side.
+///
+/// ```
+/// use nestling::{IntoRpcError, RpcException};
+/// fn check<E: IntoRpcError>() {}
+/// check::<RpcException>();
+/// check::<std::io::Error>();
+/// check::<String>();
+/// ```
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be returned as a handler error",
+    label = "this error type cannot be sent to a Nest caller",
+    note = "return `nestling::RpcException` to send a payload to the caller, or any type implementing `std::error::Error` (sent as Nest's \"Internal server error\")"
+)]
+pub trait IntoRpcError {
+    /// Converts the error into what the server sends.
+    fn into_failure(self) -> HandlerFailure;
+}
+
+impl IntoRpcError for RpcException {
+    fn into_failure(self) -> HandlerFailure {
+        HandlerFailure::Rpc(self.to_wire())
+    }
+}
+
+impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> IntoRpcError for E {
+    fn into_failure(self) -> HandlerFailure {
+        HandlerFailure::Internal(self.into().to_string())
+    }
+}
+
+/// Serialises a handler's return value.
+pub fn serialize_reply<T: Serialize + ?Sized>(value: &T) -> HandlerOutcome {
+    serde_json::to_vec(value)
+        .map(Some)
+        .map_err(|e| HandlerFailure::Internal(format!("could not serialise the reply: {e}")))
+}

@@ -1,0 +1,37 @@
+//! Runtime of [nestling](https://docs.rs/nestling): NestJS's TCP microservice wire in Rust.
+//!
+//! Most users depend on the `nestling` facade crate, which re-exports everything here
+//! together with the attribute macros. The modules mirror the protocol's layers:
+//!
+//! * [`codec`]: `<len>#<json>` framing, where `len` counts UTF-16 units;
+//! * [`packet`]: request, event and response JSON objects;
+//! * [`Pattern`]: message patterns and Nest's pattern normalisation;
+//! * [`Server`] and [`Client`]: the two ends of a connection.
+
+#![warn(missing_docs)]
+
+pub mod codec;
+mod context;
+mod error;
+mod handler;
+pub mod packet;
+mod pattern;
+mod registry;
+mod router;
+mod server;
+mod client;
+pub mod utf16;
+
+#[doc(hidden)]
+pub mod __private;
+
+pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_QUEUED_FRAMES};
+pub use context::Context;
+pub use error::{ClientError, RemoteError, RpcException, ServerError, NO_HANDLER_MESSAGE};
+pub use handler::{HandlerFailure, HandlerFn, HandlerFuture, HandlerKind, HandlerOutcome, Instance, IntoRpcError, Request};
+pub use pattern::{IntoPattern, Pattern};
+pub use registry::{all_controllers, Controller, ControllerEntry, ControllerMeta, HandlerMeta};
+pub use server::{
+    Listening, Server, ServerBuilder, ServerConfig, DEFAULT_INCOMPLETE_FRAME_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SHUTDOWN_GRACE,
+};

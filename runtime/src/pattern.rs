@@ -1,0 +1,333 @@
+//! Message patterns and the route keys Nest derives from them.
+//!
+//! Nest looks handlers up by `transformPatternToRoute(pattern)`: strings stay as they are,
+//! numbers become JavaScript's `String(n)`, objects (and arrays, as objects keyed `"0"`,
+//! `"1"`, …) become `{"key":value,…}` with sorted keys. Incoming patterns are first turned
+//! into a string and re-parsed as JSON, so `{"b":1,"cmd":"sum"}`, `{"cmd":"sum","b":1}`
+//! and the string `"{\"b\":1,\"cmd\":\"sum\"}"` all reach the same handler.
+//!
+//! Nest sorts keys with ICU collation (`localeCompare`); we sort by code point. Both sides of
+//! a lookup are normalised by the same process, so only the equivalence classes matter and
+//! they are the same.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::value::RawValue;
+use serde_json::Value;
+
+/// Nest's `DEFAULT_MAX_DEPTH`: deeper object values become `[MAX_DEPTH_REACHED]`.
+const MAX_DEPTH: usize = 5;
+/// Nest's `DEFAULT_MAX_KEYS`: objects with more keys become `[TOO_MANY_KEYS]`.
+const MAX_KEYS: usize = 20;
+
+/// A normalised route key. Non-string keys (booleans, `null`, a missing pattern) get a
+/// prefix no string pattern can produce, because Nest compares them by JavaScript type:
+/// a handler registered as `'true'` is never reached by an incoming `true`.
+pub(crate) type RouteKey = String;
+
+const NON_STRING: char = '\u{0}';
+
+/// Route key for a handler's declared pattern (given as JSON text by the macros).
+pub(crate) fn declared_route(pattern_json: &str) -> Result<RouteKey, serde_json::Error> {
+    let value: Value = serde_json::from_str(pattern_json)?;
+    Ok(normalize_top(&value))
+}
+
+/// Route key for a pattern received on the wire (raw, valid JSON text of the `pattern` field).
+///
+/// Mirrors Nest's `getRouteFromPattern`: take the string itself (or the JSON text for
+/// non-strings), try to parse it as JSON, and normalise the result.
+pub(crate) fn incoming_route(text: &str) -> RouteKey {
+    let as_string: std::borrow::Cow<'_, str> = if text.starts_with('"') {
+        if !text.contains('\\') {
+            // Fast path: a plain string pattern such as "sum".
+            let inner = &text[1..text.len() - 1];
+            if !could_be_json(inner) {
+                return inner.to_owned();
+            }
+            inner.into()
+        } else {
+            match serde_json::from_str::<String>(text) {
+                Ok(s) => s.into(),
+                // Lone surrogates: keep the escaped text, no handler can match it anyway.
+                Err(_) => text.into(),
+            }
+        }
+    } else {
+        text.into()
+    };
+    match serde_json::from_str::<Value>(&as_string) {
+        Ok(value) => normalize_top(&value),
+        Err(_) => as_string.into_owned(),
+    }
+}
+
+/// Whether `s` might parse as JSON (JSON.parse allows surrounding whitespace).
+fn could_be_json(s: &str) -> bool {
+    matches!(
+        s.trim_start().as_bytes().first(),
+        Some(b'{' | b'[' | b'"' | b'-' | b'0'..=b'9' | b't' | b'f' | b'n')
+    )
+}
+
+fn normalize_top(value: &Value) -> RouteKey {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => js_number(n),
+        Value::Null => format!("{NON_STRING}null"),
+        Value::Bool(b) => format!("{NON_STRING}{b}"),
+        Value::Object(_) | Value::Array(_) => {
+            let mut out = String::new();
+            write_object(value, 0, &mut out);
+            out
+        }
+    }
+}
+
+/// Writes Nest's route form of an object or array at recursion `depth`.
+fn write_object(value: &Value, depth: usize, out: &mut String) {
+    if depth > MAX_DEPTH {
+        out.push_str("[MAX_DEPTH_REACHED]");
+        return;
+    }
+    let mut entries: Vec<(String, &Value)> = match value {
+        Value::Object(map) => map.iter().map(|(k, v)| (k.clone(), v)).collect(),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .map(|(i, v)| (i.to_string(), v))
+            .collect(),
+        _ => unreachable!("write_object is only called on objects and arrays"),
+    };
+    if entries.len() > MAX_KEYS {
+        out.push_str("[TOO_MANY_KEYS]");
+        return;
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    out.push('{');
+    for (i, (key, v)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push('"');
+        escape_into(&key, out);
+        out.push_str("\":");
+        match v {
+            Value::String(s) => {
+                out.push('"');
+                escape_into(s, out);
+                out.push('"');
+            }
+            Value::Number(n) => out.push_str(&js_number(n)),
+            Value::Bool(b) => {
+                let _ = write!(out, "{b}");
+            }
+            Value::Null => out.push_str("null"),
+            Value::Object(_) | Value::Array(_) => write_object(v, depth + 1, out),
+        }
+    }
+    out.push('}');
+}
+
+/// Nest escapes only `\` and `"` inside route keys.
+fn escape_into(s: &str, out: &mut String) {
+    for c in s.chars() {
+        if c == '\\' || c == '"' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+}
+
+/// JavaScript's `String(n)` for a JSON number (which JavaScript holds as an f64).
+fn js_number(n: &serde_json::Number) -> String {
+    if let Some(i) = n.as_i64() {
+        if i.unsigned_abs() <= (1u64 << 53) {
+            return i.to_string();
+        }
+    }
+    let f = n.as_f64().unwrap_or(f64::NAN);
+    let mut buf = ryu_js::Buffer::new();
+    buf.format(f).to_owned()
+}
+
+/// A message pattern as a client sends it: a string such as `"sum"` or any JSON value such
+/// as `{"cmd": "sum"}`.
+///
+/// `send` puts the pattern on the wire as given; `emit` sends Nest's normalised string form
+/// (exactly what a Nest `ClientProxy` does), so both reach Nest and nestling servers alike.
+///
+/// ```
+/// use nestling_runtime::Pattern;
+///
+/// let p = Pattern::new("sum").unwrap();
+/// assert_eq!(p.as_json(), r#""sum""#);
+///
+/// let p = Pattern::new(serde_json::json!({"cmd": "sum", "b": 1})).unwrap();
+/// assert_eq!(p.as_json(), r#"{"b":1,"cmd":"sum"}"#);
+/// assert_eq!(p.event_json(), r#""{\"b\":1,\"cmd\":\"sum\"}""#);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pattern {
+    json: String,
+    event_json: String,
+}
+
+impl Pattern {
+    /// Builds a pattern from any serialisable value.
+    ///
+    /// Fails only if `value` cannot be serialised to JSON (e.g. a map with non-string keys).
+    pub fn new(value: impl Serialize) -> Result<Self, serde_json::Error> {
+        let json = serde_json::value::to_raw_value(&value)?;
+        Self::from_raw(json)
+    }
+
+    /// Builds a pattern from its JSON text, e.g. `r#"{"cmd":"sum"}"#` or `r#""sum""#`.
+    ///
+    /// ```
+    /// let p = nestling_runtime::Pattern::from_json(r#"{"cmd":"sum"}"#).unwrap();
+    /// assert_eq!(p.event_json(), r#""{\"cmd\":\"sum\"}""#);
+    /// ```
+    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
+        Self::from_raw(RawValue::from_string(json.to_owned())?)
+    }
+
+    fn from_raw(json: Box<RawValue>) -> Result<Self, serde_json::Error> {
+        let value: Value = serde_json::from_str(json.get())?;
+        let event_json = match &value {
+            Value::String(_) | Value::Bool(_) | Value::Null => json.get().to_owned(),
+            other => serde_json::to_string(&normalize_top(other))?,
+        };
+        Ok(Self {
+            json: json.get().to_owned(),
+            event_json,
+        })
+    }
+
+    /// The JSON text sent by `send` (the pattern as given).
+    pub fn as_json(&self) -> &str {
+        &self.json
+    }
+
+    /// The JSON text sent by `emit` (Nest's normalised string form for objects and numbers).
+    pub fn event_json(&self) -> &str {
+        &self.event_json
+    }
+}
+
+impl std::fmt::Display for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.json)
+    }
+}
+
+/// Conversion into a [`Pattern`], accepted by the client's `send` and `emit`.
+///
+/// Implemented for string types, [`serde_json::Value`] and `&Pattern`.
+///
+/// ```
+/// use nestling_runtime::{IntoPattern, Pattern};
+/// let p: Pattern = "sum".into_pattern().unwrap();
+/// assert_eq!(p.as_json(), "\"sum\"");
+/// ```
+pub trait IntoPattern {
+    /// Performs the conversion.
+    fn into_pattern(self) -> Result<Pattern, serde_json::Error>;
+}
+
+impl IntoPattern for &str {
+    fn into_pattern(self) -> Result<Pattern, serde_json::Error> {
+        Pattern::new(self)
+    }
+}
+impl IntoPattern for String {
+    fn into_pattern(self) -> Result<Pattern, serde_json::Error> {
+        Pattern::new(self)
+    }
+}
+impl IntoPattern for &String {
+    fn into_pattern(self) -> Result<Pattern, serde_json::Error> {
+        Pattern::new(self)
+    }
+}
+impl IntoPattern for Value {
+    fn into_pattern(self) -> Result<Pattern, serde_json::Error> {
+        Pattern::new(self)
+    }
+}
+impl IntoPattern for &Pattern {
+    fn into_pattern(self) -> Result<Pattern, serde_json::Error> {
+        Ok(self.clone())
+    }
+}
+impl IntoPattern for Pattern {
+    fn into_pattern(self) -> Result<Pattern, serde_json::Error> {
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn incoming(json: &str) -> RouteKey {
+        incoming_route(json)
+    }
+
+    #[test]
+    fn object_patterns_match_in_any_key_order_and_as_strings() {
+        let key = declared_route(r#"{"cmd":"sum","b":1}"#).unwrap();
+        assert_eq!(key, r#"{"b":1,"cmd":"sum"}"#);
+        assert_eq!(incoming(r#"{"b":1,"cmd":"sum"}"#), key);
+        assert_eq!(incoming(r#"{"cmd":"sum","b":1}"#), key);
+        assert_eq!(incoming(r#""{\"b\":1,\"cmd\":\"sum\"}""#), key);
+        assert_ne!(incoming(r#"{"b":"1","cmd":"sum"}"#), key);
+    }
+
+    #[test]
+    fn numbers_and_strings_as_nest_does() {
+        assert_eq!(incoming("42"), declared_route(r#""42""#).unwrap());
+        assert_eq!(incoming(r#""123""#), declared_route("123").unwrap());
+        assert_eq!(incoming(r#""\"sum\"""#), "sum");
+        assert_eq!(incoming(r#""1e3""#), "1000");
+        assert_eq!(incoming("1.0"), "1");
+        assert_eq!(incoming("1e21"), "1e+21");
+        assert_eq!(incoming(r#""sum""#), "sum");
+        assert_eq!(incoming(r#""SUM""#), "SUM");
+    }
+
+    #[test]
+    fn arrays_are_objects_with_index_keys() {
+        assert_eq!(incoming(r#"[1,"two"]"#), incoming(r#"{"0":1,"1":"two"}"#));
+    }
+
+    #[test]
+    fn non_string_routes_never_match_string_handlers() {
+        assert_ne!(incoming(r#""true""#), declared_route(r#""true""#).unwrap());
+        assert_ne!(incoming("null"), declared_route(r#""null""#).unwrap());
+        assert_eq!(incoming("true"), incoming(r#""true""#));
+    }
+
+    #[test]
+    fn nested_values_and_limits() {
+        assert_eq!(
+            incoming(r#"{"ev":"x","a":1,"nested":{"z":1,"y":"s"}}"#),
+            r#"{"a":1,"ev":"x","nested":{"y":"s","z":1}}"#
+        );
+        assert_eq!(incoming(r#"{"a":null,"b":true,"c":"q\"\\"}"#), r#"{"a":null,"b":true,"c":"q\"\\"}"#);
+        let deep = r#"{"a":{"a":{"a":{"a":{"a":{"a":{"a":1}}}}}}}"#;
+        assert_eq!(incoming(deep), r#"{"a":{"a":{"a":{"a":{"a":{"a":[MAX_DEPTH_REACHED]}}}}}}"#);
+        let many: serde_json::Map<String, Value> =
+            (0..21).map(|i| (format!("k{i}"), Value::from(i))).collect();
+        assert_eq!(normalize_top(&Value::Object(many)), "[TOO_MANY_KEYS]");
+    }
+
+    #[test]
+    fn event_form_is_normalised_string() {
+        let p = Pattern::new(serde_json::json!({"ev":"x","a":1})).unwrap();
+        assert_eq!(p.event_json(), r#""{\"a\":1,\"ev\":\"x\"}""#);
+        assert_eq!(Pattern::new(42).unwrap().event_json(), r#""42""#);
+        assert_eq!(Pattern::new(true).unwrap().event_json(), "true");
+    }
+}

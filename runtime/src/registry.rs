@@ -1,0 +1,76 @@
+//! Static descriptions of controllers and handlers, collected with `inventory`.
+//!
+//! `#[nestling::controller]` emits one [`ControllerMeta`] per annotated impl block and
+//! submits it; servers gather every submitted controller at startup, so nothing is listed
+//! by hand.
+
+use std::any::TypeId;
+
+use crate::handler::{HandlerFn, HandlerKind, Instance};
+
+/// One handler method, as declared by a pattern attribute.
+#[derive(Debug)]
+pub struct HandlerMeta {
+    /// Message or event.
+    pub kind: HandlerKind,
+    /// The declared pattern as JSON text (e.g. `"\"sum\""` or `{"cmd":"sum"}`).
+    pub pattern: &'static str,
+    /// The method name.
+    pub method: &'static str,
+    /// Source line of the method.
+    pub line: u32,
+    /// The generated dispatch function.
+    pub call: HandlerFn,
+}
+
+/// One `#[nestling::controller]` impl block.
+#[derive(Debug)]
+pub struct ControllerMeta {
+    /// The controller type's name as written.
+    pub name: &'static str,
+    /// The source file of the impl block.
+    pub file: &'static str,
+    /// `TypeId` of the controller type.
+    pub type_id: fn() -> TypeId,
+    /// Builds an instance with `Default`, or `None` when the type has no `Default` impl
+    /// (such controllers are served only when added explicitly).
+    pub auto: fn() -> Option<Instance>,
+    /// The handlers of the impl block.
+    pub handlers: &'static [HandlerMeta],
+}
+
+impl ControllerMeta {
+    /// `Type::method (file:line)` for messages about a handler.
+    pub fn describe(&self, h: &HandlerMeta) -> String {
+        format!("{}::{} ({}:{})", self.name, h.method, self.file, h.line)
+    }
+}
+
+/// The item submitted to `inventory` for each controller.
+#[derive(Debug)]
+pub struct ControllerEntry(pub &'static ControllerMeta);
+
+inventory::collect!(ControllerEntry);
+
+/// Every controller linked into the binary.
+pub fn all_controllers() -> impl Iterator<Item = &'static ControllerMeta> {
+    inventory::iter::<ControllerEntry>.into_iter().map(|e| e.0)
+}
+
+/// Implemented by `#[nestling::controller]` for the controller type.
+///
+/// ```
+/// #[derive(Default)]
+/// struct Users;
+/// #[nestling::controller]
+/// impl Users {
+///     #[message_pattern("count")]
+///     fn count(&self) -> u32 { 0 }
+/// }
+/// use nestling::Controller;
+/// assert_eq!(Users::meta().handlers.len(), 1);
+/// ```
+pub trait Controller: Send + Sync + 'static {
+    /// The static description of the controller's handlers.
+    fn meta() -> &'static ControllerMeta;
+}

@@ -1,0 +1,70 @@
+//! Route table: normalised pattern → handlers, built once at startup.
+
+use std::collections::HashMap;
+
+use crate::error::ServerError;
+use crate::handler::{HandlerKind, Instance};
+use crate::pattern::{declared_route, incoming_route, RouteKey};
+use crate::registry::{ControllerMeta, HandlerMeta};
+
+/// A handler bound to the controller instance it runs on.
+#[derive(Clone)]
+pub(crate) struct Bound {
+    pub instance: Instance,
+    pub controller: &'static ControllerMeta,
+    pub meta: &'static HandlerMeta,
+}
+
+impl Bound {
+    pub fn describe(&self) -> String {
+        self.controller.describe(self.meta)
+    }
+}
+
+/// Handlers for one route key.
+#[derive(Default, Clone)]
+pub(crate) struct Route {
+    pub message: Option<Bound>,
+    /// Every event handler for the pattern runs, as in Nest.
+    pub events: Vec<Bound>,
+}
+
+#[derive(Default, Clone)]
+pub(crate) struct Router {
+    routes: HashMap<RouteKey, Route>,
+}
+
+impl Router {
+    pub fn add(&mut self, bound: Bound) -> Result<(), ServerError> {
+        let key = declared_route(bound.meta.pattern).map_err(|source| ServerError::InvalidPattern {
+            handler: bound.describe(),
+            pattern: bound.meta.pattern.to_owned(),
+            source,
+        })?;
+        let route = self.routes.entry(key).or_default();
+        match bound.meta.kind {
+            HandlerKind::Message => {
+                if let Some(existing) = &route.message {
+                    return Err(ServerError::DuplicateHandler {
+                        pattern: bound.meta.pattern.to_owned(),
+                        first: existing.describe(),
+                        second: bound.describe(),
+                    });
+                }
+                route.message = Some(bound);
+            }
+            HandlerKind::Event => route.events.push(bound),
+        }
+        Ok(())
+    }
+
+    /// Finds the handlers for a pattern received on the wire.
+    pub fn lookup(&self, pattern_json: &str) -> Option<&Route> {
+        let key = incoming_route(pattern_json);
+        self.routes.get(&key)
+    }
+
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+}

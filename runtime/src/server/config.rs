@@ -1,0 +1,45 @@
+//! Server limits and timeouts, with their documented defaults.
+
+use std::time::Duration;
+
+use crate::codec::DEFAULT_MAX_FRAME_LEN;
+
+/// Default [`ServerConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default [`ServerConfig::max_in_flight_per_connection`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 4_096;
+/// Default [`ServerConfig::incomplete_frame_timeout`] (Nest's `incompleteMessageTimeout`).
+pub const DEFAULT_INCOMPLETE_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ServerConfig::shutdown_grace`].
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Limits and timeouts of a server. Set them through [`ServerBuilder`](crate::ServerBuilder).
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest frame accepted, in UTF-16 units (default: Nest's 134,217,728). A larger
+    /// declared length closes the connection before anything is buffered.
+    pub max_frame_len: usize,
+    /// Connections served at once (default 10,000); further connections are closed on
+    /// accept with a logged warning.
+    pub max_connections: usize,
+    /// Requests and events running at once per connection (default 4,096). When reached,
+    /// the server stops reading from that connection until one finishes (backpressure).
+    pub max_in_flight_per_connection: usize,
+    /// How long a partially received frame may sit without new bytes before the connection
+    /// is closed (default 30 s, as Nest; `None` disables).
+    pub incomplete_frame_timeout: Option<Duration>,
+    /// How long graceful shutdown waits for in-flight requests (default 10 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT,
+            incomplete_frame_timeout: Some(DEFAULT_INCOMPLETE_FRAME_TIMEOUT),
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}

@@ -1,0 +1,156 @@
+//! packet → router → handler → reply: everything that happens to one decoded frame.
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+
+use crate::context::Context;
+use crate::handler::{HandlerFailure, HandlerOutcome, Request};
+use crate::packet::{encode_error, encode_no_handler, encode_response, Inbound};
+use crate::router::{Bound, Router};
+
+/// Shared by every packet of one connection.
+pub(crate) struct ConnCtx {
+    pub router: Arc<Router>,
+    pub peer: std::net::SocketAddr,
+    pub replies: mpsc::Sender<Bytes>,
+}
+
+fn as_str(b: &Bytes) -> &str {
+    // Frames are valid UTF-8 (the codec guarantees it); fall back to an unmatched route.
+    std::str::from_utf8(b).unwrap_or("\u{0}invalid")
+}
+
+/// Routes one packet. Handlers run on their own tasks, holding `permit` until done.
+/// Only the no-handler reply is written from here.
+pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemaphorePermit) {
+    match packet {
+        Inbound::Undefined => {
+            tracing::error!(peer = %conn.peer, "There is no matching event handler defined in the remote service. Event pattern: undefined");
+        }
+        Inbound::Event {
+            pattern,
+            data,
+            metadata,
+        } => {
+            let Some(pattern) = pattern else {
+                tracing::error!(peer = %conn.peer, "There is no matching event handler defined in the remote service. Event pattern: undefined");
+                return;
+            };
+            let Some(route) = conn.router.lookup(as_str(&pattern)) else {
+                tracing::error!(peer = %conn.peer, pattern = as_str(&pattern), "There is no matching event handler defined in the remote service. Event pattern: {}", as_str(&pattern));
+                return;
+            };
+            let ctx = Context::new(pattern.clone(), conn.peer).with_packet(None, metadata);
+            let request = Request::new(data, ctx);
+            // Nest runs every event handler; an event that hits a message handler runs it
+            // and discards the result.
+            let handlers: Vec<Bound> = if route.events.is_empty() {
+                route.message.iter().cloned().collect()
+            } else {
+                route.events.clone()
+            };
+            let permit = Arc::new(permit);
+            for bound in handlers {
+                let request = request.clone();
+                let permit = permit.clone();
+                tokio::spawn(async move {
+                    if let Err(failure) = run(&bound, request).await {
+                        log_failure(&bound, &failure, "event");
+                    }
+                    drop(permit);
+                });
+            }
+        }
+        Inbound::Request {
+            pattern,
+            data,
+            id,
+            metadata,
+        } => {
+            let route = pattern.as_ref().and_then(|p| conn.router.lookup(as_str(p)));
+            let Some(route) = route.filter(|r| r.message.is_some() || !r.events.is_empty())
+            else {
+                let mut out = BytesMut::new();
+                encode_no_handler(&mut out, &id);
+                // Awaiting here is backpressure: a peer flooding unknown patterns waits
+                // for its own replies to be written.
+                let _ = conn.replies.send(out.freeze()).await;
+                return;
+            };
+            let ctx = Context::new(pattern.unwrap_or_default(), conn.peer)
+                .with_packet(Some(id.clone()), metadata);
+            let request = Request::new(data, ctx);
+            let replies = conn.replies.clone();
+            let message = route.message.clone();
+            let events = route.events.clone();
+            tokio::spawn(async move {
+                let outcome = match message {
+                    Some(bound) => {
+                        let outcome = run(&bound, request).await;
+                        if let Err(f) = &outcome {
+                            log_failure(&bound, f, "request");
+                        }
+                        outcome
+                    }
+                    None => run_events_as_request(events, request).await,
+                };
+                let mut out = BytesMut::new();
+                match outcome {
+                    Ok(value) => encode_response(&mut out, value.as_deref(), &id),
+                    Err(failure) => encode_error(&mut out, &failure.wire_json(), &id),
+                }
+                // A send error means the connection is gone; the reply has nowhere to go.
+                let _ = replies.send(out.freeze()).await;
+                drop(permit);
+            });
+        }
+    }
+}
+
+/// A request that reaches only event handlers: Nest replies with the single handler's
+/// result, or `{}` when several ran.
+async fn run_events_as_request(events: Vec<Bound>, request: Request) -> HandlerOutcome {
+    if let [only] = events.as_slice() {
+        return run(only, request).await;
+    }
+    for bound in &events {
+        if let Err(f) = run(bound, request.clone()).await {
+            log_failure(bound, &f, "event");
+        }
+    }
+    Ok(Some(b"{}".to_vec()))
+}
+
+/// Runs a handler, turning a panic into Nest's internal error for this request only.
+async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
+    let fut = (bound.meta.call)(&bound.instance, request);
+    match AssertUnwindSafe(fut).catch_unwind().await {
+        Ok(outcome) => outcome,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "non-string panic payload".into());
+            Err(HandlerFailure::Internal(format!("handler panicked: {msg}")))
+        }
+    }
+}
+
+fn log_failure(bound: &Bound, failure: &HandlerFailure, what: &str) {
+    match failure {
+        HandlerFailure::Internal(cause) => {
+            tracing::error!(handler = %bound.describe(), "{what} handler failed: {cause}")
+        }
+        HandlerFailure::BadPayload(msg) => {
+            tracing::warn!(handler = %bound.describe(), "{what} rejected: {msg}")
+        }
+        HandlerFailure::Rpc(_) => {
+            tracing::debug!(handler = %bound.describe(), "{what} handler returned an RpcException")
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The TCP server: Nest's `NestFactory.createMicroservice(…, { transport: Transport.TCP })`.
+
+mod config;
+mod connection;
+mod dispatch;
+
+use std::any::TypeId;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+pub use config::{
+    ServerConfig, DEFAULT_INCOMPLETE_FRAME_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
+    DEFAULT_SHUTDOWN_GRACE,
+};
+
+use crate::error::ServerError;
+use crate::handler::Instance;
+use crate::registry::{all_controllers, Controller, ControllerMeta};
+use crate::router::{Bound, Router};
+
+/// Configures which controllers a [`Server`] serves and its limits.
+///
+/// ```no_run
+/// use nestling::Server;
+///
+/// #[derive(Default)]
+/// struct Math;
+///
+/// #[nestling::controller]
+/// impl Math {
+///     #[message_pattern("sum")]
+///     fn sum(&self, nums: Vec<i64>) -> i64 { nums.iter().sum() }
+/// }
+///
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// Server::builder()
+///     .max_connections(1_000)
+///     .build()?
+///     .listen("127.0.0.1:8888")
+///     .await?
+///     .serve_with_shutdown(async { let _ = tokio::signal::ctrl_c().await; })
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct ServerBuilder {
+    explicit: Vec<(&'static ControllerMeta, Instance)>,
+    discover: bool,
+    config: ServerConfig,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field(
+                "explicit",
+                &self.explicit.iter().map(|(m, _)| m.name).collect::<Vec<_>>(),
+            )
+            .field("discover", &self.discover)
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl ServerBuilder {
+    /// Serves `instance`'s handlers. Use this for controllers with state (a database
+    /// pool, configuration, …); controllers implementing `Default` are found on their own.
+    ///
+    /// ```
+    /// struct Greeter { greeting: String }
+    ///
+    /// #[nestling::controller]
+    /// impl Greeter {
+    ///     #[message_pattern("greet")]
+    ///     fn greet(&self, name: String) -> String { format!("{}, {name}", self.greeting) }
+    /// }
+    ///
+    /// let server = nestling::Server::builder()
+    ///     .controller(Greeter { greeting: "hello".into() })
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn controller<C: Controller>(mut self, instance: C) -> Self {
+        self.explicit.push((C::meta(), Arc::new(instance)));
+        self
+    }
+
+    /// Whether to serve every `Default` controller linked into the binary (default
+    /// `true`). With `false`, only controllers added with [`controller`](Self::controller)
+    /// are served.
+    ///
+    /// ```
+    /// let server = nestling::Server::builder().discover(false).build().unwrap();
+    /// ```
+    pub fn discover(mut self, yes: bool) -> Self {
+        self.discover = yes;
+        self
+    }
+
+    /// Largest accepted frame in UTF-16 units (default: Nest's 134,217,728).
+    pub fn max_frame_len(mut self, units: usize) -> Self {
+        self.config.max_frame_len = units;
+        self
+    }
+
+    /// Connections served at once (default [`DEFAULT_MAX_CONNECTIONS`]).
+    pub fn max_connections(mut self, n: usize) -> Self {
+        self.config.max_connections = n;
+        self
+    }
+
+    /// Requests and events running at once per connection (default
+    /// [`DEFAULT_MAX_IN_FLIGHT`]); reading pauses while the limit is reached.
+    pub fn max_in_flight_per_connection(mut self, n: usize) -> Self {
+        self.config.max_in_flight_per_connection = n;
+        self
+    }
+
+    /// How long a partial frame may wait for more bytes (default 30 s; `None` disables).
+    pub fn incomplete_frame_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.config.incomplete_frame_timeout = limit;
+        self
+    }
+
+    /// How long graceful shutdown waits for in-flight requests (default 10 s).
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// Builds the route table.
+    ///
+    /// Fails with [`ServerError::DuplicateHandler`] when two message handlers claim the
+    /// same pattern, naming both. Event handlers may share a pattern: all of them run.
+    pub fn build(self) -> Result<Server, ServerError> {
+        let mut instances: HashMap<TypeId, Instance> = HashMap::new();
+        let mut metas: Vec<&'static ControllerMeta> = Vec::new();
+        for (meta, instance) in self.explicit {
+            if instances.insert((meta.type_id)(), instance).is_none() {
+                metas.push(meta);
+            }
+        }
+        if self.discover {
+            for meta in all_controllers() {
+                let id = (meta.type_id)();
+                if instances.contains_key(&id) {
+                    continue;
+                }
+                match (meta.auto)() {
+                    Some(instance) => {
+                        instances.insert(id, instance);
+                        metas.push(meta);
+                    }
+                    None => tracing::warn!(
+                        controller = meta.name,
+                        "controller {} ({}) does not implement Default and was not added with \
+                         Server::builder().controller(instance): its handlers are not served",
+                        meta.name,
+                        meta.file
+                    ),
+                }
+            }
+        }
+        let mut router = Router::default();
+        for meta in metas {
+            let instance = &instances[&(meta.type_id)()];
+            for handler in meta.handlers {
+                router.add(Bound {
+                    instance: instance.clone(),
+                    controller: meta,
+                    meta: handler,
+                })?;
+            }
+        }
+        Ok(Server {
+            router: Arc::new(router),
+            config: Arc::new(self.config),
+        })
+    }
+}
+
+/// A Nest-compatible TCP microservice server.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), nestling::ServerError> {
+/// // Serves every `Default` controller in the binary on Nest's tutorial port.
+/// nestling::Server::builder().build()?.listen("127.0.0.1:8888").await?.serve().await
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    router: Arc<Router>,
+    config: Arc<ServerConfig>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("routes", &self.router.len())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Server {
+    /// Starts configuring a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder {
+            explicit: Vec::new(),
+            discover: true,
+            config: ServerConfig::default(),
+        }
+    }
+
+    /// The limits in force.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Binds the listening socket. Use port 0 for an ephemeral port and read it back
+    /// with [`Listening::local_addr`].
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let listening = nestling::Server::builder().discover(false).build().unwrap()
+    ///     .listen("127.0.0.1:0").await.unwrap();
+    /// assert_ne!(listening.local_addr().port(), 0);
+    /// # });
+    /// ```
+    pub async fn listen(self, addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Listening, ServerError> {
+        let shown = format!("{addr:?}");
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr: shown.clone(), source })?;
+        let local_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr: shown, source })?;
+        Ok(Listening {
+            server: self,
+            listener,
+            local_addr,
+        })
+    }
+}
+
+/// A server bound to its address, ready to serve.
+#[derive(Debug)]
+pub struct Listening {
+    server: Server,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+impl Listening {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until the process ends.
+    pub async fn serve(self) -> Result<(), ServerError> {
+        self.serve_with_shutdown(std::future::pending()).await
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully: stops accepting,
+    /// stops reading new packets, lets in-flight requests finish and send their replies
+    /// for up to [`ServerConfig::shutdown_grace`], then closes every connection.
+    pub async fn serve_with_shutdown(
+        self,
+        signal: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        let Listening {
+            server,
+            listener,
+            local_addr,
+        } = self;
+        let token = CancellationToken::new();
+        let slots = Arc::new(Semaphore::new(server.config.max_connections.max(1)));
+        let mut connections = JoinSet::new();
+        tracing::info!(%local_addr, routes = server.router.len(), "nestling microservice listening");
+        tokio::pin!(signal);
+        loop {
+            tokio::select! {
+                _ = &mut signal => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            tracing::warn!(%peer, limit = server.config.max_connections, "connection limit reached, closing new connection");
+                            continue;
+                        };
+                        let router = server.router.clone();
+                        let config = server.config.clone();
+                        let token = token.clone();
+                        connections.spawn(async move {
+                            connection::serve_connection(stream, peer, router, config, token).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        drop(listener);
+        token.cancel();
+        let drained = tokio::time::timeout(server.config.shutdown_grace, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                remaining = connections.len(),
+                "shutdown grace period over, closing connections with requests still running"
+            );
+            connections.shutdown().await;
+        }
+        tracing::info!(%local_addr, "nestling microservice stopped");
+        Ok(())
+    }
+}

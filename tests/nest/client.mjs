@@ -1,0 +1,83 @@
+// Scriptable Nest ClientTCP driver for interop tests.
+//
+//   node client.mjs <host> <port>  < ops.json
+//
+// stdin: a JSON array of operations, e.g.
+//   [{"op":"send","pattern":"sum","data":[1,2,3]},
+//    {"op":"emit","pattern":"log","data":"求和1111"},
+//    {"op":"send","pattern":{"cmd":"sum"},"data":[1,2],"timeoutMs":1000}]
+// All ops run concurrently over ONE ClientProxy (one TCP connection).
+// stdout: exactly one line of JSON, an array with one entry per op:
+//   {"ok": <value>}  success (emit: {"ok": null})
+//   {"err": <raw error value>}  (Error instances as {"message","name"};
+//                                {"timeout":true} after timeoutMs, default 5000)
+import 'reflect-metadata';
+import { ClientProxyFactory, Transport } from '@nestjs/microservices';
+import { lastValueFrom } from 'rxjs';
+
+const [host = '127.0.0.1', portArg = '8888'] = process.argv.slice(2);
+const port = Number(portArg);
+
+async function readStdin() {
+  const chunks = [];
+  for await (const chunk of process.stdin) chunks.push(chunk);
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function errValue(e) {
+  if (e instanceof Error) {
+    const out = { message: e.message, name: e.name };
+    if (e.code !== undefined) out.code = e.code;
+    return out;
+  }
+  return e === undefined ? null : e;
+}
+
+const TIMEOUT = Symbol('timeout');
+
+async function runOp(client, op) {
+  const timeoutMs = op.timeoutMs ?? 5000;
+  let timer;
+  const timeout = new Promise((resolve) => {
+    timer = setTimeout(() => resolve(TIMEOUT), timeoutMs);
+  });
+  const work = (async () => {
+    switch (op.op) {
+      case 'send':
+        return { ok: await lastValueFrom(client.send(op.pattern, op.data)) };
+      case 'emit':
+        await lastValueFrom(client.emit(op.pattern, op.data), {
+          defaultValue: undefined,
+        });
+        return { ok: null };
+      default:
+        throw new Error(`unknown op ${JSON.stringify(op.op)}`);
+    }
+  })().then(
+    (r) => (r.ok === undefined ? { ok: null } : r),
+    (e) => ({ err: errValue(e) }),
+  );
+  const result = await Promise.race([work, timeout]);
+  clearTimeout(timer);
+  return result === TIMEOUT ? { err: { timeout: true } } : result;
+}
+
+async function main() {
+  const ops = JSON.parse(await readStdin());
+  if (!Array.isArray(ops)) throw new Error('stdin must be a JSON array of ops');
+  const client = ClientProxyFactory.create({
+    transport: Transport.TCP,
+    options: { host, port },
+  });
+  const results = await Promise.all(ops.map((op) => runOp(client, op)));
+  process.stdout.write(JSON.stringify(results) + '\n');
+  await client.close();
+}
+
+main().then(
+  () => process.exit(0),
+  (e) => {
+    console.error(e);
+    process.exit(2);
+  },
+);

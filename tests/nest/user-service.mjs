@@ -1,0 +1,94 @@
+// The seed's "user" microservice (NestFactory.createMicroservice + Transport.TCP),
+// written as plain ESM JavaScript: decorators are applied by calling them as functions.
+//
+//   HOST (default 127.0.0.1)  PORT (default 8888; 0 = pick a free port)
+//
+// stdout: `READY <port>` once listening; `EVENT log <json>` for every `log` event.
+import 'reflect-metadata';
+import { Controller, Module } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import {
+  EventPattern,
+  MessagePattern,
+  RpcException,
+  Transport,
+} from '@nestjs/microservices';
+
+const HOST = process.env.HOST || '127.0.0.1';
+const PORT = Number(process.env.PORT || 8888);
+
+// Apply a method decorator the way TypeScript's legacy decorators would.
+function decorate(cls, method, ...decorators) {
+  for (const decorator of decorators) {
+    const descriptor = Object.getOwnPropertyDescriptor(cls.prototype, method);
+    const result = decorator(cls.prototype, method, descriptor);
+    if (result) Object.defineProperty(cls.prototype, method, result);
+  }
+}
+
+class AppController {
+  // --- the seed's two handlers ---------------------------------------------
+  sum(numArr) {
+    return numArr.reduce((total, item) => total + item, 0);
+  }
+
+  log(str) {
+    console.log(str);
+    console.log(`EVENT log ${JSON.stringify(str)}`);
+  }
+
+  // --- extra handlers for the interop tests --------------------------------
+  echo(data) {
+    return data;
+  }
+
+  sumCmd(numArr) {
+    return numArr.reduce((total, item) => total + item, 0);
+  }
+
+  fail() {
+    throw new RpcException('bad thing');
+  }
+
+  failObj() {
+    throw new RpcException({ code: 42, message: 'm' });
+  }
+
+  boom() {
+    throw new Error('boom');
+  }
+
+  async slow(ms) {
+    await new Promise((resolve) => setTimeout(resolve, ms));
+    return ms;
+  }
+}
+
+decorate(AppController, 'sum', MessagePattern('sum'));
+decorate(AppController, 'log', EventPattern('log'));
+decorate(AppController, 'echo', MessagePattern('echo'));
+decorate(AppController, 'sumCmd', MessagePattern({ cmd: 'sum' }));
+decorate(AppController, 'fail', MessagePattern('fail'));
+decorate(AppController, 'failObj', MessagePattern('fail_obj'));
+decorate(AppController, 'boom', MessagePattern('boom'));
+decorate(AppController, 'slow', MessagePattern('slow'));
+Controller()(AppController);
+
+class AppModule {}
+Module({ controllers: [AppController] })(AppModule);
+
+async function bootstrap() {
+  const app = await NestFactory.createMicroservice(AppModule, {
+    transport: Transport.TCP,
+    options: { host: HOST, port: PORT },
+  });
+  app.enableShutdownHooks();
+  await app.listen();
+  // Report the port actually bound, so PORT=0 (ephemeral port) works too.
+  console.log(`READY ${app.unwrap().address().port}`);
+}
+
+bootstrap().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
