@@ -1,1 +1,102 @@
-//! placeholder
+//! # nestling — NestJS-style microservices for Rust, on NestJS's real TCP wire
+//!
+//! A NestJS app talks to its microservices with `@nestjs/microservices` over TCP:
+//! `@MessagePattern('sum')` answers `client.send('sum', [1, 2, 3])` and `@EventPattern('log')`
+//! receives `client.emit('log', '求和1111')`. nestling speaks that exact wire, so a Nest
+//! gateway can call a Rust service and a Rust gateway can call a Nest service without either
+//! side knowing.
+//!
+//! | NestJS | nestling |
+//! |---|---|
+//! | `@Controller()` class | `#[nestling::controller] impl UserController { .. }` |
+//! | `@MessagePattern('sum')` | `#[message_pattern("sum")]` on a method |
+//! | `@MessagePattern({ cmd: 'sum' })` | `#[message_pattern({ cmd: "sum" })]` |
+//! | `@EventPattern('log')` | `#[event_pattern("log")]` |
+//! | `@Payload() data` | the method's one payload parameter (any `Deserialize` type) |
+//! | `@Ctx() context: TcpContext` | a `&Context` parameter |
+//! | `throw new RpcException('x')` | return `Err(RpcException::new("x"))` |
+//! | `NestFactory.createMicroservice(AppModule, { transport: Transport.TCP, options: { port } })` | `Server::builder().build()?.listen(addr).await?.serve().await` |
+//! | `ClientProxy` (`ClientsModule.register`) | [`Client`], or the generated `UserControllerClient` |
+//! | `client.send(p, d)` / `client.emit(p, d)` | `client.send(p, &d).await` / `client.emit(p, &d).await` |
+//!
+//! ## A service
+//!
+//! ```no_run
+//! use nestling::Server;
+//!
+//! #[derive(Default)]
+//! struct UserController;
+//!
+//! #[nestling::controller]
+//! impl UserController {
+//!     #[message_pattern("sum")]
+//!     fn sum(&self, nums: Vec<i64>) -> i64 {
+//!         nums.iter().sum()
+//!     }
+//!
+//!     #[event_pattern("log")]
+//!     async fn log(&self, text: String) {
+//!         println!("{text}");
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     // Every controller implementing `Default` is found automatically.
+//!     Server::builder().build()?.listen("127.0.0.1:8888").await?.serve().await?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! ## Handlers
+//!
+//! A handler is a method taking `&self`, at most one payload parameter (any
+//! `serde::de::DeserializeOwned` type; a missing `data` decodes as `null`), and optionally a
+//! `&Context` (pattern, peer address, metadata). It may be `async` or not. It returns any
+//! `Serialize` value, `()` (Nest's `undefined`), or `Result<T, E>`: an [`RpcException`] error
+//! reaches the caller exactly as Nest sends it; any other error (anything that converts into
+//! `Box<dyn Error + Send + Sync>`, `anyhow::Error` included) is sent as Nest's
+//! `{"status":"error","message":"Internal server error"}` and logged. A panic is handled the
+//! same way and only affects its own request.
+//!
+//! Because the macro also generates a typed client, payload and reply types need both
+//! `Serialize` and `Deserialize` (or write `#[nestling::controller(client = false)]`).
+//!
+//! ## Clients
+//!
+//! `#[nestling::controller]` generates `{Name}Client` with one async method per pattern.
+//! For a remote service that has no Rust implementation (a NestJS app), declare its patterns
+//! in a trait:
+//!
+//! ```no_run
+//! #[nestling::client]
+//! pub trait UserService {
+//!     #[message_pattern("sum")]
+//!     async fn sum(nums: Vec<i64>) -> i64;
+//!     #[event_pattern("log")]
+//!     async fn log(text: String);
+//! }
+//!
+//! # async fn run() -> Result<(), nestling::ClientError> {
+//! let users = UserServiceClient::new(nestling::Client::new("127.0.0.1:8888"));
+//! users.log("求和1111".to_string()).await?;
+//! assert_eq!(users.sum(vec![1, 2, 3]).await?, 6);
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
+
+pub use nestling_macros::{client, controller, event_pattern, message_pattern};
+pub use nestling_runtime::{
+    codec, packet, Client, ClientBuilder, ClientError, Context, Controller, IntoPattern,
+    IntoRpcError, Listening, Pattern, RemoteError, RpcException, Server, ServerBuilder,
+    ServerConfig, ServerError, NO_HANDLER_MESSAGE,
+};
+
+/// Lower-level pieces: the handler interface and registry the macros generate code for.
+pub mod runtime {
+    pub use nestling_runtime::*;
+}
+
+#[doc(hidden)]
+pub use nestling_runtime::__private;

@@ -1,0 +1,57 @@
+//! The tutorial's "user" microservice, in Rust.
+//!
+//! NestJS original (microservice-test-user):
+//!
+//! ```ts
+//! @MessagePattern('sum')
+//! sum(numArr: Array<number>): number { return numArr.reduce((total, item) => total + item, 0); }
+//!
+//! @EventPattern('log')
+//! log(str: string) { console.log(str); }
+//! ```
+//!
+//! Run: `cargo run --example user_service` (HOST/PORT override 127.0.0.1:8888).
+
+use nestling::Server;
+
+#[derive(Default)]
+struct UserController;
+
+#[nestling::controller]
+impl UserController {
+    /// Adds up the numbers (`client.send('sum', [1, 2, 3])` answers 6).
+    #[message_pattern("sum")]
+    fn sum(&self, nums: Vec<i64>) -> i64 {
+        nums.iter().sum()
+    }
+
+    /// Prints the text it receives (`client.emit('log', '求和1111')`).
+    #[event_pattern("log")]
+    fn log(&self, text: String) {
+        println!("{text}");
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8888".into());
+    let listening = Server::builder()
+        .build()?
+        .listen(format!("{host}:{port}"))
+        .await?;
+    // Tests and scripts wait for this line (the bound port, so PORT=0 works).
+    println!("READY {}", listening.local_addr().port());
+    listening
+        .serve_with_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,139 @@
+//! Generation of the server side: one dispatch function per handler and the controller's
+//! `inventory` registration.
+
+use proc_macro2::TokenStream;
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::Type;
+
+use crate::ast::{Controller, Handler, Kind, Output, Param};
+
+fn is_unit(ty: &Type) -> bool {
+    matches!(ty, Type::Tuple(t) if t.elems.is_empty())
+}
+
+/// `fn __nestling_call_<method>(&Instance, Request) -> HandlerFuture`.
+fn handler_fn(n: &TokenStream, self_ty: &Type, h: &Handler) -> TokenStream {
+    let fn_name = format_ident!("__nestling_call_{}", h.method);
+    let method = &h.method;
+    let mut decode = TokenStream::new();
+    let args = h.params.iter().map(|p| match p {
+        Param::Payload { ty, span } => {
+            // Spanned on the user's type: a payload type that cannot be deserialised is
+            // reported there, not in generated code.
+            decode = quote_spanned! {*span=>
+                let __payload = match __request.payload::<#ty>() {
+                    #n::Ok(p) => p,
+                    #n::Err(e) => return #n::Err(e),
+                };
+            };
+            quote!(__payload)
+        }
+        Param::Context { by_ref: true } => quote!(__request.context()),
+        Param::Context { by_ref: false } => quote!(::core::clone::Clone::clone(__request.context())),
+    });
+    let args: Vec<_> = args.collect();
+    let call = if h.is_async {
+        quote!(__this.#method(#(#args),*).await)
+    } else {
+        quote!(__this.#method(#(#args),*))
+    };
+    let reply = match &h.output {
+        Output::Unit => quote! {
+            let () = __out;
+            #n::Ok(#n::None)
+        },
+        Output::Opaque => quote!(#n::serialize_reply(&__out)),
+        Output::Value(ty) => quote_spanned! {ty.span()=> #n::serialize_reply::<#ty>(&__out)},
+        Output::Result { ok, err } => {
+            let err_ty = match err {
+                Some(e) => quote_spanned!(e.span()=> #e),
+                None => quote!(_),
+            };
+            if is_unit(ok) {
+                quote!(#n::reply_unit_result::<#err_ty>(__out))
+            } else {
+                quote_spanned! {ok.span()=> #n::reply_result::<#ok, #err_ty>(__out)}
+            }
+        }
+    };
+    quote! {
+        fn #fn_name(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerFuture {
+            let __instance = #n::Arc::clone(__instance);
+            #n::Box::pin(async move {
+                let __this = match #n::downcast::<#self_ty>(&__instance) {
+                    #n::Ok(this) => this,
+                    #n::Err(e) => return #n::Err(e),
+                };
+                #decode
+                let __out = #call;
+                #reply
+            })
+        }
+    }
+}
+
+pub fn expand_registration(n: &TokenStream, c: &Controller) -> TokenStream {
+    let self_ty = &*c.item.self_ty;
+    let name = c.name.to_string();
+    let fns = c.handlers.iter().map(|h| handler_fn(n, self_ty, h));
+    let count = c.handlers.len();
+    let metas = c.handlers.iter().map(|h| {
+        let kind = match h.kind {
+            Kind::Message => quote!(#n::HandlerKind::Message),
+            Kind::Event => quote!(#n::HandlerKind::Event),
+        };
+        let json = h.pattern.value.to_json();
+        let method = h.method.to_string();
+        let line = h.line as u32;
+        let fn_name = format_ident!("__nestling_call_{}", h.method);
+        quote! {
+            #n::HandlerMeta {
+                kind: #kind,
+                pattern: #json,
+                method: #method,
+                line: #line,
+                call: #fn_name,
+            }
+        }
+    });
+    let controller_impl = quote_spanned! {self_ty.span()=>
+        impl #n::Controller for #self_ty {
+            fn meta() -> &'static #n::ControllerMeta {
+                &__NESTLING_META
+            }
+        }
+    };
+    quote! {
+        #[doc(hidden)]
+        const _: () = {
+            #(#fns)*
+
+            static __NESTLING_HANDLERS: [#n::HandlerMeta; #count] = [#(#metas),*];
+
+            fn __nestling_type_id() -> #n::TypeId {
+                #n::TypeId::of::<#self_ty>()
+            }
+
+            fn __nestling_auto() -> #n::Option<#n::Instance> {
+                #[allow(unused_imports)]
+                use #n::{AutoFallback as _, AutoViaDefault as _};
+                (&&#n::AutoProbe::<#self_ty>::new()).auto()
+            }
+
+            static __NESTLING_META: #n::ControllerMeta = #n::ControllerMeta {
+                name: #name,
+                file: ::core::file!(),
+                type_id: __nestling_type_id,
+                auto: __nestling_auto,
+                handlers: &__NESTLING_HANDLERS,
+            };
+
+            #controller_impl
+
+            #n::inventory::submit! {
+                #n::ControllerEntry(&__NESTLING_META)
+            }
+        };
+    }
+}

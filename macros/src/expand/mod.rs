@@ -1,0 +1,229 @@
+//! Code generation. Entry points take and return `proc_macro2` tokens so they can be
+//! snapshot-tested outside a compiler session.
+
+mod client;
+mod dispatch;
+
+use proc_macro2::TokenStream;
+use quote::{quote, ToTokens};
+use syn::parse::{Parse, ParseStream};
+use syn::{Attribute, FnArg, ItemImpl, ItemTrait, Token, TraitItem, Visibility};
+
+use crate::ast::{self, parse_controller, take_pattern_attrs, Output, Param};
+use crate::ctxt::Ctxt;
+use client::{expand_client, ClientMethod};
+
+/// Arguments of `#[nestling::controller(..)]` and `#[nestling::client(..)]`.
+pub struct Args {
+    /// Path of the `nestling` crate (`crate = "my::reexport::nestling"`).
+    krate: TokenStream,
+    /// Whether to generate `{Name}Client` (`client = false` turns it off).
+    client: bool,
+}
+
+impl Parse for Args {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut args = Args {
+            krate: quote!(::nestling),
+            client: true,
+        };
+        while !input.is_empty() {
+            let key: syn::Ident = syn::ext::IdentExt::parse_any(input)?;
+            input.parse::<Token![=]>()?;
+            if key == "crate" {
+                let path: syn::LitStr = input.parse()?;
+                args.krate = path.parse::<syn::Path>()?.into_token_stream();
+            } else if key == "client" {
+                args.client = input.parse::<syn::LitBool>()?.value;
+            } else {
+                return Err(syn::Error::new(
+                    key.span(),
+                    "unknown argument: expected `client = false` or `crate = \"path::to::nestling\"`",
+                ));
+            }
+            if !input.is_empty() {
+                input.parse::<Token![,]>()?;
+            }
+        }
+        Ok(args)
+    }
+}
+
+fn private(args: &Args) -> TokenStream {
+    let krate = &args.krate;
+    quote!(#krate::__private)
+}
+
+fn docs(attrs: &[Attribute]) -> Vec<Attribute> {
+    attrs
+        .iter()
+        .filter(|a| a.path().is_ident("doc"))
+        .cloned()
+        .collect()
+}
+
+/// `#[nestling::controller]` on an impl block.
+pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
+    let cx = Ctxt::default();
+    let args = match syn::parse2::<Args>(args) {
+        Ok(a) => a,
+        Err(e) => {
+            cx.error(e);
+            Args {
+                krate: quote!(::nestling),
+                client: false,
+            }
+        }
+    };
+    let item: ItemImpl = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(_) => {
+            let e = syn::Error::new_spanned(
+                &input,
+                "#[nestling::controller] goes on an impl block: `impl UserController { .. }`",
+            );
+            let e = e.to_compile_error();
+            return quote!(#e #input);
+        }
+    };
+    crate::valid::check_impl(&cx, &item);
+    let parsed = parse_controller(&cx, item.clone());
+    let Some(controller) = parsed else {
+        let errors = cx.into_compile_errors();
+        return quote!(#item #errors);
+    };
+    crate::valid::check_duplicates(&cx, &controller);
+    let user_item = &controller.item;
+    if cx.has_errors() {
+        // The impl (without pattern attributes) still compiles, so the mistakes above are
+        // the only messages the user sees.
+        let errors = cx.into_compile_errors();
+        return quote!(#user_item #errors);
+    }
+    let n = private(&args);
+    let registration = dispatch::expand_registration(&n, &controller);
+    let client = if args.client {
+        let methods: Vec<ClientMethod> = controller
+            .handlers
+            .iter()
+            .map(|h| {
+                let method_docs = controller.item.items.iter().find_map(|i| match i {
+                    syn::ImplItem::Fn(f) if f.sig.ident == h.method => Some(docs(&f.attrs)),
+                    _ => None,
+                });
+                ClientMethod {
+                    kind: h.kind,
+                    pattern_json: h.pattern.value.to_json(),
+                    name: h.method.clone(),
+                    payload: h.params.iter().find_map(|p| match p {
+                        Param::Payload { ty, .. } => Some(ty.clone()),
+                        Param::Context { .. } => None,
+                    }),
+                    output: clone_output(&h.output),
+                    docs: method_docs.unwrap_or_default(),
+                }
+            })
+            .collect();
+        let about = format!("the patterns of [`{}`]", controller.name);
+        expand_client(
+            &n,
+            &syn::parse_quote!(pub),
+            &controller.name,
+            &about,
+            &methods,
+        )
+    } else {
+        TokenStream::new()
+    };
+    quote! {
+        #user_item
+        #registration
+        #client
+    }
+}
+
+fn clone_output(o: &Output) -> Output {
+    match o {
+        Output::Unit => Output::Unit,
+        Output::Opaque => Output::Opaque,
+        Output::Value(t) => Output::Value(t.clone()),
+        Output::Result { ok, err } => Output::Result {
+            ok: ok.clone(),
+            err: err.clone(),
+        },
+    }
+}
+
+/// `#[nestling::client]` on a trait declaring a remote service's patterns.
+pub fn remote_client(args: TokenStream, input: TokenStream) -> TokenStream {
+    let cx = Ctxt::default();
+    let args = match syn::parse2::<Args>(args) {
+        Ok(a) => a,
+        Err(e) => return e.to_compile_error(),
+    };
+    let mut item: ItemTrait = match syn::parse2(input.clone()) {
+        Ok(item) => item,
+        Err(_) => {
+            let e = syn::Error::new_spanned(
+                &input,
+                "#[nestling::client] goes on a trait that declares the remote service's patterns: `trait UserService { #[message_pattern(\"sum\")] async fn sum(nums: Vec<i64>) -> i64; }`",
+            )
+            .to_compile_error();
+            return quote!(#e #input);
+        }
+    };
+    let mut methods = Vec::new();
+    for trait_item in &mut item.items {
+        let TraitItem::Fn(f) = trait_item else {
+            cx.error_at(&*trait_item, "a #[nestling::client] trait holds only pattern methods");
+            continue;
+        };
+        let found = take_pattern_attrs(&cx, &mut f.attrs);
+        let Some((kind, pattern, _)) = found.into_iter().next() else {
+            cx.error_at(
+                &f.sig.ident,
+                "each method of a #[nestling::client] trait needs #[message_pattern(..)] or #[event_pattern(..)]",
+            );
+            continue;
+        };
+        if !f.sig.generics.params.is_empty() {
+            cx.error_at(&f.sig.generics, "client methods cannot be generic: declare the concrete payload type");
+        }
+        let mut payloads = f.sig.inputs.iter().filter_map(|a| match a {
+            FnArg::Typed(pt) => Some(pt),
+            FnArg::Receiver(_) => None,
+        });
+        let payload = payloads.next().map(|pt| (*pt.ty).clone());
+        if let Some(extra) = payloads.next() {
+            cx.error_at(
+                &extra.ty,
+                "a pattern takes at most one payload (Nest sends one `data` value); combine them into one struct or tuple",
+            );
+        }
+        if let Some(p) = &payload {
+            if matches!(ast::parse_handler_param(p), Param::Context { .. }) {
+                cx.error_at(p, "a client sends no context: remove this parameter");
+            }
+        }
+        methods.push(ClientMethod {
+            kind,
+            pattern_json: pattern.value.to_json(),
+            name: f.sig.ident.clone(),
+            payload,
+            output: ast::classify_output(&f.sig.output),
+            docs: docs(&f.attrs),
+        });
+    }
+    if cx.has_errors() {
+        return cx.into_compile_errors();
+    }
+    let n = private(&args);
+    let vis: Visibility = item.vis.clone();
+    let about = format!("the remote service `{}`", item.ident);
+    let docs = docs(&item.attrs);
+    let client = expand_client(&n, &vis, &item.ident, &about, &methods);
+    quote! {
+        #(#docs)*
+        #client
+    }
+}

@@ -1,0 +1,107 @@
+//! Checks that a controller and its handlers have a shape nestling can serve. Each
+//! mistake is reported on the narrowest span with what to do instead.
+
+use std::collections::HashMap;
+
+use syn::{FnArg, ImplItemFn, ItemImpl};
+
+use crate::ast::{Controller, Kind, Param};
+use crate::ctxt::Ctxt;
+
+/// Checks the impl block itself.
+pub fn check_impl(cx: &Ctxt, item: &ItemImpl) {
+    if let Some((path, _)) = &item.trait_ {
+        cx.error_at(
+            path,
+            "#[nestling::controller] goes on an inherent impl block (`impl UserController { .. }`), not on a trait impl",
+        );
+    }
+    if !item.generics.params.is_empty() {
+        cx.error_at(
+            &item.generics,
+            "a controller cannot be generic: the server must know its concrete type; write the impl for a concrete type",
+        );
+    }
+}
+
+/// Checks one handler's signature.
+pub fn check_signature(cx: &Ctxt, kind: Kind, method: &ImplItemFn) {
+    let sig = &method.sig;
+    let attr = kind.attr_name();
+    if !sig.generics.params.is_empty() {
+        cx.error_at(
+            &sig.generics,
+            format!("a #[{attr}] handler cannot be generic: nestling must know the concrete payload type to decode it"),
+        );
+    }
+    match sig.inputs.first() {
+        Some(FnArg::Receiver(r)) => {
+            let by_ref_mut = match &r.kind {
+                syn::ReceiverKind::Reference(_, _, m) => Some(m.is_some()),
+                _ => None,
+            };
+            if by_ref_mut.is_none() {
+                cx.error_at(
+                    r,
+                    "handlers take `&self`, not `self`: one controller instance serves every request; write `&self`",
+                );
+            } else if by_ref_mut == Some(true) {
+                cx.error_at(
+                    r,
+                    "handlers take `&self`, not `&mut self`: requests run concurrently on a shared controller; use interior mutability (a Mutex or atomics) for state",
+                );
+            }
+        }
+        _ => cx.error_at(
+            &sig.ident,
+            format!("a #[{attr}] handler must take `&self` as its first parameter, e.g. `fn {}(&self, payload: T)`", sig.ident),
+        ),
+    }
+    let mut payloads = 0;
+    let mut contexts = 0;
+    for arg in sig.inputs.iter().skip(1) {
+        let FnArg::Typed(pt) = arg else { continue };
+        match crate::ast::parse_handler_param(&pt.ty) {
+            Param::Payload { .. } => {
+                payloads += 1;
+                if payloads == 2 {
+                    cx.error_at(
+                        &pt.ty,
+                        "a handler takes at most one payload parameter (Nest sends one `data` value); combine them into one struct or tuple, e.g. `(a, b): (A, B)`",
+                    );
+                }
+            }
+            Param::Context { .. } => {
+                contexts += 1;
+                if contexts == 2 {
+                    cx.error_at(&pt.ty, "a handler takes at most one `&Context` parameter");
+                }
+            }
+        }
+    }
+    if sig.variadic.is_some() || sig.abi.is_some() {
+        cx.error_at(&sig.ident, "handlers must be plain Rust methods");
+    }
+}
+
+/// Two handlers in one impl block with the same pattern (in any key order).
+pub fn check_duplicates(cx: &Ctxt, controller: &Controller) {
+    let mut seen: HashMap<String, &syn::Ident> = HashMap::new();
+    for h in &controller.handlers {
+        if h.kind != Kind::Message {
+            continue; // several event handlers for one pattern all run, as in Nest
+        }
+        let key = h.pattern.value.canonical();
+        if let Some(first) = seen.get(&key) {
+            cx.error(syn::Error::new(
+                h.pattern.span,
+                format!(
+                    "pattern {} is already handled by `{first}` in this controller; a request can only be answered once, so give one of them another pattern",
+                    h.pattern.value.to_json()
+                ),
+            ));
+        } else {
+            seen.insert(key, &h.method);
+        }
+    }
+}
