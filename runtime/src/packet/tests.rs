@@ -191,8 +191,15 @@ fn arrays_are_undefined_even_with_elements() {
     // Spec §2.2: a non-object (arrays included: they have no `pattern`/`data` key) is
     // handled as an event with an undefined pattern. serde's derived struct visitor
     // accepts sequences, so `[1,2,3]` currently comes out as
-    // Request { pattern: 1, data: 2, id: 3 } and gets routed.
-    for json in [r#"["sum",[1,2],"q9"]"#, "[1,2]", "[1]", r#"["a",1,"b",{}]"#] {
+    // Request { pattern: 1, data: 2, id: 3 } and gets routed, `[1,2]` as an Event, and a
+    // 5-element array as Err (which closes the connection).
+    for json in [
+        r#"["sum",[1,2],"q9"]"#,
+        "[1,2]",
+        "[1]",
+        r#"["a",1,"b",{}]"#,
+        r#"["a",1,"b",{},5]"#,
+    ] {
         assert_eq!(inbound(json), Inbound::Undefined, "{json}");
     }
 }

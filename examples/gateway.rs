@@ -1,0 +1,113 @@
+//! The tutorial's HTTP gateway ("main" app), in Rust with axum.
+//!
+//! NestJS original (microservice-test-main):
+//!
+//! ```ts
+//! @Get('sum')
+//! calc(@Query('num') str) {
+//!   const numArr = str.split(',').map(item => parseInt(item));
+//!   this.userClient.emit('log', '求和1111');
+//!   return this.userClient.send('sum', numArr);
+//! }
+//! ```
+//!
+//! Run: `cargo run --example gateway`, then `curl 'http://127.0.0.1:3000/sum?num=1,2,3'`.
+//! Env: `PORT` (3000), `USER_SERVICE_HOST` (127.0.0.1), `USER_SERVICE_PORT` (8888).
+
+use std::time::Duration;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use nestling::{Client, ClientError};
+use serde::Deserialize;
+
+/// The user service's patterns, declared for the client (it may be NestJS or nestling).
+#[nestling::client]
+pub trait UserService {
+    /// Adds up the numbers.
+    #[message_pattern("sum")]
+    async fn sum(nums: Vec<i64>) -> i64;
+
+    /// Logs a line on the service.
+    #[event_pattern("log")]
+    async fn log(text: String);
+}
+
+#[derive(Deserialize)]
+struct SumQuery {
+    num: Option<String>,
+}
+
+/// Parses `1,2,3`. Unlike the Nest original (`parseInt` → `NaN` → `null`), a bad number is a
+/// client error with a message rather than a silent wrong sum.
+fn parse_numbers(raw: &str) -> Result<Vec<i64>, String> {
+    raw.split(',')
+        .map(|item| {
+            item.trim().parse::<i64>().map_err(|_| {
+                format!("num must be a comma-separated list of integers, e.g. num=1,2,3; {item:?} is not an integer")
+            })
+        })
+        .collect()
+}
+
+fn service_error(e: ClientError) -> (StatusCode, String) {
+    let status = match &e {
+        ClientError::Connect { .. }
+        | ClientError::ConnectTimeout { .. }
+        | ClientError::ConnectionClosed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        ClientError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    (status, format!("user service error: {e}"))
+}
+
+async fn sum(
+    State(users): State<UserServiceClient>,
+    Query(q): Query<SumQuery>,
+) -> Result<String, (StatusCode, String)> {
+    let raw = q.num.ok_or((
+        StatusCode::BAD_REQUEST,
+        "missing query parameter num, e.g. /sum?num=1,2,3".to_string(),
+    ))?;
+    let nums = parse_numbers(&raw).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
+    users.log("求和1111".to_string()).await.map_err(service_error)?;
+    let total = users.sum(nums).await.map_err(service_error)?;
+    Ok(total.to_string())
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
+    let service = format!(
+        "{}:{}",
+        env("USER_SERVICE_HOST", "127.0.0.1"),
+        env("USER_SERVICE_PORT", "8888")
+    );
+    // Like Nest's ClientsModule the connection opens on first use; unlike Nest, a dead
+    // service fails fast instead of hanging the HTTP request.
+    let client = Client::builder(service)
+        .connect_timeout(Duration::from_secs(2))
+        .request_timeout(Some(Duration::from_secs(10)))
+        .build();
+    let app = Router::new()
+        .route("/sum", get(sum))
+        .with_state(UserServiceClient::new(client));
+    let listener =
+        tokio::net::TcpListener::bind(format!("{}:{}", env("HOST", "127.0.0.1"), env("PORT", "3000")))
+            .await?;
+    println!("READY {}", listener.local_addr()?.port());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await?;
+    Ok(())
+}
