@@ -72,7 +72,10 @@ async fn sum(
         "missing query parameter num, e.g. /sum?num=1,2,3".to_string(),
     ))?;
     let nums = parse_numbers(&raw).map_err(|m| (StatusCode::BAD_REQUEST, m))?;
-    users.log("求和1111".to_string()).await.map_err(service_error)?;
+    users
+        .log("求和1111".to_string())
+        .await
+        .map_err(service_error)?;
     let total = users.sum(nums).await.map_err(service_error)?;
     Ok(total.to_string())
 }
@@ -100,9 +103,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let app = Router::new()
         .route("/sum", get(sum))
         .with_state(UserServiceClient::new(client));
-    let listener =
-        tokio::net::TcpListener::bind(format!("{}:{}", env("HOST", "127.0.0.1"), env("PORT", "3000")))
-            .await?;
+    let listener = tokio::net::TcpListener::bind(format!(
+        "{}:{}",
+        env("HOST", "127.0.0.1"),
+        env("PORT", "3000")
+    ))
+    .await?;
     println!("READY {}", listener.local_addr()?.port());
     axum::serve(listener, app)
         .with_graceful_shutdown(async {

@@ -29,7 +29,12 @@ impl Counter {
 }
 
 async fn serve(builder: nestling::ServerBuilder) -> (Client, tokio::task::JoinHandle<()>) {
-    let listening = builder.build().unwrap().listen("127.0.0.1:0").await.unwrap();
+    let listening = builder
+        .build()
+        .unwrap()
+        .listen("127.0.0.1:0")
+        .await
+        .unwrap();
     let client = Client::builder(listening.local_addr().to_string())
         .request_timeout(Some(Duration::from_secs(5)))
         .build();

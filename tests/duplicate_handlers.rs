@@ -35,14 +35,17 @@ impl Second {
 #[test]
 fn duplicate_message_patterns_fail_at_startup_naming_both() {
     let err = Server::builder().build().unwrap_err();
-    let ServerError::DuplicateHandler {
-        first, second, ..
-    } = &err
-    else {
+    let ServerError::DuplicateHandler { first, second, .. } = &err else {
         panic!("expected DuplicateHandler, got {err}");
     };
     let both = format!("{first} | {second}");
-    assert!(both.contains("First::dup (tests/duplicate_handlers.rs:12)"), "{both}");
-    assert!(both.contains("Second::dup_again (tests/duplicate_handlers.rs:27)"), "{both}");
+    assert!(
+        both.contains("First::dup (tests/duplicate_handlers.rs:12)"),
+        "{both}"
+    );
+    assert!(
+        both.contains("Second::dup_again (tests/duplicate_handlers.rs:27)"),
+        "{both}"
+    );
     assert!(err.to_string().contains("give one of them another pattern"));
 }

@@ -291,14 +291,23 @@ async fn errors_have_nest_shapes() {
     let remote = |e: ClientError| e.remote().unwrap().value().clone();
 
     let e = client.send::<_, _, i64>("fail", &()).await.unwrap_err();
-    assert_eq!(remote(e), json!({"status": "error", "message": "bad thing"}));
+    assert_eq!(
+        remote(e),
+        json!({"status": "error", "message": "bad thing"})
+    );
     let e = client.send::<_, _, i64>("fail_obj", &()).await.unwrap_err();
     assert_eq!(remote(e), json!({"code": 42, "message": "m"}));
     // The real cause stays server-side.
     let e = client.send::<_, _, i64>("boom", &()).await.unwrap_err();
-    assert_eq!(remote(e), json!({"status": "error", "message": "Internal server error"}));
+    assert_eq!(
+        remote(e),
+        json!({"status": "error", "message": "Internal server error"})
+    );
     let e = client.send::<_, _, i64>("panic", &1).await.unwrap_err();
-    assert_eq!(remote(e), json!({"status": "error", "message": "Internal server error"}));
+    assert_eq!(
+        remote(e),
+        json!({"status": "error", "message": "Internal server error"})
+    );
     let e = client.send::<_, _, i64>("nope", &1).await.unwrap_err();
     assert_eq!(
         remote(e),
@@ -377,7 +386,13 @@ async fn bad_frame_closes_only_its_connection() {
     };
     client.send::<_, _, i64>("sum", &[1]).await.unwrap();
 
-    for garbage in [&b"abc#{}"[..], b"-5#{}", b"5#{abc}", b"999999999999#", b"0#"] {
+    for garbage in [
+        &b"abc#{}"[..],
+        b"-5#{}",
+        b"5#{abc}",
+        b"999999999999#",
+        b"0#",
+    ] {
         let mut bad = TcpStream::connect(server.addr).await.unwrap();
         bad.write_all(garbage).await.unwrap();
         // The server closes this connection without replying.
@@ -438,7 +453,9 @@ async fn raw_wire_frames_split_and_batched() {
     // Undefined packets (no pattern, no data) are dropped with a log, connection stays.
     sock.write_all(&frame("{}")).await.unwrap();
     sock.write_all(&frame("[]")).await.unwrap();
-    sock.write_all(&frame(r#"{"pattern":"nothing","id":"u"}"#)).await.unwrap();
+    sock.write_all(&frame(r#"{"pattern":"nothing","id":"u"}"#))
+        .await
+        .unwrap();
     assert_eq!(
         read_frame(&mut sock).await.unwrap(),
         r#"{"isDisposed":true,"id":"u"}"#
@@ -471,7 +488,10 @@ async fn pending_calls_fail_at_once_when_the_connection_drops_then_reconnect() {
         .await
         .expect("pending calls must fail when the connection drops, not hang");
     for r in [a, b] {
-        assert!(matches!(r, Err(ClientError::ConnectionClosed { .. })), "{r:?}");
+        assert!(
+            matches!(r, Err(ClientError::ConnectionClosed { .. })),
+            "{r:?}"
+        );
     }
     let again: i64 = client.send("c", &3).await.unwrap();
     assert_eq!(again, 99);

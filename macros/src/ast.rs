@@ -23,6 +23,8 @@ impl Kind {
 }
 
 /// One parameter after the receiver.
+// Compile-time only values: boxing the syn types would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Param {
     /// The payload, deserialised from `data`.
     Payload { ty: Type, span: Span },
@@ -31,6 +33,7 @@ pub enum Param {
 }
 
 /// What the method returns, as far as dispatch cares.
+#[allow(clippy::large_enum_variant)]
 pub enum Output {
     /// No return type or `()`: Nest's `undefined` reply.
     Unit,
@@ -80,7 +83,11 @@ pub fn take_pattern_attrs(cx: &Ctxt, attrs: &mut Vec<Attribute>) -> Vec<(Kind, P
                 syn::Meta::List(_) => cx.error(e),
                 _ => cx.error_at(
                     attr,
-                    format!("#[{}] needs a pattern, e.g. #[{}(\"sum\")]", kind.attr_name(), kind.attr_name()),
+                    format!(
+                        "#[{}] needs a pattern, e.g. #[{}(\"sum\")]",
+                        kind.attr_name(),
+                        kind.attr_name()
+                    ),
                 ),
             },
         }
@@ -196,7 +203,10 @@ pub fn parse_controller(cx: &Ctxt, mut item: ItemImpl) -> Option<Controller> {
         }
     }
     let Some(name) = name else {
-        cx.error_at(&item.self_ty, "#[nestling::controller] needs a named type, e.g. `impl UserController { .. }`");
+        cx.error_at(
+            &item.self_ty,
+            "#[nestling::controller] needs a named type, e.g. `impl UserController { .. }`",
+        );
         return None;
     };
     Some(Controller {
@@ -210,7 +220,10 @@ fn reject_stray(cx: &Ctxt, attrs: &mut Vec<Attribute>) {
     for (kind, _, span) in take_pattern_attrs(cx, attrs) {
         cx.error(syn::Error::new(
             span,
-            format!("#[{}] belongs on a method of the controller", kind.attr_name()),
+            format!(
+                "#[{}] belongs on a method of the controller",
+                kind.attr_name()
+            ),
         ));
     }
 }

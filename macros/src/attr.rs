@@ -29,7 +29,8 @@ pub struct PatternArg {
     pub span: Span,
 }
 
-const EXPECTED: &str = "expected a pattern: a string such as \"sum\", a number, or an object such as { cmd: \"sum\" }";
+const EXPECTED: &str =
+    "expected a pattern: a string such as \"sum\", a number, or an object such as { cmd: \"sum\" }";
 
 impl Parse for PatternArg {
     fn parse(input: ParseStream) -> syn::Result<Self> {
@@ -39,7 +40,9 @@ impl Parse for PatternArg {
         }
         let value = parse_value(input)?;
         if !input.is_empty() {
-            return Err(input.error("unexpected tokens after the pattern; give exactly one pattern"));
+            return Err(
+                input.error("unexpected tokens after the pattern; give exactly one pattern")
+            );
         }
         Ok(PatternArg { value, span })
     }
@@ -97,13 +100,19 @@ fn parse_value(input: ParseStream) -> syn::Result<JsonLit> {
         Ok(Lit::Bool(b)) => Ok(JsonLit::Bool(b.value)),
         Ok(Lit::Int(i)) => {
             if !i.suffix().is_empty() {
-                return Err(syn::Error::new(i.span(), "write pattern numbers without a type suffix"));
+                return Err(syn::Error::new(
+                    i.span(),
+                    "write pattern numbers without a type suffix",
+                ));
             }
             Ok(JsonLit::Num(i.base10_digits().to_owned()))
         }
         Ok(Lit::Float(f)) => {
             if !f.suffix().is_empty() {
-                return Err(syn::Error::new(f.span(), "write pattern numbers without a type suffix"));
+                return Err(syn::Error::new(
+                    f.span(),
+                    "write pattern numbers without a type suffix",
+                ));
             }
             Ok(JsonLit::Num(f.base10_digits().to_owned()))
         }
@@ -197,7 +206,10 @@ mod tests {
             json(r#"{ "a-b": [1, "x", null, true], n: { z: false } }"#),
             r#"{"a-b":[1,"x",null,true],"n":{"z":false}}"#
         );
-        assert_eq!(json(r#""quote\" and \\ and \n""#), r#""quote\" and \\ and \n""#);
+        assert_eq!(
+            json(r#""quote\" and \\ and \n""#),
+            r#""quote\" and \\ and \n""#
+        );
     }
 
     #[test]

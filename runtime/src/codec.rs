@@ -21,13 +21,17 @@ pub const MAX_HEADER_LEN: usize = 64;
 #[derive(Debug, thiserror::Error)]
 pub enum FrameError {
     /// The length prefix has no digits (Nest: "Corrupted length value").
-    #[error("corrupted length value {header:?} in frame header: expected a decimal length before '#'")]
+    #[error(
+        "corrupted length value {header:?} in frame header: expected a decimal length before '#'"
+    )]
     CorruptedLength {
         /// The header text as received (lossy UTF-8).
         header: String,
     },
     /// The length prefix is zero or negative, so no JSON can follow.
-    #[error("invalid frame length {header:?}: the length must be a positive number of UTF-16 units")]
+    #[error(
+        "invalid frame length {header:?}: the length must be a positive number of UTF-16 units"
+    )]
     InvalidLength {
         /// The header text as received (lossy UTF-8).
         header: String,
@@ -128,7 +132,9 @@ impl NestCodec {
 /// ` 40`, `+40`, `040`, `40abc`, `40.9` and `\r\n40` as 40).
 fn parse_header(header: &[u8], max: usize) -> Result<usize, FrameError> {
     let text = String::from_utf8_lossy(header);
-    let trimmed = text.trim_start_matches(|c: char| c.is_whitespace() || c == '\u{feff}');
+    // JavaScript's whitespace: Unicode White_Space minus NEL (U+0085), plus the BOM.
+    let trimmed =
+        text.trim_start_matches(|c: char| (c.is_whitespace() && c != '\u{85}') || c == '\u{feff}');
     let (negative, rest) = match trimmed.as_bytes().first() {
         Some(b'-') => (true, &trimmed[1..]),
         Some(b'+') => (false, &trimmed[1..]),
@@ -142,9 +148,17 @@ fn parse_header(header: &[u8], max: usize) -> Result<usize, FrameError> {
     }
     let mut len: usize = 0;
     for d in rest.as_bytes()[..digits].iter() {
-        len = match len.checked_mul(10).and_then(|l| l.checked_add(usize::from(d - b'0'))) {
+        len = match len
+            .checked_mul(10)
+            .and_then(|l| l.checked_add(usize::from(d - b'0')))
+        {
             Some(l) => l,
-            None => return Err(FrameError::TooLarge { len: usize::MAX, max }),
+            None => {
+                return Err(FrameError::TooLarge {
+                    len: usize::MAX,
+                    max,
+                })
+            }
         };
     }
     if negative || len == 0 {

@@ -157,7 +157,9 @@ pub enum ClientError {
         source: std::io::Error,
     },
     /// Connecting took longer than the client's connect timeout.
-    #[error("connecting to {addr} timed out after {timeout:?}; check that the service is reachable")]
+    #[error(
+        "connecting to {addr} timed out after {timeout:?}; check that the service is reachable"
+    )]
     ConnectTimeout {
         /// Address dialled.
         addr: String,
@@ -166,7 +168,9 @@ pub enum ClientError {
     },
     /// The connection closed before the reply arrived. The remote handler may or may not
     /// have run; the next call opens a new connection.
-    #[error("connection to {addr} closed before the reply arrived ({reason}); the next call reconnects")]
+    #[error(
+        "connection to {addr} closed before the reply arrived ({reason}); the next call reconnects"
+    )]
     ConnectionClosed {
         /// Address of the service.
         addr: String,

@@ -10,6 +10,7 @@
 
 #![warn(missing_docs)]
 
+mod client;
 pub mod codec;
 mod context;
 mod error;
@@ -19,7 +20,6 @@ mod pattern;
 mod registry;
 mod router;
 mod server;
-mod client;
 pub mod utf16;
 
 #[doc(hidden)]
@@ -28,7 +28,10 @@ pub mod __private;
 pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_QUEUED_FRAMES};
 pub use context::Context;
 pub use error::{ClientError, RemoteError, RpcException, ServerError, NO_HANDLER_MESSAGE};
-pub use handler::{HandlerFailure, HandlerFn, HandlerFuture, HandlerKind, HandlerOutcome, Instance, IntoRpcError, Request};
+pub use handler::{
+    HandlerFailure, HandlerFn, HandlerFuture, HandlerKind, HandlerOutcome, Instance, IntoRpcError,
+    Request,
+};
 pub use pattern::{IntoPattern, Pattern};
 pub use registry::{all_controllers, Controller, ControllerEntry, ControllerMeta, HandlerMeta};
 pub use server::{

@@ -5,28 +5,83 @@
 //! a foreign payload). Incoming packets are parsed lazily: `data` stays raw JSON until a
 //! handler deserialises it into its own type.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use bytes::{Bytes, BytesMut};
+use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use crate::codec::encode_frame;
 use crate::error::NO_HANDLER_MESSAGE;
 
-/// Deserialises a present field (even `null`) as `Some(raw)`; absent fields use `default`.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue>::deserialize(d).map(Some)
+/// The top-level entries of a JSON object as raw slices of the frame, in order.
+///
+/// A hand-written visitor rather than a derived struct: derived structs also accept JSON
+/// arrays (filling fields by position) and reject duplicate keys, where Nest's `JSON.parse`
+/// yields an array (not a packet) and keeps the last duplicate.
+struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
+
+impl<'a> Entries<'a> {
+    /// The last value of `key` (JSON.parse semantics for duplicates).
+    fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
 }
 
-#[derive(Deserialize)]
-struct InboundFields<'a> {
-    #[serde(default, borrow, deserialize_with = "present")]
-    pattern: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    data: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    metadata: Option<&'a RawValue>,
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> Visitor<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+impl<'de> Deserialize<'de> for Entries<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ObjectVisitor;
+        impl<'de> Visitor<'de> for ObjectVisitor {
+            type Value = Entries<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::with_capacity(4);
+                while let Some(key) = map.next_key_seed(KeySeed)? {
+                    let value: &'de RawValue = map.next_value()?;
+                    entries.push((key, value));
+                }
+                Ok(Entries(entries))
+            }
+        }
+        d.deserialize_map(ObjectVisitor)
+    }
+}
+
+/// Parses `frame` as an object; `Ok(None)` for valid JSON that is not an object.
+fn object_entries(frame: &Bytes) -> Result<Option<Entries<'_>>, InvalidJson> {
+    match serde_json::from_slice::<Entries<'_>>(frame) {
+        Ok(entries) => Ok(Some(entries)),
+        Err(e) => {
+            serde_json::from_slice::<de::IgnoredAny>(frame).map_err(|_| InvalidJson(e))?;
+            Ok(None)
+        }
+    }
 }
 
 /// A packet received by a server, classified as Nest's `ServerTCP` classifies it.
@@ -65,25 +120,19 @@ pub struct InvalidJson(#[from] serde_json::Error);
 /// Parses a frame's JSON into an [`Inbound`] packet without copying field values.
 pub fn parse_inbound(frame: &Bytes) -> Result<Inbound, InvalidJson> {
     let slice = |raw: &RawValue| frame.slice_ref(raw.get().as_bytes());
-    let fields: InboundFields<'_> = match serde_json::from_slice(frame) {
-        Ok(fields) => fields,
-        Err(e) => {
-            // Valid JSON that is not an object (or has an odd shape) is an undefined event
-            // in Nest, not a framing error; only unparsable text closes the connection.
-            serde_json::from_slice::<serde::de::IgnoredAny>(frame)?;
-            if e.is_data() && !frame.iter().find(|b| !b.is_ascii_whitespace()).is_some_and(|&b| b == b'{') {
-                return Ok(Inbound::Undefined);
-            }
-            return Err(InvalidJson(e));
-        }
+    // Valid JSON that is not an object is an undefined event in Nest, not a framing
+    // error; only unparsable text closes the connection.
+    let Some(fields) = object_entries(frame)? else {
+        return Ok(Inbound::Undefined);
     };
-    if fields.pattern.is_none() && fields.data.is_none() {
+    let (pattern, data) = (fields.get("pattern"), fields.get("data"));
+    if pattern.is_none() && data.is_none() {
         return Ok(Inbound::Undefined);
     }
-    let pattern = fields.pattern.map(slice);
-    let data = fields.data.map(slice);
-    let metadata = fields.metadata.map(slice);
-    Ok(match fields.id {
+    let pattern = pattern.map(slice);
+    let data = data.map(slice);
+    let metadata = fields.get("metadata").map(slice);
+    Ok(match fields.get("id") {
         Some(id) => Inbound::Request {
             pattern,
             data,
@@ -166,27 +215,13 @@ pub fn encode_outbound<T: Serialize + ?Sized>(
     serde_json::to_writer(&mut j.0, data)?;
     if let Some(id) = id {
         let mut buf = itoa::Buffer::new();
-        j.push(b",\"id\":\"").push(buf.format(id).as_bytes()).push(b"\"");
+        j.push(b",\"id\":\"")
+            .push(buf.format(id).as_bytes())
+            .push(b"\"");
     }
     j.push(b"}");
     j.frame_into(dst);
     Ok(())
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReplyFields<'a> {
-    #[serde(default, borrow, deserialize_with = "present")]
-    id: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    err: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    response: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present", rename = "isDisposed")]
-    is_disposed: Option<&'a RawValue>,
-    #[serde(default, borrow, deserialize_with = "present")]
-    #[allow(dead_code)]
-    status: Option<&'a RawValue>,
 }
 
 /// A reply received by a client, interpreted as Nest's `ClientTCP` interprets it.
@@ -225,45 +260,42 @@ fn truthy(raw: &RawValue) -> bool {
     match t.as_bytes().first() {
         Some(b'n') | Some(b'f') => false,
         Some(b'"') => t.len() > 2,
-        Some(b'-' | b'0'..=b'9') => t.parse::<f64>().map_or(true, |f| f != 0.0),
+        Some(b'-' | b'0'..=b'9') => t.parse::<f64>() != Ok(0.0),
         _ => true,
     }
 }
 
+/// Keys a Nest response may have; any other key makes the whole object a foreign payload.
+const REPLY_KEYS: [&str; 5] = ["id", "err", "response", "isDisposed", "status"];
+
 /// Parses a frame received by a client.
 pub fn parse_reply(frame: &Bytes) -> Result<Reply, InvalidJson> {
     let slice = |raw: &RawValue| frame.slice_ref(raw.get().as_bytes());
-    match serde_json::from_slice::<ReplyFields<'_>>(frame) {
-        Ok(f) => {
-            let id = f.id.map(slice);
-            if let Some(err) = f.err.filter(|e| truthy(e)) {
-                return Ok(Reply::Error { id, err: slice(err) });
-            }
-            Ok(Reply::Value {
-                id,
-                response: f.response.map(slice),
-                disposed: f.is_disposed.is_some_and(truthy),
-            })
-        }
-        Err(_) => {
-            // A foreign payload (unknown keys or not an object): Nest delivers the whole
-            // value as the response and completes.
-            #[derive(Deserialize)]
-            struct IdOnly<'a> {
-                #[serde(default, borrow, deserialize_with = "present")]
-                id: Option<&'a RawValue>,
-            }
-            serde_json::from_slice::<serde::de::IgnoredAny>(frame)?;
-            let id = serde_json::from_slice::<IdOnly<'_>>(frame)
-                .ok()
-                .and_then(|f| f.id.map(slice));
-            Ok(Reply::Value {
-                id,
-                response: Some(frame.clone()),
-                disposed: true,
-            })
-        }
+    let fields = object_entries(frame)?;
+    let foreign = match &fields {
+        None => true,
+        Some(f) => f.0.is_empty() || f.0.iter().any(|(k, _)| !REPLY_KEYS.contains(&k.as_ref())),
+    };
+    let id = fields.as_ref().and_then(|f| f.get("id")).map(slice);
+    let Some(fields) = fields.filter(|_| !foreign) else {
+        // A foreign payload: Nest delivers the whole value as the response and completes.
+        return Ok(Reply::Value {
+            id,
+            response: Some(frame.clone()),
+            disposed: true,
+        });
+    };
+    if let Some(err) = fields.get("err").filter(|e| truthy(e)) {
+        return Ok(Reply::Error {
+            id,
+            err: slice(err),
+        });
     }
+    Ok(Reply::Value {
+        id,
+        response: fields.get("response").map(slice),
+        disposed: fields.get("isDisposed").is_some_and(truthy),
+    })
 }
 
 #[cfg(test)]

@@ -13,7 +13,6 @@
 use std::fmt::Write as _;
 
 use serde::Serialize;
-use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Nest's `DEFAULT_MAX_DEPTH`: deeper object values become `[MAX_DEPTH_REACHED]`.
@@ -165,7 +164,8 @@ fn js_number(n: &serde_json::Number) -> String {
 /// assert_eq!(p.as_json(), r#""sum""#);
 ///
 /// let p = Pattern::new(serde_json::json!({"cmd": "sum", "b": 1})).unwrap();
-/// assert_eq!(p.as_json(), r#"{"b":1,"cmd":"sum"}"#);
+/// assert_eq!(p.as_json(), r#"{"cmd":"sum","b":1}"#); // sent as given
+/// // emitted as Nest's normalised string, keys sorted:
 /// assert_eq!(p.event_json(), r#""{\"b\":1,\"cmd\":\"sum\"}""#);
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -179,8 +179,7 @@ impl Pattern {
     ///
     /// Fails only if `value` cannot be serialised to JSON (e.g. a map with non-string keys).
     pub fn new(value: impl Serialize) -> Result<Self, serde_json::Error> {
-        let json = serde_json::value::to_raw_value(&value)?;
-        Self::from_raw(json)
+        Self::from_text(&serde_json::to_string(&value)?)
     }
 
     /// Builds a pattern from its JSON text, e.g. `r#"{"cmd":"sum"}"#` or `r#""sum""#`.
@@ -190,17 +189,17 @@ impl Pattern {
     /// assert_eq!(p.event_json(), r#""{\"cmd\":\"sum\"}""#);
     /// ```
     pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
-        Self::from_raw(RawValue::from_string(json.to_owned())?)
+        Self::from_text(json)
     }
 
-    fn from_raw(json: Box<RawValue>) -> Result<Self, serde_json::Error> {
-        let value: Value = serde_json::from_str(json.get())?;
+    fn from_text(json: &str) -> Result<Self, serde_json::Error> {
+        let value: Value = serde_json::from_str(json)?;
         let event_json = match &value {
-            Value::String(_) | Value::Bool(_) | Value::Null => json.get().to_owned(),
+            Value::String(_) | Value::Bool(_) | Value::Null => json.to_owned(),
             other => serde_json::to_string(&normalize_top(other))?,
         };
         Ok(Self {
-            json: json.get().to_owned(),
+            json: json.to_owned(),
             event_json,
         })
     }
@@ -315,9 +314,15 @@ mod tests {
             incoming(r#"{"ev":"x","a":1,"nested":{"z":1,"y":"s"}}"#),
             r#"{"a":1,"ev":"x","nested":{"y":"s","z":1}}"#
         );
-        assert_eq!(incoming(r#"{"a":null,"b":true,"c":"q\"\\"}"#), r#"{"a":null,"b":true,"c":"q\"\\"}"#);
+        assert_eq!(
+            incoming(r#"{"a":null,"b":true,"c":"q\"\\"}"#),
+            r#"{"a":null,"b":true,"c":"q\"\\"}"#
+        );
         let deep = r#"{"a":{"a":{"a":{"a":{"a":{"a":{"a":1}}}}}}}"#;
-        assert_eq!(incoming(deep), r#"{"a":{"a":{"a":{"a":{"a":{"a":[MAX_DEPTH_REACHED]}}}}}}"#);
+        assert_eq!(
+            incoming(deep),
+            r#"{"a":{"a":{"a":{"a":{"a":{"a":[MAX_DEPTH_REACHED]}}}}}}"#
+        );
         let many: serde_json::Map<String, Value> =
             (0..21).map(|i| (format!("k{i}"), Value::from(i))).collect();
         assert_eq!(normalize_top(&Value::Object(many)), "[TOO_MANY_KEYS]");

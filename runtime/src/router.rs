@@ -36,11 +36,12 @@ pub(crate) struct Router {
 
 impl Router {
     pub fn add(&mut self, bound: Bound) -> Result<(), ServerError> {
-        let key = declared_route(bound.meta.pattern).map_err(|source| ServerError::InvalidPattern {
-            handler: bound.describe(),
-            pattern: bound.meta.pattern.to_owned(),
-            source,
-        })?;
+        let key =
+            declared_route(bound.meta.pattern).map_err(|source| ServerError::InvalidPattern {
+                handler: bound.describe(),
+                pattern: bound.meta.pattern.to_owned(),
+                source,
+            })?;
         let route = self.routes.entry(key).or_default();
         match bound.meta.kind {
             HandlerKind::Message => {

@@ -168,11 +168,19 @@ mod tests {
     #[test]
     fn invalid_bytes_count_one_unit_each_maximal_subpart() {
         // Node: `ff fe` decodes to two U+FFFD (2 units).
-        assert_eq!(find_boundary(&[0xff, 0xfe], 0, 0, 2), Boundary::At { bytes: 2 });
-        // E1 80 is a valid prefix cut by 'A': one U+FFFD, then 'A'.
-        assert_eq!(find_boundary(&[0xE1, 0x80, b'A'], 0, 0, 2), Boundary::At { bytes: 3 });
         assert_eq!(
-            String::from_utf8_lossy(&[0xE1, 0x80, b'A']).encode_utf16().count(),
+            find_boundary(&[0xff, 0xfe], 0, 0, 2),
+            Boundary::At { bytes: 2 }
+        );
+        // E1 80 is a valid prefix cut by 'A': one U+FFFD, then 'A'.
+        assert_eq!(
+            find_boundary(&[0xE1, 0x80, b'A'], 0, 0, 2),
+            Boundary::At { bytes: 3 }
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&[0xE1, 0x80, b'A'])
+                .encode_utf16()
+                .count(),
             2
         );
     }

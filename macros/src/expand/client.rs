@@ -87,7 +87,11 @@ fn expand_method(n: &TokenStream, m: &ClientMethod) -> TokenStream {
     let json = &m.pattern_json;
     let docs = &m.docs;
     let (param, payload_ty, payload_expr) = match &m.payload {
-        Some(ty) => (quote!(payload: #ty), quote_spanned!(ty.span()=> #ty), quote!(&payload)),
+        Some(ty) => (
+            quote!(payload: #ty),
+            quote_spanned!(ty.span()=> #ty),
+            quote!(&payload),
+        ),
         None => (quote!(), quote!(()), quote!(&())),
     };
     let pattern = quote! {
@@ -98,7 +102,11 @@ fn expand_method(n: &TokenStream, m: &ClientMethod) -> TokenStream {
         Kind::Message => format!("Sends `{json}` and waits for the reply (Nest's `send`)."),
         Kind::Event => format!("Emits event `{json}`: one frame, no reply (Nest's `emit`)."),
     };
-    let sep = if docs.is_empty() { quote!() } else { quote!(#[doc = ""]) };
+    let sep = if docs.is_empty() {
+        quote!()
+    } else {
+        quote!(#[doc = ""])
+    };
     match m.kind {
         Kind::Message => {
             let reply = reply_type(n, &m.output);

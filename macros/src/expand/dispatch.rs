@@ -30,7 +30,9 @@ fn handler_fn(n: &TokenStream, self_ty: &Type, h: &Handler) -> TokenStream {
             quote!(__payload)
         }
         Param::Context { by_ref: true } => quote!(__request.context()),
-        Param::Context { by_ref: false } => quote!(::core::clone::Clone::clone(__request.context())),
+        Param::Context { by_ref: false } => {
+            quote!(::core::clone::Clone::clone(__request.context()))
+        }
     });
     let args: Vec<_> = args.collect();
     let call = if h.is_async {

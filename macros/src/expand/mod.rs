@@ -175,7 +175,10 @@ pub fn remote_client(args: TokenStream, input: TokenStream) -> TokenStream {
     let mut methods = Vec::new();
     for trait_item in &mut item.items {
         let TraitItem::Fn(f) = trait_item else {
-            cx.error_at(&*trait_item, "a #[nestling::client] trait holds only pattern methods");
+            cx.error_at(
+                &*trait_item,
+                "a #[nestling::client] trait holds only pattern methods",
+            );
             continue;
         };
         let found = take_pattern_attrs(&cx, &mut f.attrs);
@@ -187,7 +190,10 @@ pub fn remote_client(args: TokenStream, input: TokenStream) -> TokenStream {
             continue;
         };
         if !f.sig.generics.params.is_empty() {
-            cx.error_at(&f.sig.generics, "client methods cannot be generic: declare the concrete payload type");
+            cx.error_at(
+                &f.sig.generics,
+                "client methods cannot be generic: declare the concrete payload type",
+            );
         }
         let mut payloads = f.sig.inputs.iter().filter_map(|a| match a {
             FnArg::Typed(pt) => Some(pt),

@@ -80,7 +80,13 @@ impl Connection {
         if let Some(reason) = &pending.closed {
             return Err(reason.clone());
         }
-        pending.calls.insert(id, PendingCall { done: tx, last: None });
+        pending.calls.insert(
+            id,
+            PendingCall {
+                done: tx,
+                last: None,
+            },
+        );
         Ok(rx)
     }
 

@@ -190,7 +190,10 @@ impl Client {
     }
 
     fn live(&self) -> Option<Arc<Connection>> {
-        self.lock_current().as_ref().filter(|c| !c.is_closed()).cloned()
+        self.lock_current()
+            .as_ref()
+            .filter(|c| !c.is_closed())
+            .cloned()
     }
 
     async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
@@ -214,7 +217,11 @@ impl Client {
                 addr: addr.clone(),
                 source,
             })?;
-        let conn = Connection::start(stream, self.inner.max_frame_len, self.inner.max_queued_frames);
+        let conn = Connection::start(
+            stream,
+            self.inner.max_frame_len,
+            self.inner.max_queued_frames,
+        );
         *self.lock_current() = Some(conn.clone());
         Ok(conn)
     }
@@ -259,10 +266,12 @@ impl Client {
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let pattern = pattern.into_pattern().map_err(|source| ClientError::Encode {
-            pattern: "<unserialisable pattern>".into(),
-            source,
-        })?;
+        let pattern = pattern
+            .into_pattern()
+            .map_err(|source| ClientError::Encode {
+                pattern: "<unserialisable pattern>".into(),
+                source,
+            })?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut frame = BytesMut::new();
         encode_outbound(&mut frame, pattern.as_json(), data, Some(id)).map_err(|source| {
@@ -278,7 +287,9 @@ impl Client {
             id,
             armed: true,
         };
-        conn.write(frame.freeze()).await.map_err(|r| self.closed(r))?;
+        conn.write(frame.freeze())
+            .await
+            .map_err(|r| self.closed(r))?;
         let completion = match timeout {
             Some(limit) => match tokio::time::timeout(limit, done).await {
                 Ok(c) => c,
@@ -292,7 +303,8 @@ impl Client {
             None => done.await,
         };
         guard.armed = false;
-        let completion = completion.unwrap_or_else(|_| Completion::Closed("connection closed".into()));
+        let completion =
+            completion.unwrap_or_else(|_| Completion::Closed("connection closed".into()));
         match completion {
             Completion::Value(Some(raw)) => serde_json::from_slice(&raw).map_err(|source| {
                 let text = String::from_utf8_lossy(&raw);
@@ -303,11 +315,11 @@ impl Client {
                 }
             }),
             // Completed without a value: fine for `()` / `Option<T>` replies.
-            Completion::Value(None) => R::deserialize(serde_json::Value::Null).map_err(|_| {
-                ClientError::EmptyReply {
+            Completion::Value(None) => {
+                R::deserialize(serde_json::Value::Null).map_err(|_| ClientError::EmptyReply {
                     pattern: pattern.to_string(),
-                }
-            }),
+                })
+            }
             Completion::Error(err) => {
                 let value = serde_json::from_slice(&err).unwrap_or_else(|_| {
                     serde_json::Value::String(String::from_utf8_lossy(&err).into_owned())
@@ -334,10 +346,12 @@ impl Client {
         P: IntoPattern,
         T: Serialize + ?Sized,
     {
-        let pattern = pattern.into_pattern().map_err(|source| ClientError::Encode {
-            pattern: "<unserialisable pattern>".into(),
-            source,
-        })?;
+        let pattern = pattern
+            .into_pattern()
+            .map_err(|source| ClientError::Encode {
+                pattern: "<unserialisable pattern>".into(),
+                source,
+            })?;
         let mut frame = BytesMut::new();
         encode_outbound(&mut frame, pattern.event_json(), data, None).map_err(|source| {
             ClientError::Encode {

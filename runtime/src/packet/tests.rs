@@ -186,7 +186,6 @@ fn packets_without_pattern_and_data_are_undefined() {
 }
 
 #[test]
-#[ignore = "bug: JSON arrays are deserialized positionally as (pattern, data, id, metadata) instead of being Undefined"]
 fn arrays_are_undefined_even_with_elements() {
     // Spec §2.2: a non-object (arrays included: they have no `pattern`/`data` key) is
     // handled as an event with an undefined pattern. serde's derived struct visitor
@@ -294,7 +293,6 @@ fn invalid_json_is_an_error() {
 }
 
 #[test]
-#[ignore = "bug: a duplicate key makes parse_inbound return Err (connection closed); JSON.parse keeps the last value"]
 fn duplicate_keys_last_one_wins() {
     // Nest's JSON.parse accepts duplicate keys (the last wins), so it routes this event.
     assert_eq!(
@@ -634,7 +632,6 @@ fn non_object_reply_is_foreign_payload() {
 }
 
 #[test]
-#[ignore = "bug: JSON arrays are deserialized positionally as (id, err, response, isDisposed, status) instead of being a foreign payload"]
 fn array_reply_is_foreign_payload() {
     // Spec §2.4 step 1: a value with keys outside {id,err,response,isDisposed,status}
     // (an array's keys are "0","1",…) is a foreign payload with id = value.id (undefined).
@@ -646,7 +643,6 @@ fn array_reply_is_foreign_payload() {
 }
 
 #[test]
-#[ignore = "bug (no observable effect: no id): `{}` is read as an undisposed empty value instead of a foreign payload"]
 fn empty_object_reply_is_foreign_payload() {
     // Spec §2.4 step 1: "has no keys" → foreign payload.
     assert_eq!(reply("{}"), value(None, Some("{}"), true));

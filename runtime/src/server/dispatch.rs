@@ -72,8 +72,7 @@ pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemap
             metadata,
         } => {
             let route = pattern.as_ref().and_then(|p| conn.router.lookup(as_str(p)));
-            let Some(route) = route.filter(|r| r.message.is_some() || !r.events.is_empty())
-            else {
+            let Some(route) = route.filter(|r| r.message.is_some() || !r.events.is_empty()) else {
                 let mut out = BytesMut::new();
                 encode_no_handler(&mut out, &id);
                 // Awaiting here is backpressure: a peer flooding unknown patterns waits

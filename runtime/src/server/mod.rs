@@ -62,7 +62,11 @@ impl std::fmt::Debug for ServerBuilder {
         f.debug_struct("ServerBuilder")
             .field(
                 "explicit",
-                &self.explicit.iter().map(|(m, _)| m.name).collect::<Vec<_>>(),
+                &self
+                    .explicit
+                    .iter()
+                    .map(|(m, _)| m.name)
+                    .collect::<Vec<_>>(),
             )
             .field("discover", &self.discover)
             .field("config", &self.config)
@@ -235,14 +239,21 @@ impl Server {
     /// assert_ne!(listening.local_addr().port(), 0);
     /// # });
     /// ```
-    pub async fn listen(self, addr: impl ToSocketAddrs + std::fmt::Debug) -> Result<Listening, ServerError> {
+    pub async fn listen(
+        self,
+        addr: impl ToSocketAddrs + std::fmt::Debug,
+    ) -> Result<Listening, ServerError> {
         let shown = format!("{addr:?}");
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| ServerError::Bind { addr: shown.clone(), source })?;
-        let local_addr = listener
-            .local_addr()
-            .map_err(|source| ServerError::Bind { addr: shown, source })?;
+            .map_err(|source| ServerError::Bind {
+                addr: shown.clone(),
+                source,
+            })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: shown,
+            source,
+        })?;
         Ok(Listening {
             server: self,
             listener,
