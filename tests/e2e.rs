@@ -552,3 +552,64 @@ async fn explicit_instances_and_discovery_are_separate() {
     assert!(e.remote().unwrap().is_no_handler());
     task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failed_connects_back_off_then_recover() {
+    // Reserve a port, then free it: nothing listens there for now.
+    let probe = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = probe.local_addr().unwrap();
+    drop(probe);
+    let client = Client::builder(addr.to_string())
+        .reconnect_backoff(Duration::from_millis(200), Duration::from_millis(200))
+        .build();
+    let first = client.send::<_, _, i64>("sum", &[1]).await.unwrap_err();
+    assert!(matches!(first, ClientError::Connect { .. }), "{first:?}");
+    // Within the backoff window the call fails fast without dialing.
+    let second = client.send::<_, _, i64>("sum", &[1]).await.unwrap_err();
+    assert!(
+        matches!(second, ClientError::Unavailable { .. }),
+        "{second:?}"
+    );
+    assert!(second.to_string().contains("next attempt in"), "{second}");
+
+    let listening = Server::builder()
+        .discover(false)
+        .controller(Calc::default())
+        .build()
+        .unwrap()
+        .listen(addr)
+        .await
+        .unwrap();
+    let task = tokio::spawn(listening.serve());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let n: i64 = client.send("sum", &[1, 2]).await.unwrap();
+    assert_eq!(n, 3);
+    task.abort();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn client_in_flight_limit_is_backpressure() {
+    let calc = Calc::default();
+    let server = start(calc.clone(), Audit::default()).await;
+    let client = Client::builder(server.addr.to_string())
+        .max_in_flight(1)
+        .build();
+    let blocked = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send::<_, _, String>("wait", "held").await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    // The only slot is taken: this call waits for it and times out without being sent.
+    let e = client
+        .send_with_timeout::<_, _, i64>("sum", &[1], Some(Duration::from_millis(100)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ClientError::Timeout { .. }), "{e:?}");
+    // Free the slot through another client; the held call completes, then calls flow.
+    let other = Client::new(server.addr.to_string());
+    let _: bool = other.send("release", &()).await.unwrap();
+    assert_eq!(blocked.await.unwrap().unwrap(), "held");
+    let n: i64 = client.send("sum", &[2]).await.unwrap();
+    assert_eq!(n, 2);
+    server.shutdown().await;
+}

@@ -156,6 +156,19 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    /// A recent connect attempt failed and the client is waiting before dialing again
+    /// (see `ClientBuilder::reconnect_backoff`); the call was not sent.
+    #[error(
+        "{addr} is unavailable (last connect failed: {last_error}); next attempt in {retry_in:?}"
+    )]
+    Unavailable {
+        /// Address of the service.
+        addr: String,
+        /// Time until the client dials again.
+        retry_in: std::time::Duration,
+        /// Why the last attempt failed.
+        last_error: String,
+    },
     /// Connecting took longer than the client's connect timeout.
     #[error(
         "connecting to {addr} timed out after {timeout:?}; check that the service is reachable"

@@ -25,7 +25,10 @@ pub mod utf16;
 #[doc(hidden)]
 pub mod __private;
 
-pub use client::{Client, ClientBuilder, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_QUEUED_FRAMES};
+pub use client::{
+    Client, ClientBuilder, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_IN_FLIGHT_CALLS, DEFAULT_MAX_QUEUED_FRAMES,
+};
 pub use context::Context;
 pub use error::{ClientError, RemoteError, RpcException, ServerError, NO_HANDLER_MESSAGE};
 pub use handler::{

@@ -1,17 +1,21 @@
 //! The client: Nest's `ClientProxy` for `Transport.TCP`.
 
+mod backoff;
 mod connection;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpStream;
 
+use backoff::Backoff;
+pub use backoff::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX};
 use connection::{Completion, Connection};
+use tokio::sync::Semaphore;
 
 use crate::codec::DEFAULT_MAX_FRAME_LEN;
 use crate::error::{ClientError, RemoteError};
@@ -22,6 +26,8 @@ use crate::pattern::IntoPattern;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default [`ClientBuilder::max_queued_frames`].
 pub const DEFAULT_MAX_QUEUED_FRAMES: usize = 1_024;
+/// Default [`ClientBuilder::max_in_flight`].
+pub const DEFAULT_MAX_IN_FLIGHT_CALLS: usize = 65_536;
 
 /// A client for a Nest-compatible TCP microservice (a NestJS app or a nestling server).
 ///
@@ -53,6 +59,8 @@ struct Inner {
     next_id: AtomicU64,
     current: Mutex<Option<Arc<Connection>>>,
     connecting: tokio::sync::Mutex<()>,
+    backoff: Mutex<Backoff>,
+    in_flight: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Client {
@@ -68,7 +76,7 @@ impl std::fmt::Debug for Client {
 /// Configures a [`Client`].
 ///
 /// ```
-/// use std::time::Duration;
+/// use std::time::{Duration, Instant};
 /// let client = nestling::Client::builder("127.0.0.1:8888")
 ///     .request_timeout(Some(Duration::from_secs(2)))
 ///     .build();
@@ -81,6 +89,9 @@ pub struct ClientBuilder {
     request_timeout: Option<Duration>,
     max_frame_len: usize,
     max_queued_frames: usize,
+    max_in_flight: usize,
+    backoff_base: Duration,
+    backoff_max: Duration,
 }
 
 impl ClientBuilder {
@@ -110,6 +121,31 @@ impl ClientBuilder {
         self
     }
 
+    /// Calls awaiting a reply at once (default 65,536); further calls wait for a slot
+    /// (within their timeout): backpressure instead of an unbounded pending table.
+    pub fn max_in_flight(mut self, n: usize) -> Self {
+        self.max_in_flight = n.max(1);
+        self
+    }
+
+    /// Pacing of reconnects after a *failed connect*: the first retry waits `base`, each
+    /// further failure doubles the wait up to `max` (defaults 100 ms and 5 s). While
+    /// waiting, calls fail at once with [`ClientError::Unavailable`] instead of dialing.
+    /// A connection that *drops* is redialed by the next call immediately. `Duration::ZERO`
+    /// as `base` turns pacing off (every call dials, like Nest).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let client = nestling::Client::builder("127.0.0.1:8888")
+    ///     .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(2))
+    ///     .build();
+    /// ```
+    pub fn reconnect_backoff(mut self, base: Duration, max: Duration) -> Self {
+        self.backoff_base = base;
+        self.backoff_max = max.max(base);
+        self
+    }
+
     /// Builds the client. Nothing connects until the first call or [`Client::connect`].
     pub fn build(self) -> Client {
         Client {
@@ -122,6 +158,8 @@ impl ClientBuilder {
                 next_id: AtomicU64::new(1),
                 current: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
+                backoff: Mutex::new(Backoff::new(self.backoff_base, self.backoff_max)),
+                in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
             }),
         }
     }
@@ -156,6 +194,9 @@ impl Client {
             request_timeout: None,
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT_CALLS,
+            backoff_base: DEFAULT_BACKOFF_BASE,
+            backoff_max: DEFAULT_BACKOFF_MAX,
         }
     }
 
@@ -189,6 +230,10 @@ impl Client {
         self.inner.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn lock_backoff(&self) -> std::sync::MutexGuard<'_, Backoff> {
+        self.inner.backoff.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     fn live(&self) -> Option<Arc<Connection>> {
         self.lock_current()
             .as_ref()
@@ -207,16 +252,35 @@ impl Client {
             return Ok(conn);
         }
         let addr = &self.inner.addr;
-        let stream = tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect(addr))
+        if let Some((retry_in, last_error)) = self.lock_backoff().blocked(Instant::now()) {
+            return Err(ClientError::Unavailable {
+                addr: addr.clone(),
+                retry_in,
+                last_error: last_error.to_owned(),
+            });
+        }
+        let dialed = tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect(addr))
             .await
             .map_err(|_| ClientError::ConnectTimeout {
                 addr: addr.clone(),
                 timeout: self.inner.connect_timeout,
-            })?
-            .map_err(|source| ClientError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
+            })
+            .and_then(|r| {
+                r.map_err(|source| ClientError::Connect {
+                    addr: addr.clone(),
+                    source,
+                })
+            });
+        let stream = match dialed {
+            Ok(stream) => {
+                self.lock_backoff().succeeded();
+                stream
+            }
+            Err(e) => {
+                self.lock_backoff().failed(Instant::now(), e.to_string());
+                return Err(e);
+            }
+        };
         let conn = Connection::start(
             stream,
             self.inner.max_frame_len,
@@ -280,6 +344,16 @@ impl Client {
                 source,
             }
         })?;
+        // The slot is held until the reply (or failure) arrives.
+        let _slot = match timeout {
+            Some(limit) => tokio::time::timeout(limit, self.inner.in_flight.acquire())
+                .await
+                .map_err(|_| ClientError::Timeout {
+                    pattern: pattern.to_string(),
+                    timeout: limit,
+                })?,
+            None => self.inner.in_flight.acquire().await,
+        };
         let conn = self.connection().await?;
         let done = conn.register(id).map_err(|r| self.closed(r))?;
         let mut guard = CallGuard {
