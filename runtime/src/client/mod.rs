@@ -63,6 +63,17 @@ struct Inner {
     in_flight: Arc<Semaphore>,
 }
 
+impl Drop for Inner {
+    /// The connection's tasks keep it alive on their own; the last `Client` clone going
+    /// away must end it, or every dropped client would leak a socket.
+    fn drop(&mut self) {
+        let current = self.current.get_mut().unwrap_or_else(|p| p.into_inner());
+        if let Some(conn) = current.take() {
+            conn.close("the client was dropped".into());
+        }
+    }
+}
+
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")

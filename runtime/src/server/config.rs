@@ -25,9 +25,14 @@ pub struct ServerConfig {
     /// Requests and events running at once per connection (default 4,096). When reached,
     /// the server stops reading from that connection until one finishes (backpressure).
     pub max_in_flight_per_connection: usize,
-    /// How long a partially received frame may sit without new bytes before the connection
-    /// is closed (default 30 s, as Nest; `None` disables).
+    /// How long one frame may take to arrive, from its first byte to its last, before the
+    /// connection is closed (default 30 s, Nest's `incompleteMessageTimeout`; `None`
+    /// disables). Nest restarts its timer on every read, so a sender trickling a byte every
+    /// few seconds holds a Nest connection forever; nestling bounds the whole frame.
     pub incomplete_frame_timeout: Option<Duration>,
+    /// How long a connection may stay silent between packets before it is closed
+    /// (default `None`: never, like Nest).
+    pub idle_timeout: Option<Duration>,
     /// How long graceful shutdown waits for in-flight requests (default 10 s).
     pub shutdown_grace: Duration,
 }
@@ -39,6 +44,7 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_in_flight_per_connection: DEFAULT_MAX_IN_FLIGHT,
             incomplete_frame_timeout: Some(DEFAULT_INCOMPLETE_FRAME_TIMEOUT),
+            idle_timeout: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }

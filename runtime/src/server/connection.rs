@@ -5,12 +5,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{dispatch, ConnCtx};
@@ -53,52 +54,105 @@ pub(crate) async fn serve_connection(
 }
 
 async fn read_loop(
-    rd: tokio::net::tcp::OwnedReadHalf,
+    mut rd: tokio::net::tcp::OwnedReadHalf,
     conn: &ConnCtx,
     config: &ServerConfig,
     shutdown: &CancellationToken,
 ) {
     let peer = conn.peer;
-    let mut frames = FramedRead::new(rd, NestCodec::with_max_frame_len(config.max_frame_len));
+    let mut codec = NestCodec::with_max_frame_len(config.max_frame_len);
+    let mut buf = BytesMut::with_capacity(8 * 1024);
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight_per_connection.max(1)));
+    // When the frame now being received started; bounds slow senders (slowloris).
+    let mut frame_started: Option<Instant> = None;
     loop {
-        // Backpressure: do not read another packet until a slot is free.
-        let permit = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            p = in_flight.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
+        // socket bytes → codec → packets, for every complete frame buffered.
+        let mut completed = false;
+        loop {
+            let frame = match codec.decode(&mut buf) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, "closing connection: {e}");
+                    return;
+                }
+            };
+            completed = true;
+            // Backpressure: no further packet is read until a slot is free.
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                p = in_flight.clone().acquire_owned() => match p {
+                    Ok(p) => p,
+                    Err(_) => return,
+                },
+            };
+            match parse_inbound(&frame) {
+                Ok(packet) => dispatch(conn, packet, permit).await,
+                Err(e) => {
+                    tracing::warn!(%peer, "closing connection: {e}");
+                    return;
+                }
+            }
+        }
+        let partial = !buf.is_empty() || codec.in_frame();
+        let now = Instant::now();
+        frame_started = match (partial, completed) {
+            (false, _) => None,
+            (true, true) => Some(now),
+            (true, false) => frame_started.or(Some(now)),
         };
-        let partial = !frames.read_buffer().is_empty() || frames.decoder().in_frame();
-        let next = async {
-            match config.incomplete_frame_timeout {
-                Some(limit) if partial => tokio::time::timeout(limit, frames.next()).await.ok(),
-                _ => Some(frames.next().await),
+        let deadline = match (frame_started, config.incomplete_frame_timeout) {
+            (Some(start), Some(limit)) => Some((start + limit, Expiry::Incomplete(limit))),
+            (None, _) => config
+                .idle_timeout
+                .map(|idle| (now + idle, Expiry::Idle(idle))),
+            _ => None,
+        };
+        let expired = async {
+            match deadline {
+                Some((at, why)) => {
+                    tokio::time::sleep_until(at.into()).await;
+                    why
+                }
+                None => std::future::pending().await,
             }
         };
-        let item = tokio::select! {
+        let read = tokio::select! {
             _ = shutdown.cancelled() => return,
-            item = next => item,
-        };
-        let frame = match item {
-            None => {
-                tracing::warn!(%peer, "closing connection: a partial frame stayed incomplete for {:?}", config.incomplete_frame_timeout.unwrap_or_default());
+            why = expired => {
+                tracing::warn!(%peer, "closing connection: {why}");
                 return;
             }
-            Some(None) => return, // clean EOF
-            Some(Some(Err(e))) => {
-                tracing::warn!(%peer, "closing connection: {e}");
+            read = rd.read_buf(&mut buf) => read,
+        };
+        match read {
+            Ok(0) => {
+                if partial {
+                    tracing::warn!(%peer, buffered = buf.len(), "peer closed the connection in the middle of a frame");
+                }
                 return;
             }
-            Some(Some(Ok(frame))) => frame,
-        };
-        match parse_inbound(&frame) {
-            Ok(packet) => dispatch(conn, packet, permit).await,
+            Ok(_) => {}
             Err(e) => {
-                tracing::warn!(%peer, "closing connection: {e}");
+                tracing::debug!(%peer, "read failed: {e}");
                 return;
             }
+        }
+    }
+}
+
+/// Why a connection timed out.
+#[derive(Clone, Copy)]
+enum Expiry {
+    Incomplete(Duration),
+    Idle(Duration),
+}
+
+impl std::fmt::Display for Expiry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Expiry::Incomplete(d) => write!(f, "a frame stayed incomplete for {d:?}"),
+            Expiry::Idle(d) => write!(f, "no packet for {d:?} (idle timeout)"),
         }
     }
 }

@@ -128,9 +128,24 @@ impl ServerBuilder {
         self
     }
 
-    /// How long a partial frame may wait for more bytes (default 30 s; `None` disables).
+    /// How long one frame may take from first to last byte (default 30 s; `None`
+    /// disables). See [`ServerConfig::incomplete_frame_timeout`].
     pub fn incomplete_frame_timeout(mut self, limit: Option<Duration>) -> Self {
         self.config.incomplete_frame_timeout = limit;
+        self
+    }
+
+    /// Closes connections silent for this long between packets (default `None`: never).
+    ///
+    /// ```
+    /// let server = nestling::Server::builder()
+    ///     .idle_timeout(Some(std::time::Duration::from_secs(300)))
+    ///     .build()
+    ///     .unwrap();
+    /// assert!(server.config().idle_timeout.is_some());
+    /// ```
+    pub fn idle_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.config.idle_timeout = limit;
         self
     }
 
