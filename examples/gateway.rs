@@ -55,6 +55,7 @@ fn parse_numbers(raw: &str) -> Result<Vec<i64>, String> {
 fn service_error(e: ClientError) -> (StatusCode, String) {
     let status = match &e {
         ClientError::Connect { .. }
+        | ClientError::Unavailable { .. }
         | ClientError::ConnectTimeout { .. }
         | ClientError::ConnectionClosed { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ClientError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,

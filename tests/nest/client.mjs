@@ -70,7 +70,8 @@ async function main() {
     options: { host, port },
   });
   const results = await Promise.all(ops.map((op) => runOp(client, op)));
-  process.stdout.write(JSON.stringify(results) + '\n');
+  // Wait for the write to drain: process.exit() would cut output over 64 KiB on a pipe.
+  await new Promise((resolve) => process.stdout.write(JSON.stringify(results) + '\n', resolve));
   await client.close();
 }
 
