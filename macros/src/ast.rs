@@ -43,6 +43,63 @@ pub enum Output {
     Opaque,
     /// `Result<T, E>` (or an alias `Result<T>`): `Ok` is the reply, `Err` the error.
     Result { ok: Type, err: Option<Type> },
+    /// `impl Stream<Item = T>` or `BoxStream<'_, T>`: each item is its own reply packet.
+    /// With `T = Result<V, E>`, an `Err` item ends the stream with Nest's error packet.
+    Stream { item: Type },
+}
+
+/// The `Item` of `impl Stream<Item = T>` or the `T` of `BoxStream<'a, T>`.
+fn stream_item(ty: &Type) -> Option<Type> {
+    match ty {
+        Type::ImplTrait(it) => it.bounds.iter().find_map(|b| {
+            let syn::TypeParamBound::Trait(t) = b else {
+                return None;
+            };
+            let last = t.path.segments.last()?;
+            if last.ident != "Stream" {
+                return None;
+            }
+            let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+                return None;
+            };
+            args.args.iter().find_map(|a| match a {
+                syn::GenericArgument::AssocType(at) if at.ident == "Item" => Some(at.ty.clone()),
+                _ => None,
+            })
+        }),
+        Type::Path(p) => {
+            let last = p.path.segments.last()?;
+            if last.ident != "BoxStream" {
+                return None;
+            }
+            let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+                return None;
+            };
+            args.args.iter().find_map(|a| match a {
+                syn::GenericArgument::Type(t) => Some(t.clone()),
+                _ => None,
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `Some((ok, err))` when `ty` is written `Result<ok, err>` (or `Result<ok>`).
+pub fn result_parts(ty: &Type) -> Option<(Type, Option<Type>)> {
+    let Type::Path(p) = ty else { return None };
+    let last = p.path.segments.last()?;
+    if last.ident != "Result" {
+        return None;
+    }
+    let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
+        return None;
+    };
+    let mut types = args.args.iter().filter_map(|a| match a {
+        syn::GenericArgument::Type(t) => Some(t.clone()),
+        _ => None,
+    });
+    let ok = types.next()?;
+    Some((ok, types.next()))
 }
 
 pub struct Handler {
@@ -121,29 +178,16 @@ pub fn classify_output(ret: &ReturnType) -> Output {
         ReturnType::Default => return Output::Unit,
         ReturnType::Type(_, ty) => &**ty,
     };
+    if let Some(item) = stream_item(ty) {
+        return Output::Stream { item };
+    }
     match ty {
         Type::Tuple(t) if t.elems.is_empty() => Output::Unit,
         Type::ImplTrait(_) => Output::Opaque,
-        Type::Path(p) => {
-            let Some(last) = p.path.segments.last() else {
-                return Output::Value(ty.clone());
-            };
-            if last.ident != "Result" {
-                return Output::Value(ty.clone());
-            }
-            let syn::PathArguments::AngleBracketed(args) = &last.arguments else {
-                return Output::Value(ty.clone());
-            };
-            let mut types = args.args.iter().filter_map(|a| match a {
-                syn::GenericArgument::Type(t) => Some(t.clone()),
-                _ => None,
-            });
-            match (types.next(), types.next()) {
-                (Some(ok), err) => Output::Result { ok, err },
-                _ => Output::Value(ty.clone()),
-            }
-        }
-        _ => Output::Value(ty.clone()),
+        _ => match result_parts(ty) {
+            Some((ok, err)) => Output::Result { ok, err },
+            None => Output::Value(ty.clone()),
+        },
     }
 }
 

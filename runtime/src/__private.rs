@@ -15,14 +15,16 @@ pub use std::string::String;
 pub use std::sync::{Arc, LazyLock};
 
 pub use crate::client::Client;
+pub use crate::client::ReplyStream;
 pub use crate::error::ClientError;
 pub use crate::handler::{
     serialize_reply, HandlerFailure, HandlerFuture, HandlerKind, HandlerOutcome, Instance,
-    IntoRpcError, Request,
+    IntoRpcError, Reply, Request,
 };
 pub use crate::pattern::Pattern;
 pub use crate::registry::{Controller, ControllerEntry, ControllerMeta, HandlerMeta};
 pub use crate::Context;
+pub use futures_core::Stream;
 
 use std::marker::PhantomData;
 
@@ -47,9 +49,46 @@ pub fn reply_result<T: serde::Serialize, E: IntoRpcError>(r: Result<T, E>) -> Ha
     }
 }
 
+/// The reply of a handler returning `()`: Nest's `undefined` (no `response` key).
+pub fn reply_unit() -> HandlerOutcome {
+    Ok(Reply::Value(None))
+}
+
 /// `Ok(())` / `Err(e)` for `Result<(), E>` handlers: `()` is Nest's `undefined` reply.
 pub fn reply_unit_result<E: IntoRpcError>(r: Result<(), E>) -> HandlerOutcome {
-    r.map(|()| None).map_err(IntoRpcError::into_failure)
+    r.map(|()| Reply::Value(None))
+        .map_err(IntoRpcError::into_failure)
+}
+
+/// A handler returning `impl Stream<Item = T>`: each item is one reply packet.
+pub fn reply_stream<T, S>(stream: S) -> HandlerOutcome
+where
+    T: serde::Serialize,
+    S: futures_core::Stream<Item = T> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    Ok(Reply::Stream(Box::pin(stream.map(|item| {
+        serde_json::to_vec(&item).map_err(|e| {
+            HandlerFailure::Internal(format!("could not serialise a stream item: {e}"))
+        })
+    }))))
+}
+
+/// A handler returning `impl Stream<Item = Result<T, E>>`: an `Err` item ends the stream
+/// with Nest's error packet.
+pub fn reply_try_stream<T, E, S>(stream: S) -> HandlerOutcome
+where
+    T: serde::Serialize,
+    E: IntoRpcError,
+    S: futures_core::Stream<Item = Result<T, E>> + Send + 'static,
+{
+    use futures_util::StreamExt;
+    Ok(Reply::Stream(Box::pin(stream.map(|item| match item {
+        Ok(v) => serde_json::to_vec(&v).map_err(|e| {
+            HandlerFailure::Internal(format!("could not serialise a stream item: {e}"))
+        }),
+        Err(e) => Err(e.into_failure()),
+    }))))
 }
 
 /// Compile-time checks, emitted with the span of the user's type so that a type that does

@@ -19,9 +19,32 @@ use crate::error::RpcException;
 /// A controller instance, shared by all requests it serves.
 pub type Instance = Arc<dyn Any + Send + Sync>;
 
-/// What a handler produces: the serialised reply value (`None` for Nest's `undefined`,
-/// i.e. a handler returning `()`), or a failure.
-pub type HandlerOutcome = Result<Option<Vec<u8>>, HandlerFailure>;
+/// What a handler produced, ready for the wire.
+pub enum Reply {
+    /// One serialised value (`None` for Nest's `undefined`, i.e. a handler returning `()`).
+    Value(Option<Vec<u8>>),
+    /// Serialised items, each sent as its own packet (Nest's Observable replies).
+    Stream(ReplyStream),
+}
+
+impl std::fmt::Debug for Reply {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reply::Value(v) => f
+                .debug_tuple("Value")
+                .field(&v.as_deref().map(String::from_utf8_lossy))
+                .finish(),
+            Reply::Stream(_) => f.write_str("Stream(..)"),
+        }
+    }
+}
+
+/// A streamed reply: serialised items, or a failure that ends the stream.
+pub type ReplyStream =
+    Pin<Box<dyn futures_core::Stream<Item = Result<Vec<u8>, HandlerFailure>> + Send>>;
+
+/// What a handler produces: a [`Reply`], or a failure.
+pub type HandlerOutcome = Result<Reply, HandlerFailure>;
 
 /// The future a generated handler function returns.
 pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerOutcome> + Send>>;
@@ -148,6 +171,6 @@ impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> IntoRpcError for E {
 /// Serialises a handler's return value.
 pub fn serialize_reply<T: Serialize + ?Sized>(value: &T) -> HandlerOutcome {
     serde_json::to_vec(value)
-        .map(Some)
+        .map(|v| Reply::Value(Some(v)))
         .map_err(|e| HandlerFailure::Internal(format!("could not serialise the reply: {e}")))
 }

@@ -26,14 +26,14 @@ pub mod utf16;
 pub mod __private;
 
 pub use client::{
-    Client, ClientBuilder, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX, DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_MAX_IN_FLIGHT_CALLS, DEFAULT_MAX_QUEUED_FRAMES,
+    Client, ClientBuilder, ReplyStream, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT_CALLS, DEFAULT_MAX_QUEUED_FRAMES,
 };
 pub use context::Context;
 pub use error::{ClientError, RemoteError, RpcException, ServerError, NO_HANDLER_MESSAGE};
 pub use handler::{
     HandlerFailure, HandlerFn, HandlerFuture, HandlerKind, HandlerOutcome, Instance, IntoRpcError,
-    Request,
+    Reply, ReplyStream as HandlerReplyStream, Request,
 };
 pub use pattern::{IntoPattern, Pattern};
 pub use registry::{all_controllers, Controller, ControllerEntry, ControllerMeta, HandlerMeta};

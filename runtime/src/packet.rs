@@ -179,6 +179,17 @@ pub fn encode_response(dst: &mut BytesMut, response: Option<&[u8]>, id: &[u8]) {
     j.frame_into(dst);
 }
 
+/// `{"response":R,"id":ID}`: a streamed item that is not the last.
+pub fn encode_stream_item(dst: &mut BytesMut, response: &[u8], id: &[u8]) {
+    let mut j = JsonText::with_capacity(24 + response.len() + id.len());
+    j.push(b"{\"response\":")
+        .push(response)
+        .push(b",\"id\":")
+        .push(id)
+        .push(b"}");
+    j.frame_into(dst);
+}
+
 /// `{"err":E,"isDisposed":true,"id":ID}`.
 pub fn encode_error(dst: &mut BytesMut, err: &[u8], id: &[u8]) {
     let mut j = JsonText::with_capacity(32 + err.len() + id.len());

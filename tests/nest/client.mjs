@@ -45,6 +45,18 @@ async function runOp(client, op) {
     switch (op.op) {
       case 'send':
         return { ok: await lastValueFrom(client.send(op.pattern, op.data)) };
+      case 'collect':
+        // Every item of a streamed reply, then how it ended.
+        return {
+          ok: await new Promise((resolve) => {
+            const items = [];
+            client.send(op.pattern, op.data).subscribe({
+              next: (v) => items.push(v === undefined ? null : v),
+              error: (e) => resolve({ items, err: errValue(e) }),
+              complete: () => resolve({ items, complete: true }),
+            });
+          }),
+        };
       case 'emit':
         await lastValueFrom(client.emit(op.pattern, op.data), {
           defaultValue: undefined,

@@ -13,6 +13,7 @@ import {
   RpcException,
   Transport,
 } from '@nestjs/microservices';
+import { EMPTY, concat, from, ignoreElements, interval, take, throwError, timer } from 'rxjs';
 
 const HOST = process.env.HOST || '127.0.0.1';
 const PORT = Number(process.env.PORT || 8888);
@@ -62,6 +63,33 @@ class AppController {
     await new Promise((resolve) => setTimeout(resolve, ms));
     return ms;
   }
+
+  // --- streamed replies (Observables) ---------------------------------------
+  // 1..n, all synchronous: completion merges into the last item's packet.
+  count(n) {
+    return from(Array.from({ length: n }, (_, i) => i + 1));
+  }
+
+  // 1..n spaced in time, completing later than the last item: a separate
+  // {"isDisposed":true} packet ends the stream.
+  ticks(n) {
+    return concat(
+      interval(5).pipe(take(n)),
+      timer(20).pipe(ignoreElements()),
+    );
+  }
+
+  empty() {
+    return EMPTY;
+  }
+
+  // 1..n, then an RpcException.
+  failsAfter(n) {
+    return concat(
+      from(Array.from({ length: n }, (_, i) => i + 1)),
+      throwError(() => new RpcException('stream broke')),
+    );
+  }
 }
 
 decorate(AppController, 'sum', MessagePattern('sum'));
@@ -72,6 +100,10 @@ decorate(AppController, 'fail', MessagePattern('fail'));
 decorate(AppController, 'failObj', MessagePattern('fail_obj'));
 decorate(AppController, 'boom', MessagePattern('boom'));
 decorate(AppController, 'slow', MessagePattern('slow'));
+decorate(AppController, 'count', MessagePattern('count'));
+decorate(AppController, 'ticks', MessagePattern('ticks'));
+decorate(AppController, 'empty', MessagePattern('empty'));
+decorate(AppController, 'failsAfter', MessagePattern('fails_after'));
 Controller()(AppController);
 
 class AppModule {}

@@ -24,6 +24,10 @@ fn reply_type(n: &TokenStream, output: &Output) -> TokenStream {
         Output::Opaque => quote!(#n::serde_json::Value),
         Output::Value(ty) => owned(n, ty),
         Output::Result { ok, .. } => owned(n, ok),
+        Output::Stream { item } => match crate::ast::result_parts(item) {
+            Some((ok, _)) => owned(n, &ok),
+            None => owned(n, item),
+        },
     }
 }
 
@@ -108,6 +112,21 @@ fn expand_method(n: &TokenStream, m: &ClientMethod) -> TokenStream {
         quote!(#[doc = ""])
     };
     match m.kind {
+        Kind::Message if matches!(m.output, Output::Stream { .. }) => {
+            let item = reply_type(n, &m.output);
+            let kind_doc = format!(
+                "Sends `{json}` and returns its streamed reply, one item per packet (Nest's `send` of an Observable)."
+            );
+            quote! {
+                #(#docs)*
+                #sep
+                #[doc = #kind_doc]
+                pub async fn #name(&self, #param) -> #n::Result<#n::ReplyStream<#item>, #n::ClientError> {
+                    #pattern
+                    self.client.send_stream::<&#n::Pattern, #payload_ty, #item>(&*__NESTLING_PATTERN, #payload_expr).await
+                }
+            }
+        }
         Kind::Message => {
             let reply = reply_type(n, &m.output);
             quote! {

@@ -43,9 +43,19 @@ fn handler_fn(n: &TokenStream, self_ty: &Type, h: &Handler) -> TokenStream {
     let reply = match &h.output {
         Output::Unit => quote! {
             let () = __out;
-            #n::Ok(#n::None)
+            #n::reply_unit()
         },
         Output::Opaque => quote!(#n::serialize_reply(&__out)),
+        Output::Stream { item } => match crate::ast::result_parts(item) {
+            Some((ok, err)) => {
+                let err_ty = match err {
+                    Some(e) => quote_spanned!(e.span()=> #e),
+                    None => quote!(_),
+                };
+                quote_spanned! {ok.span()=> #n::reply_try_stream::<#ok, #err_ty, _>(__out)}
+            }
+            None => quote_spanned! {item.span()=> #n::reply_stream::<#item, _>(__out)},
+        },
         Output::Value(ty) => quote_spanned! {ty.span()=> #n::serialize_reply::<#ty>(&__out)},
         Output::Result { ok, err } => {
             let err_ty = match err {

@@ -151,6 +151,7 @@ fn clone_output(o: &Output) -> Output {
             ok: ok.clone(),
             err: err.clone(),
         },
+        Output::Stream { item } => Output::Stream { item: item.clone() },
     }
 }
 

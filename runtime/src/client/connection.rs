@@ -27,10 +27,43 @@ pub(crate) enum Completion {
     Closed(String),
 }
 
-struct PendingCall {
-    done: oneshot::Sender<Completion>,
-    /// Last non-final value (a streamed reply keeps its last item, like `lastValueFrom`).
-    last: Option<Bytes>,
+/// One event of a streamed reply, in arrival order.
+#[derive(Debug)]
+pub(crate) enum StreamEvent {
+    /// A `response` value (raw JSON).
+    Item(Bytes),
+    /// `err` received (raw JSON); the stream is over.
+    Error(Bytes),
+    /// The connection ended before the stream completed.
+    Closed(String),
+    /// `isDisposed`: the stream completed.
+    End,
+}
+
+/// Where a pending call's replies go.
+enum PendingCall {
+    /// `send`: only the outcome matters; keeps the last non-final value, like
+    /// `lastValueFrom` on a streamed reply.
+    Once {
+        done: oneshot::Sender<Completion>,
+        last: Option<Bytes>,
+    },
+    /// `send_stream`: every value is delivered. Unbounded like Nest's Observable: a slow
+    /// consumer must not stall other calls multiplexed on the connection.
+    Stream(mpsc::UnboundedSender<StreamEvent>),
+}
+
+impl PendingCall {
+    fn fail(self, reason: &str) {
+        match self {
+            PendingCall::Once { done, .. } => {
+                let _ = done.send(Completion::Closed(reason.to_owned()));
+            }
+            PendingCall::Stream(tx) => {
+                let _ = tx.send(StreamEvent::Closed(reason.to_owned()));
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -73,20 +106,26 @@ impl Connection {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a call; `Err(reason)` if the connection is already over.
-    pub fn register(&self, id: u64) -> Result<oneshot::Receiver<Completion>, String> {
-        let (tx, rx) = oneshot::channel();
+    fn insert(&self, id: u64, call: PendingCall) -> Result<(), String> {
         let mut pending = self.lock();
         if let Some(reason) = &pending.closed {
             return Err(reason.clone());
         }
-        pending.calls.insert(
-            id,
-            PendingCall {
-                done: tx,
-                last: None,
-            },
-        );
+        pending.calls.insert(id, call);
+        Ok(())
+    }
+
+    /// Registers a call awaiting one outcome; `Err(reason)` if the connection is over.
+    pub fn register(&self, id: u64) -> Result<oneshot::Receiver<Completion>, String> {
+        let (done, rx) = oneshot::channel();
+        self.insert(id, PendingCall::Once { done, last: None })?;
+        Ok(rx)
+    }
+
+    /// Registers a call whose every value is wanted.
+    pub fn register_stream(&self, id: u64) -> Result<mpsc::UnboundedReceiver<StreamEvent>, String> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.insert(id, PendingCall::Stream(tx))?;
         Ok(rx)
     }
 
@@ -116,7 +155,7 @@ impl Connection {
         };
         self.stop.cancel();
         for (_, call) in calls {
-            let _ = call.done.send(Completion::Closed(reason.clone()));
+            call.fail(&reason);
         }
     }
 
@@ -126,25 +165,48 @@ impl Connection {
             return;
         };
         let mut pending = self.lock();
-        let finished = match reply {
-            Reply::Error { err, .. } => Some(Completion::Error(err)),
-            Reply::Value {
-                response, disposed, ..
-            } => {
-                let Some(call) = pending.calls.get_mut(&id) else {
-                    return;
-                };
+        let Some(call) = pending.calls.get_mut(&id) else {
+            return; // unknown, forgotten or already finished: ignored, as Nest does
+        };
+        let finished = match (call, reply) {
+            (PendingCall::Once { .. }, Reply::Error { err, .. }) => Some(Completion::Error(err)),
+            (
+                PendingCall::Once { last, .. },
+                Reply::Value {
+                    response, disposed, ..
+                },
+            ) => {
                 if disposed {
-                    Some(Completion::Value(response.or_else(|| call.last.take())))
+                    Some(Completion::Value(response.or_else(|| last.take())))
                 } else {
-                    call.last = response;
+                    *last = response;
+                    None
+                }
+            }
+            (PendingCall::Stream(tx), Reply::Error { err, .. }) => {
+                let _ = tx.send(StreamEvent::Error(err));
+                Some(Completion::Value(None))
+            }
+            (
+                PendingCall::Stream(tx),
+                Reply::Value {
+                    response, disposed, ..
+                },
+            ) => {
+                if let Some(r) = response {
+                    let _ = tx.send(StreamEvent::Item(r));
+                }
+                if disposed {
+                    let _ = tx.send(StreamEvent::End);
+                    Some(Completion::Value(None))
+                } else {
                     None
                 }
             }
         };
-        if let Some(done) = finished {
-            if let Some(call) = pending.calls.remove(&id) {
-                let _ = call.done.send(done);
+        if let Some(outcome) = finished {
+            if let Some(PendingCall::Once { done, .. }) = pending.calls.remove(&id) {
+                let _ = done.send(outcome);
             }
         }
     }

@@ -2,6 +2,7 @@
 
 mod backoff;
 mod connection;
+mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,8 @@ use tokio::net::TcpStream;
 use backoff::Backoff;
 pub use backoff::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX};
 use connection::{Completion, Connection};
+use stream::CallGuard;
+pub use stream::ReplyStream;
 use tokio::sync::Semaphore;
 
 use crate::codec::DEFAULT_MAX_FRAME_LEN;
@@ -172,21 +175,6 @@ impl ClientBuilder {
                 backoff: Mutex::new(Backoff::new(self.backoff_base, self.backoff_max)),
                 in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
             }),
-        }
-    }
-}
-
-/// Removes a call's pending entry if the caller stops waiting (timeout or drop).
-struct CallGuard<'a> {
-    conn: &'a Connection,
-    id: u64,
-    armed: bool,
-}
-
-impl Drop for CallGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            self.conn.forget(self.id);
         }
     }
 }
@@ -368,7 +356,7 @@ impl Client {
         let conn = self.connection().await?;
         let done = conn.register(id).map_err(|r| self.closed(r))?;
         let mut guard = CallGuard {
-            conn: &conn,
+            conn: conn.clone(),
             id,
             armed: true,
         };
@@ -416,6 +404,73 @@ impl Client {
             }
             Completion::Closed(reason) => Err(self.closed(reason)),
         }
+    }
+
+    /// Sends a request whose reply is a stream (a Nest handler returning an Observable,
+    /// or a nestling handler returning `impl Stream`): every value arrives, in order.
+    ///
+    /// Connection and encoding failures are returned here; service errors and a dropped
+    /// connection arrive as the stream's last item.
+    ///
+    /// ```no_run
+    /// use futures_util::StreamExt;
+    /// # async fn run(client: nestling::Client) -> Result<(), nestling::ClientError> {
+    /// let items: Vec<u32> = client
+    ///     .send_stream::<_, _, u32>("count", &3)
+    ///     .await?
+    ///     .map(|item| item.unwrap())
+    ///     .collect()
+    ///     .await;
+    /// # Ok(()) }
+    /// ```
+    pub async fn send_stream<P, T, R>(
+        &self,
+        pattern: P,
+        data: &T,
+    ) -> Result<ReplyStream<R>, ClientError>
+    where
+        P: IntoPattern,
+        T: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
+        let pattern = pattern
+            .into_pattern()
+            .map_err(|source| ClientError::Encode {
+                pattern: "<unserialisable pattern>".into(),
+                source,
+            })?;
+        let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut frame = BytesMut::new();
+        encode_outbound(&mut frame, pattern.as_json(), data, Some(id)).map_err(|source| {
+            ClientError::Encode {
+                pattern: pattern.to_string(),
+                source,
+            }
+        })?;
+        let slot = self
+            .inner
+            .in_flight
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| self.closed("client closed".into()))?;
+        let conn = self.connection().await?;
+        let events = conn.register_stream(id).map_err(|r| self.closed(r))?;
+        let guard = CallGuard {
+            conn: conn.clone(),
+            id,
+            armed: true,
+        };
+        conn.write(frame.freeze())
+            .await
+            .map_err(|r| self.closed(r))?;
+        Ok(ReplyStream::new(
+            events,
+            guard,
+            pattern.to_string(),
+            self.inner.addr.clone(),
+            slot,
+        ))
     }
 
     /// Sends an event (Nest's `emit`): one frame, no reply. Returns once the frame is

@@ -8,8 +8,12 @@ use futures_util::FutureExt;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
 use crate::context::Context;
-use crate::handler::{HandlerFailure, HandlerOutcome, Request};
-use crate::packet::{encode_error, encode_no_handler, encode_response, Inbound};
+use futures_util::StreamExt;
+
+use crate::handler::{HandlerFailure, HandlerOutcome, Reply, ReplyStream, Request};
+use crate::packet::{
+    encode_error, encode_no_handler, encode_response, encode_stream_item, Inbound,
+};
 use crate::router::{Bound, Router};
 
 /// Shared by every packet of one connection.
@@ -97,15 +101,96 @@ pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemap
                     }
                     None => run_events_as_request(events, request).await,
                 };
-                let mut out = BytesMut::new();
                 match outcome {
-                    Ok(value) => encode_response(&mut out, value.as_deref(), &id),
-                    Err(failure) => encode_error(&mut out, &failure.wire_json(), &id),
+                    Ok(Reply::Stream(stream)) => pump_stream(stream, &id, &replies).await,
+                    other => {
+                        let mut out = BytesMut::new();
+                        match other {
+                            Ok(Reply::Value(value)) => {
+                                encode_response(&mut out, value.as_deref(), &id)
+                            }
+                            Ok(Reply::Stream(_)) => {}
+                            Err(failure) => encode_error(&mut out, &failure.wire_json(), &id),
+                        }
+                        // A send error means the connection is gone; the reply has nowhere
+                        // to go.
+                        let _ = replies.send(out.freeze()).await;
+                    }
                 }
-                // A send error means the connection is gone; the reply has nowhere to go.
-                let _ = replies.send(out.freeze()).await;
                 drop(permit);
             });
+        }
+    }
+}
+
+/// Sends a streamed reply with Nest's completion rules: completion is merged into the last
+/// item when the stream ends right after it (Nest: in the same tick), and sent as its own
+/// `{"isDisposed":true}` packet when the stream ends later; an error ends the stream with
+/// `{"err":…,"isDisposed":true}`; an empty stream sends only the completion.
+async fn pump_stream(mut stream: ReplyStream, id: &Bytes, replies: &mpsc::Sender<Bytes>) {
+    let send = |frame: BytesMut| replies.send(frame.freeze());
+    let item = |value: &[u8]| {
+        let mut out = BytesMut::new();
+        encode_stream_item(&mut out, value, id);
+        out
+    };
+    // An item received but not yet written: it may turn out to be the last.
+    let mut held: Option<Vec<u8>> = None;
+    loop {
+        let next = if held.is_some() {
+            match AssertUnwindSafe(stream.next())
+                .catch_unwind()
+                .now_or_never()
+            {
+                Some(polled) => polled,
+                None => {
+                    // More is not ready now: the held item is not the last one.
+                    if let Some(v) = held.take() {
+                        if send(item(&v)).await.is_err() {
+                            return;
+                        }
+                    }
+                    continue;
+                }
+            }
+        } else {
+            AssertUnwindSafe(stream.next()).catch_unwind().await
+        };
+        let next = next.unwrap_or_else(|panic| {
+            Some(Err(HandlerFailure::Internal(format!(
+                "stream panicked: {}",
+                panic_message(&*panic)
+            ))))
+        });
+        let mut out = BytesMut::new();
+        match next {
+            Some(Ok(v)) => {
+                let Some(prev) = held.replace(v) else {
+                    continue;
+                };
+                out = item(&prev);
+            }
+            Some(Err(failure)) => {
+                if let HandlerFailure::Internal(cause) = &failure {
+                    tracing::error!("stream reply failed: {cause}");
+                }
+                if let Some(prev) = held.take() {
+                    if send(item(&prev)).await.is_err() {
+                        return;
+                    }
+                }
+                encode_error(&mut out, &failure.wire_json(), id);
+                let _ = send(out).await;
+                return;
+            }
+            None => {
+                encode_response(&mut out, held.take().as_deref(), id);
+                let _ = send(out).await;
+                return;
+            }
+        }
+        if send(out).await.is_err() {
+            return;
         }
     }
 }
@@ -121,7 +206,7 @@ async fn run_events_as_request(events: Vec<Bound>, request: Request) -> HandlerO
             log_failure(bound, &f, "event");
         }
     }
-    Ok(Some(b"{}".to_vec()))
+    Ok(Reply::Value(Some(b"{}".to_vec())))
 }
 
 /// Runs a handler, turning a panic into Nest's internal error for this request only.
@@ -129,15 +214,19 @@ async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
     let fut = (bound.meta.call)(&bound.instance, request);
     match AssertUnwindSafe(fut).catch_unwind().await {
         Ok(outcome) => outcome,
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "non-string panic payload".into());
-            Err(HandlerFailure::Internal(format!("handler panicked: {msg}")))
-        }
+        Err(panic) => Err(HandlerFailure::Internal(format!(
+            "handler panicked: {}",
+            panic_message(&*panic)
+        ))),
     }
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".into())
 }
 
 fn log_failure(bound: &Bound, failure: &HandlerFailure, what: &str) {
