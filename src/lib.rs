@@ -89,9 +89,14 @@
 pub use nestling_macros::{client, controller, event_pattern, message_pattern};
 pub use nestling_runtime::{
     codec, packet, Client, ClientBuilder, ClientError, Context, Controller, IntoPattern,
-    IntoRpcError, Listening, Pattern, RemoteError, RpcException, Server, ServerBuilder,
-    ServerConfig, ServerError, NO_HANDLER_MESSAGE,
+    IntoRpcError, Listening, Pattern, RemoteError, ReplyStream, RpcException, Server,
+    ServerBuilder, ServerConfig, ServerError, NO_HANDLER_MESSAGE,
 };
+
+/// TLS settings for servers and clients (the `tls` feature, on by default): Nest's
+/// `tlsOptions`.
+#[cfg(feature = "tls")]
+pub use nestling_runtime::tls;
 
 /// Lower-level pieces: the handler interface and registry the macros generate code for.
 pub mod runtime {

@@ -169,6 +169,17 @@ pub enum ClientError {
         /// Why the last attempt failed.
         last_error: String,
     },
+    /// The TLS handshake failed (untrusted certificate, name mismatch, not a TLS server…).
+    #[error(
+        "TLS handshake with {addr} failed: {source}; check the trusted CA and the server name"
+    )]
+    Tls {
+        /// Address dialled.
+        addr: String,
+        /// The handshake error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Connecting took longer than the client's connect timeout.
     #[error(
         "connecting to {addr} timed out after {timeout:?}; check that the service is reachable"

@@ -20,6 +20,8 @@ mod pattern;
 mod registry;
 mod router;
 mod server;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod utf16;
 
 #[doc(hidden)]

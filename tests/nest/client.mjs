@@ -12,6 +12,7 @@
 //   {"err": <raw error value>}  (Error instances as {"message","name"};
 //                                {"timeout":true} after timeoutMs, default 5000)
 import 'reflect-metadata';
+import { readFileSync } from 'node:fs';
 import { ClientProxyFactory, Transport } from '@nestjs/microservices';
 import { lastValueFrom } from 'rxjs';
 
@@ -79,7 +80,14 @@ async function main() {
   if (!Array.isArray(ops)) throw new Error('stdin must be a JSON array of ops');
   const client = ClientProxyFactory.create({
     transport: Transport.TCP,
-    options: { host, port },
+    options: {
+      host,
+      port,
+      // TLS_CA (PEM file): connect over TLS trusting that CA (Nest's tlsOptions).
+      ...(process.env.TLS_CA && {
+        tlsOptions: { ca: readFileSync(process.env.TLS_CA) },
+      }),
+    },
   });
   const results = await Promise.all(ops.map((op) => runOp(client, op)));
   // Wait for the write to drain: process.exit() would cut output over 64 KiB on a pipe.

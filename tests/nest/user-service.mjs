@@ -2,9 +2,11 @@
 // written as plain ESM JavaScript: decorators are applied by calling them as functions.
 //
 //   HOST (default 127.0.0.1)  PORT (default 8888; 0 = pick a free port)
+//   TLS_CERT, TLS_KEY (PEM files): serve TLS via Nest's tlsOptions
 //
 // stdout: `READY <port>` once listening; `EVENT log <json>` for every `log` event.
 import 'reflect-metadata';
+import { readFileSync } from 'node:fs';
 import { Controller, Module } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import {
@@ -112,7 +114,17 @@ Module({ controllers: [AppController] })(AppModule);
 async function bootstrap() {
   const app = await NestFactory.createMicroservice(AppModule, {
     transport: Transport.TCP,
-    options: { host: HOST, port: PORT },
+    options: {
+      host: HOST,
+      port: PORT,
+      // TLS_CERT / TLS_KEY (PEM file paths) switch the server to TLS (Nest's tlsOptions).
+      ...(process.env.TLS_CERT && {
+        tlsOptions: {
+          cert: readFileSync(process.env.TLS_CERT),
+          key: readFileSync(process.env.TLS_KEY),
+        },
+      }),
+    },
   });
   app.enableShutdownHooks();
   await app.listen();

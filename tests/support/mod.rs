@@ -348,6 +348,16 @@ pub async fn spawn_node(node: &Path, script: &str, env: &[(&str, &str)]) -> Proc
 /// Runs `tests/nest/client.mjs` against `addr` (`host:port`) with `ops` (a JSON array of
 /// ops, as text) on stdin and returns its one JSON output line, verbatim.
 pub async fn run_nest_client(node: &Path, addr: &str, ops: &str) -> String {
+    run_nest_client_env(node, addr, ops, &[]).await
+}
+
+/// [`run_nest_client`] with extra environment variables (e.g. `TLS_CA`).
+pub async fn run_nest_client_env(
+    node: &Path,
+    addr: &str,
+    ops: &str,
+    env: &[(&str, &str)],
+) -> String {
     let (host, port) = addr.rsplit_once(':').expect("host:port");
     let mut cmd = Command::new(node);
     cmd.arg("client.mjs")
@@ -359,6 +369,9 @@ pub async fn run_nest_client(node: &Path, addr: &str, ops: &str) -> String {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let mut child = cmd.spawn().expect("could not start node client.mjs");
     let mut stdin = child.stdin.take().expect("piped stdin");
     let mut stdout = child.stdout.take().expect("piped stdout");

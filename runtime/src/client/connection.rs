@@ -6,9 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -82,9 +80,13 @@ pub(crate) struct Connection {
 const MAX_BATCH: usize = 256 * 1024;
 
 impl Connection {
-    pub fn start(stream: TcpStream, max_frame_len: usize, queue: usize) -> Arc<Self> {
-        let _ = stream.set_nodelay(true);
-        let (rd, wr) = stream.into_split();
+    /// Starts the reader and writer tasks over the two halves of a connection (plain
+    /// TCP halves, or the halves of a TLS stream).
+    pub fn start<R, W>(rd: R, wr: W, max_frame_len: usize, queue: usize) -> Arc<Self>
+    where
+        R: AsyncRead + Unpin + Send + 'static,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel(queue.max(1));
         let conn = Arc::new(Connection {
             outbound: tx,
@@ -218,7 +220,11 @@ fn parse_id(raw: &[u8]) -> Option<u64> {
     std::str::from_utf8(inner).ok()?.parse().ok()
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, conn: Arc<Connection>) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<Bytes>,
+    conn: Arc<Connection>,
+) {
     let mut batch = BytesMut::new();
     loop {
         let first = tokio::select! {
@@ -249,7 +255,7 @@ async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, conn:
     let _ = wr.shutdown().await;
 }
 
-async fn read_loop(rd: OwnedReadHalf, max_frame_len: usize, conn: Arc<Connection>) {
+async fn read_loop<R: AsyncRead + Unpin>(rd: R, max_frame_len: usize, conn: Arc<Connection>) {
     let mut frames = FramedRead::new(rd, NestCodec::with_max_frame_len(max_frame_len));
     let reason = loop {
         let item = tokio::select! {

@@ -64,6 +64,8 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
     backoff: Mutex<Backoff>,
     in_flight: Arc<Semaphore>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl Drop for Inner {
@@ -106,9 +108,24 @@ pub struct ClientBuilder {
     max_in_flight: usize,
     backoff_base: Duration,
     backoff_max: Duration,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::tls::ClientTls>,
 }
 
 impl ClientBuilder {
+    /// Connects over TLS (Nest's `tlsOptions` on `ClientsModule`).
+    ///
+    /// ```
+    /// # let ca_pem = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap().cert.pem();
+    /// let tls = nestling::tls::ClientTls::with_root_pem(ca_pem.as_bytes()).unwrap();
+    /// let client = nestling::Client::builder("localhost:8888").tls(tls).build();
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// How long to wait for the TCP connection (default 5 s).
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.connect_timeout = t;
@@ -174,6 +191,8 @@ impl ClientBuilder {
                 connecting: tokio::sync::Mutex::new(()),
                 backoff: Mutex::new(Backoff::new(self.backoff_base, self.backoff_max)),
                 in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
+                #[cfg(feature = "tls")]
+                tls: self.tls,
             }),
         }
     }
@@ -196,6 +215,8 @@ impl Client {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT_CALLS,
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_max: DEFAULT_BACKOFF_MAX,
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -270,23 +291,52 @@ impl Client {
                     source,
                 })
             });
-        let stream = match dialed {
-            Ok(stream) => {
+        let opened = match dialed {
+            Ok(stream) => self.open(stream).await,
+            Err(e) => Err(e),
+        };
+        let conn = match opened {
+            Ok(conn) => {
                 self.lock_backoff().succeeded();
-                stream
+                conn
             }
             Err(e) => {
                 self.lock_backoff().failed(Instant::now(), e.to_string());
                 return Err(e);
             }
         };
-        let conn = Connection::start(
-            stream,
-            self.inner.max_frame_len,
-            self.inner.max_queued_frames,
-        );
         *self.lock_current() = Some(conn.clone());
         Ok(conn)
+    }
+
+    /// Starts a connection over a freshly dialled socket, after a TLS handshake if
+    /// configured.
+    async fn open(&self, stream: TcpStream) -> Result<Arc<Connection>, ClientError> {
+        let _ = stream.set_nodelay(true);
+        let (max_frame_len, queue) = (self.inner.max_frame_len, self.inner.max_queued_frames);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.inner.tls {
+            let addr = &self.inner.addr;
+            let tls_error = |e: std::io::Error| ClientError::Tls {
+                addr: addr.clone(),
+                source: e,
+            };
+            let name = tls
+                .name_for(addr)
+                .map_err(|e| tls_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
+            let handshake = tls.connector.connect(name, stream);
+            let tls_stream = tokio::time::timeout(self.inner.connect_timeout, handshake)
+                .await
+                .map_err(|_| ClientError::ConnectTimeout {
+                    addr: addr.clone(),
+                    timeout: self.inner.connect_timeout,
+                })?
+                .map_err(tls_error)?;
+            let (rd, wr) = tokio::io::split(tls_stream);
+            return Ok(Connection::start(rd, wr, max_frame_len, queue));
+        }
+        let (rd, wr) = stream.into_split();
+        Ok(Connection::start(rd, wr, max_frame_len, queue))
     }
 
     fn closed(&self, reason: String) -> ClientError {

@@ -7,15 +7,14 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{dispatch, ConnCtx};
-use super::ServerConfig;
+use super::{ServerConfig, TlsSettings};
 use crate::codec::NestCodec;
 use crate::packet::parse_inbound;
 use crate::router::Router;
@@ -23,17 +22,57 @@ use crate::router::Router;
 /// Replies coalesced into one write at most (bytes).
 const MAX_BATCH: usize = 256 * 1024;
 
+/// How long a TLS client may take to complete its handshake.
+#[cfg(feature = "tls")]
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 pub(crate) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     shutdown: CancellationToken,
+    tls: Option<TlsSettings>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "could not set TCP_NODELAY: {e}");
     }
+    #[cfg(feature = "tls")]
+    if let Some(tls) = tls {
+        let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream));
+        let accepted = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            accepted = handshake => accepted,
+        };
+        match accepted {
+            Ok(Ok(tls_stream)) => {
+                let (rd, wr) = tokio::io::split(tls_stream);
+                serve_halves(rd, wr, peer, router, config, shutdown).await;
+            }
+            Ok(Err(e)) => tracing::warn!(%peer, "closing connection: TLS handshake failed: {e}"),
+            Err(_) => {
+                tracing::warn!(%peer, "closing connection: TLS handshake took longer than {TLS_HANDSHAKE_TIMEOUT:?}")
+            }
+        }
+        return;
+    }
+    #[cfg(not(feature = "tls"))]
+    let _: Option<TlsSettings> = tls;
     let (rd, wr) = stream.into_split();
+    serve_halves(rd, wr, peer, router, config, shutdown).await;
+}
+
+async fn serve_halves<R, W>(
+    rd: R,
+    wr: W,
+    peer: SocketAddr,
+    router: Arc<Router>,
+    config: Arc<ServerConfig>,
+    shutdown: CancellationToken,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
     let (tx, rx) = mpsc::channel::<Bytes>(config.max_in_flight_per_connection.max(1));
     let conn = ConnCtx {
         router,
@@ -53,8 +92,8 @@ pub(crate) async fn serve_connection(
     writer.await;
 }
 
-async fn read_loop(
-    mut rd: tokio::net::tcp::OwnedReadHalf,
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut rd: R,
     conn: &ConnCtx,
     config: &ServerConfig,
     shutdown: &CancellationToken,
@@ -157,7 +196,11 @@ impl std::fmt::Display for Expiry {
     }
 }
 
-async fn write_loop(mut wr: OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>, peer: SocketAddr) {
+async fn write_loop<W: AsyncWrite + Unpin>(
+    mut wr: W,
+    mut rx: mpsc::Receiver<Bytes>,
+    peer: SocketAddr,
+) {
     let mut batch = BytesMut::new();
     while let Some(first) = rx.recv().await {
         let result = match rx.try_recv() {

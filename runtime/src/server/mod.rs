@@ -55,7 +55,14 @@ pub struct ServerBuilder {
     explicit: Vec<(&'static ControllerMeta, Instance)>,
     discover: bool,
     config: ServerConfig,
+    tls: Option<TlsSettings>,
 }
+
+/// TLS settings of a server, if the `tls` feature is on.
+#[cfg(feature = "tls")]
+pub(crate) type TlsSettings = crate::tls::ServerTls;
+#[cfg(not(feature = "tls"))]
+pub(crate) type TlsSettings = std::convert::Infallible;
 
 impl std::fmt::Debug for ServerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,6 +77,7 @@ impl std::fmt::Debug for ServerBuilder {
             )
             .field("discover", &self.discover)
             .field("config", &self.config)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -155,6 +163,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves TLS (Nest's `tlsOptions`) instead of plain TCP. Clients that do not speak
+    /// TLS are disconnected after a failed handshake, with a log line.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::tls::ServerTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Builds the route table.
     ///
     /// Fails with [`ServerError::DuplicateHandler`] when two message handlers claim the
@@ -202,6 +218,7 @@ impl ServerBuilder {
         Ok(Server {
             router: Arc::new(router),
             config: Arc::new(self.config),
+            tls: self.tls,
         })
     }
 }
@@ -218,6 +235,7 @@ impl ServerBuilder {
 pub struct Server {
     router: Arc<Router>,
     config: Arc<ServerConfig>,
+    tls: Option<TlsSettings>,
 }
 
 impl std::fmt::Debug for Server {
@@ -225,6 +243,7 @@ impl std::fmt::Debug for Server {
         f.debug_struct("Server")
             .field("routes", &self.router.len())
             .field("config", &self.config)
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -236,6 +255,7 @@ impl Server {
             explicit: Vec::new(),
             discover: true,
             config: ServerConfig::default(),
+            tls: None,
         }
     }
 
@@ -326,8 +346,9 @@ impl Listening {
                         let router = server.router.clone();
                         let config = server.config.clone();
                         let token = token.clone();
+                        let tls = server.tls.clone();
                         connections.spawn(async move {
-                            connection::serve_connection(stream, peer, router, config, token).await;
+                            connection::serve_connection(stream, peer, router, config, token, tls).await;
                             drop(slot);
                         });
                     }
