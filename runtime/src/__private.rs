@@ -28,6 +28,12 @@ pub use futures_core::Stream;
 
 use std::marker::PhantomData;
 
+/// A new handle on a controller instance (a plain function: generated code must not rely
+/// on traits being in scope).
+pub fn clone_instance(instance: &Instance) -> Instance {
+    Arc::clone(instance)
+}
+
 /// Gets the concrete controller back from its type-erased instance.
 ///
 /// The router only pairs a handler with an instance of its own controller type, so the

@@ -71,7 +71,7 @@ fn handler_fn(n: &TokenStream, self_ty: &Type, h: &Handler) -> TokenStream {
     };
     quote! {
         fn #fn_name(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerFuture {
-            let __instance = #n::Arc::clone(__instance);
+            let __instance = #n::clone_instance(__instance);
             #n::Box::pin(async move {
                 let __this = match #n::downcast::<#self_ty>(&__instance) {
                     #n::Ok(this) => this,
