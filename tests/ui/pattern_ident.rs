@@ -1,0 +1,12 @@
+#[derive(Default)]
+struct UserController;
+
+#[nestling::controller]
+impl UserController {
+    #[message_pattern(sum)]
+    fn sum(&self, nums: Vec<i64>) -> i64 {
+        nums.iter().sum()
+    }
+}
+
+fn main() {}
