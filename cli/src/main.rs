@@ -1,0 +1,276 @@
+//! # `nestling` — a command-line client for NestJS TCP microservices
+//!
+//! What `grpcurl` is for gRPC, `nestling` is for `@nestjs/microservices` with
+//! `Transport.TCP`: it speaks Nest's wire (`<len>#<json>` frames, `len` in UTF-16 units) through
+//! the [`nestling`] crate, so it works against NestJS services and nestling services alike.
+//!
+//! | command | what it does | Nest equivalent |
+//! |---|---|---|
+//! | `nestling call <addr> <pattern> [json]` | sends a request, prints the reply | `lastValueFrom(client.send(pattern, data))` |
+//! | `nestling call … --stream` | prints every item of a streamed reply as it arrives | `client.send(…).subscribe(next)` |
+//! | `nestling call … --repeat N --concurrency C` | N calls, C in flight on one connection, latency summary | — |
+//! | `nestling emit <addr> <pattern> [json]` | sends an event | `client.emit(pattern, data)` |
+//! | `nestling listen <addr>` | prints every packet it receives (`--echo` answers requests) | — |
+//!
+//! ## Arguments
+//!
+//! * `addr`: `host:port`; a bare port (`8888` or `:8888`) means `127.0.0.1:<port>`.
+//! * `pattern`: a plain string (`sum`), or — when it starts with `{` or `[` — a JSON object or
+//!   array (`'{"cmd":"sum"}'`), sent as that JSON value like `@MessagePattern({ cmd: 'sum' })`
+//!   expects. An argument starting with `{`/`[` that is not valid JSON is a usage error.
+//! * `json`: the payload. It is parsed as JSON (`[1,2,3]`, `42`, `"text"`, `{"a":1}`); an
+//!   argument that is **not** valid JSON is sent as a JSON string, so `求和1111` and
+//!   `'"求和1111"'` send the same thing. Omitted: `null`. `--data-file PATH` reads it from a
+//!   file instead (`-` for standard input).
+//!
+//! ## Output and exit status
+//!
+//! Replies go to standard output as JSON: pretty-printed by default, one compact line with
+//! `--json`, strings without quotes with `--raw`. A service error (Nest's `err`, e.g.
+//! `{"status":"error","message":"bad thing"}`) is printed as JSON on standard error (pretty or
+//! compact like replies). Other failures print one `nestling: error: …` line on standard error.
+//!
+//! | exit | meaning |
+//! |---|---|
+//! | 0 | success |
+//! | 1 | the service answered with an error (or a reply that could not be used) |
+//! | 2 | connection refused / closed, TLS handshake failed, connect or reply timeout, `listen` address in use |
+//! | 3 | usage: bad arguments, an invalid JSON pattern or payload file, unreadable TLS files |
+//!
+//! ## TLS
+//!
+//! `--tls --ca <PEM>` connects to a service started with Nest's `tlsOptions` (or nestling's
+//! `ServerTls`), trusting the given CA or self-signed certificate; `--server-name` overrides the
+//! name verified (default: the host of the address); `--insecure` skips verification.
+//!
+//! ## Examples
+//!
+//! ```text
+//! $ nestling call 127.0.0.1:8888 sum '[1,2,3]'
+//! 6
+//! $ nestling call 8888 '{"cmd":"sum"}' '[4,5]' --json
+//! 9
+//! $ nestling call 8888 fail
+//! {
+//!   "status": "error",
+//!   "message": "bad thing"
+//! }                                            (on stderr; exit status 1)
+//! $ nestling emit 8888 log 求和1111
+//! $ nestling call 8888 count 3 --stream
+//! 1
+//! 2
+//! 3
+//! $ nestling call 8888 sum '[1,2]' --repeat 10000 --concurrency 64
+//! $ nestling call 8888 sum '[1,2,3]' --tls --ca cert.pem
+//! $ nestling listen 127.0.0.1:8888 --json --echo
+//! ```
+
+mod call;
+mod emit;
+mod input;
+mod listen;
+mod output;
+mod tls;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use output::{Failure, USAGE};
+
+/// Call, emit to, load-test and eavesdrop on NestJS TCP microservices (`Transport.TCP`).
+///
+/// Works with NestJS (`@nestjs/microservices`) and nestling services alike.
+/// Exit status: 0 ok, 1 the service answered with an error, 2 connection or timeout error,
+/// 3 usage error.
+#[derive(Debug, Parser)]
+#[command(name = "nestling", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Send a request and print the reply (Nest's `client.send(pattern, data)`).
+    ///
+    /// The reply is printed as JSON on stdout; a service error is printed as JSON on stderr
+    /// and the exit status is 1.
+    #[command(after_help = "\
+Examples:
+  nestling call 127.0.0.1:8888 sum '[1,2,3]'
+  nestling call 8888 '{\"cmd\":\"sum\"}' '[1,2,3]' --json
+  nestling call 8888 echo 求和1111 --raw
+  nestling call 8888 count 3 --stream
+  nestling call 8888 sum '[1,2]' --repeat 10000 --concurrency 64 --json")]
+    Call(CallArgs),
+    /// Send an event (Nest's `client.emit(pattern, data)`); no reply is awaited.
+    #[command(after_help = "\
+Examples:
+  nestling emit 127.0.0.1:8888 log 求和1111
+  nestling emit 8888 '{\"ev\":\"audit\"}' '{\"user\":1}'")]
+    Emit(EmitArgs),
+    /// Accept Nest TCP connections and print every packet received: a debugging sink.
+    ///
+    /// Prints peer, kind (request / event / undefined), pattern, data and id of every
+    /// packet. Answers nothing unless `--echo` is given. Stops on Ctrl-C.
+    #[command(after_help = "\
+Examples:
+  nestling listen 127.0.0.1:8888
+  nestling listen 8888 --json --echo")]
+    Listen(ListenArgs),
+}
+
+/// Options shared by `call` and `emit`.
+#[derive(Debug, Args)]
+struct Target {
+    /// Service address: `host:port`, or just a port for 127.0.0.1.
+    addr: String,
+    /// Message pattern: a string (`sum`), or a JSON object/array (`'{"cmd":"sum"}'`).
+    pattern: String,
+    /// Payload as JSON (`'[1,2,3]'`); text that is not valid JSON is sent as a JSON string.
+    /// Default: null.
+    #[arg(value_name = "JSON")]
+    data: Option<String>,
+    /// Read the payload JSON from a file (`-`: standard input) instead of the argument.
+    #[arg(long, value_name = "PATH", conflicts_with = "data")]
+    data_file: Option<PathBuf>,
+    /// Time limit in milliseconds for connecting, then for the reply (`call`; with
+    /// `--stream`, for each item) or for writing the event (`emit`). 0: no reply limit.
+    #[arg(long, value_name = "MS", default_value_t = 10_000)]
+    timeout: u64,
+    /// Connect over TLS (a service with Nest's `tlsOptions`); needs --ca or --insecure.
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: PEM file of the CA or self-signed certificate(s) to trust (Nest's
+    /// `tlsOptions.ca`).
+    #[arg(long, value_name = "PEM", requires = "tls")]
+    ca: Option<PathBuf>,
+    /// With --tls: accept any server certificate (encrypted, but not authenticated).
+    #[arg(long, requires = "tls", conflicts_with = "ca")]
+    insecure: bool,
+    /// With --tls: the name to verify in the server's certificate (default: the host part
+    /// of the address).
+    #[arg(long, value_name = "NAME", requires = "tls")]
+    server_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct CallArgs {
+    #[command(flatten)]
+    target: Target,
+    /// Print compact JSON on one line (replies, errors and the `--repeat` summary).
+    #[arg(long)]
+    json: bool,
+    /// Print a string reply without JSON quotes (like `jq -r`).
+    #[arg(long, short = 'r')]
+    raw: bool,
+    /// The handler returns a stream (an Observable): print each item as it arrives,
+    /// one compact JSON value per line. `--timeout` then limits the wait for each item.
+    #[arg(long, conflicts_with = "repeat")]
+    stream: bool,
+    /// Send the request N times and print a latency summary instead of the replies.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    repeat: Option<u64>,
+    /// With --repeat: calls in flight at once, all on one connection (default 1).
+    #[arg(long, value_name = "C", requires = "repeat",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    concurrency: Option<u64>,
+}
+
+#[derive(Debug, Args)]
+struct EmitArgs {
+    #[command(flatten)]
+    target: Target,
+}
+
+#[derive(Debug, Args)]
+struct ListenArgs {
+    /// Address to listen on: `host:port`, or just a port for 127.0.0.1 (0: any free port).
+    addr: String,
+    /// Print one compact JSON object per packet instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Answer every request by echoing its data: `{"response":data,"isDisposed":true,"id":id}`.
+    #[arg(long)]
+    echo: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            // `--help` and `--version` are "errors" printed on stdout with success.
+            let code = if e.use_stderr() { USAGE } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("nestling: error: could not start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(run(cli));
+    // Connection tasks may still be parked on sockets; do not wait for them.
+    runtime.shutdown_background();
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => {
+            failure.report();
+            ExitCode::from(failure.code)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), Failure> {
+    match cli.command {
+        Command::Call(args) => call::run(args).await,
+        Command::Emit(args) => emit::run(args).await,
+        Command::Listen(args) => listen::run(args).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn concurrency_needs_repeat_and_stream_excludes_repeat() {
+        assert!(Cli::try_parse_from(["nestling", "call", "1", "p", "--concurrency", "2"]).is_err());
+        assert!(
+            Cli::try_parse_from(["nestling", "call", "1", "p", "--stream", "--repeat", "2"])
+                .is_err()
+        );
+        assert!(Cli::try_parse_from(["nestling", "call", "1", "p", "--repeat", "0"]).is_err());
+        let ok = Cli::try_parse_from([
+            "nestling",
+            "call",
+            "1",
+            "p",
+            "[1]",
+            "--repeat",
+            "3",
+            "--concurrency",
+            "2",
+        ])
+        .unwrap();
+        let Command::Call(call) = ok.command else {
+            panic!("not a call")
+        };
+        assert_eq!((call.repeat, call.concurrency), (Some(3), Some(2)));
+        assert_eq!(call.target.data.as_deref(), Some("[1]"));
+    }
+}
