@@ -1,6 +1,7 @@
 //! The controller as the macros see it: an impl block and its pattern-annotated methods.
 
 use proc_macro2::Span;
+use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, Ident, ImplItem, ImplItemFn, ItemImpl, ReturnType, Type};
 
@@ -121,7 +122,21 @@ pub struct Controller {
 
 /// Finds `#[message_pattern(..)]` / `#[event_pattern(..)]` (bare or with a path ending in
 /// those names) and removes them from the method.
-pub fn take_pattern_attrs(cx: &Ctxt, attrs: &mut Vec<Attribute>) -> Vec<(Kind, PatternArg, Span)> {
+/// Whether any attribute is a pattern attribute (valid or not).
+pub fn has_pattern_attr(attrs: &[Attribute]) -> bool {
+    attrs.iter().any(|a| {
+        a.path()
+            .segments
+            .last()
+            .is_some_and(|s| s.ident == "message_pattern" || s.ident == "event_pattern")
+    })
+}
+
+/// A pattern attribute found on an item: its kind, its argument, and its tokens for
+/// error spans.
+pub type PatternAttr = (Kind, PatternArg, proc_macro2::TokenStream);
+
+pub fn take_pattern_attrs(cx: &Ctxt, attrs: &mut Vec<Attribute>) -> Vec<PatternAttr> {
     let mut found = Vec::new();
     attrs.retain(|attr| {
         let Some(last) = attr.path().segments.last() else {
@@ -135,7 +150,7 @@ pub fn take_pattern_attrs(cx: &Ctxt, attrs: &mut Vec<Attribute>) -> Vec<(Kind, P
             return true;
         };
         match attr.parse_args::<PatternArg>() {
-            Ok(p) => found.push((kind, p, attr.span())),
+            Ok(p) => found.push((kind, p, attr.to_token_stream())),
             Err(e) => match &attr.meta {
                 syn::Meta::List(_) => cx.error(e),
                 _ => cx.error_at(
@@ -234,9 +249,9 @@ pub fn parse_controller(cx: &Ctxt, mut item: ItemImpl) -> Option<Controller> {
                     crate::valid::check_signature(cx, kind, method);
                     handlers.push(parse_handler(kind, pattern, method));
                 }
-                for (kind, _, span) in attrs {
-                    cx.error(syn::Error::new(
-                        span,
+                for (kind, _, tokens) in attrs {
+                    cx.error(syn::Error::new_spanned(
+                        tokens,
                         format!("a handler takes one pattern attribute; this #[{}] is one too many: give it its own method", kind.attr_name()),
                     ));
                 }
@@ -261,9 +276,9 @@ pub fn parse_controller(cx: &Ctxt, mut item: ItemImpl) -> Option<Controller> {
 }
 
 fn reject_stray(cx: &Ctxt, attrs: &mut Vec<Attribute>) {
-    for (kind, _, span) in take_pattern_attrs(cx, attrs) {
-        cx.error(syn::Error::new(
-            span,
+    for (kind, _, tokens) in take_pattern_attrs(cx, attrs) {
+        cx.error(syn::Error::new_spanned(
+            tokens,
             format!(
                 "#[{}] belongs on a method of the controller",
                 kind.attr_name()

@@ -4,7 +4,7 @@
 //! `#[message_pattern({ cmd: "sum", version: 2 })]` all become JSON text that the runtime
 //! normalises exactly as Nest does.
 
-use proc_macro2::Span;
+use proc_macro2::TokenStream;
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::{braced, bracketed, Ident, Lit, LitStr, Token};
@@ -22,11 +22,12 @@ pub enum JsonLit {
     Object(Vec<(String, JsonLit)>),
 }
 
-/// What a pattern attribute holds: the value and the span to blame for it.
+/// What a pattern attribute holds: the value and its tokens (to blame the whole
+/// pattern, not just its first token, on stable Rust).
 #[derive(Debug, Clone)]
 pub struct PatternArg {
     pub value: JsonLit,
-    pub span: Span,
+    pub tokens: TokenStream,
 }
 
 const EXPECTED: &str =
@@ -34,17 +35,17 @@ const EXPECTED: &str =
 
 impl Parse for PatternArg {
     fn parse(input: ParseStream) -> syn::Result<Self> {
-        let span = input.span();
         if input.is_empty() {
-            return Err(syn::Error::new(span, EXPECTED));
+            return Err(syn::Error::new(input.span(), EXPECTED));
         }
+        let tokens: TokenStream = input.fork().parse()?;
         let value = parse_value(input)?;
         if !input.is_empty() {
             return Err(
                 input.error("unexpected tokens after the pattern; give exactly one pattern")
             );
         }
-        Ok(PatternArg { value, span })
+        Ok(PatternArg { value, tokens })
     }
 }
 

@@ -63,6 +63,12 @@ pub fn check_signature(cx: &Ctxt, kind: Kind, method: &ImplItemFn) {
         let FnArg::Typed(pt) = arg else { continue };
         match crate::ast::parse_handler_param(&pt.ty) {
             Param::Payload { .. } => {
+                if let syn::Type::Reference(r) = &*pt.ty {
+                    cx.error_at(
+                        r,
+                        "a payload is decoded into an owned value: take `String` instead of `&str`, `Vec<T>` instead of `&[T]`, `T` instead of `&T`",
+                    );
+                }
                 payloads += 1;
                 if payloads == 2 {
                     cx.error_at(
@@ -79,6 +85,15 @@ pub fn check_signature(cx: &Ctxt, kind: Kind, method: &ImplItemFn) {
             }
         }
     }
+    if sig.ident == "new" || sig.ident == "client" {
+        cx.error_at(
+            &sig.ident,
+            format!(
+                "`{}` is taken by the generated client (`{{Controller}}Client::{}`); rename the method, the pattern stays the same",
+                sig.ident, sig.ident
+            ),
+        );
+    }
     if sig.variadic.is_some() || sig.abi.is_some() {
         cx.error_at(&sig.ident, "handlers must be plain Rust methods");
     }
@@ -93,8 +108,8 @@ pub fn check_duplicates(cx: &Ctxt, controller: &Controller) {
         }
         let key = h.pattern.value.canonical();
         if let Some(first) = seen.get(&key) {
-            cx.error(syn::Error::new(
-                h.pattern.span,
+            cx.error(syn::Error::new_spanned(
+                &h.pattern.tokens,
                 format!(
                     "pattern {} is already handled by `{first}` in this controller; a request can only be answered once, so give one of them another pattern",
                     h.pattern.value.to_json()

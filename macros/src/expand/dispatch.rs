@@ -69,10 +69,13 @@ fn handler_fn(n: &TokenStream, self_ty: &Type, h: &Handler) -> TokenStream {
             }
         }
     };
+    // The returned future must be `Send`; a handler holding a non-`Send` value across an
+    // `.await` is reported on the method's name rather than on the attribute.
+    let ret = quote_spanned!(h.method.span()=> __future);
     quote! {
         fn #fn_name(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerFuture {
             let __instance = #n::clone_instance(__instance);
-            #n::Box::pin(async move {
+            let __future = #n::Box::pin(async move {
                 let __this = match #n::downcast::<#self_ty>(&__instance) {
                     #n::Ok(this) => this,
                     #n::Err(e) => return #n::Err(e),
@@ -80,7 +83,8 @@ fn handler_fn(n: &TokenStream, self_ty: &Type, h: &Handler) -> TokenStream {
                 #decode
                 let __out = #call;
                 #reply
-            })
+            });
+            #ret
         }
     }
 }

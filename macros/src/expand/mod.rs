@@ -94,13 +94,25 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
     };
     crate::valid::check_duplicates(&cx, &controller);
     let user_item = &controller.item;
-    if cx.has_errors() {
-        // The impl (without pattern attributes) still compiles, so the mistakes above are
-        // the only messages the user sees.
-        let errors = cx.into_compile_errors();
-        return quote!(#user_item #errors);
-    }
     let n = private(&args);
+    if cx.has_errors() {
+        // The impl (without pattern attributes) still compiles, and so does an empty
+        // registration (as long as the impl itself is usable), so the mistakes above are
+        // the only messages the user sees: `Server::builder().controller(..)` still
+        // type-checks.
+        let errors = cx.into_compile_errors();
+        let fallback = if item.generics.params.is_empty() && item.trait_.is_none() {
+            let empty = ast::Controller {
+                item: controller.item.clone(),
+                name: controller.name.clone(),
+                handlers: Vec::new(),
+            };
+            dispatch::expand_registration(&n, &empty)
+        } else {
+            TokenStream::new()
+        };
+        return quote!(#user_item #fallback #errors);
+    }
     let registration = dispatch::expand_registration(&n, &controller);
     let client = if args.client {
         let methods: Vec<ClientMethod> = controller
@@ -182,8 +194,12 @@ pub fn remote_client(args: TokenStream, input: TokenStream) -> TokenStream {
             );
             continue;
         };
+        let had_pattern = ast::has_pattern_attr(&f.attrs);
         let found = take_pattern_attrs(&cx, &mut f.attrs);
         let Some((kind, pattern, _)) = found.into_iter().next() else {
+            if had_pattern {
+                continue; // its parse error is already reported
+            }
             cx.error_at(
                 &f.sig.ident,
                 "each method of a #[nestling::client] trait needs #[message_pattern(..)] or #[event_pattern(..)]",
