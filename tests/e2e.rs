@@ -613,3 +613,16 @@ async fn client_in_flight_limit_is_backpressure() {
     assert_eq!(n, 2);
     server.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn emit_is_written_before_it_returns() {
+    let calc = Calc::default();
+    let server = start(calc.clone(), Audit::default()).await;
+    // A fresh client per event, dropped right after `emit`: nothing may be lost.
+    for i in 0..100 {
+        let client = Client::new(server.addr.to_string());
+        client.emit("log", &format!("e{i}")).await.unwrap();
+    }
+    eventually(|| calc.events.load(Ordering::SeqCst) == 100).await;
+    server.shutdown().await;
+}

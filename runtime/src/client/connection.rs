@@ -71,8 +71,14 @@ struct Pending {
     calls: HashMap<u64, PendingCall>,
 }
 
+/// A frame queued for the writer, with an optional "handed to the socket" notice.
+struct Outbound {
+    frame: Bytes,
+    written: Option<oneshot::Sender<()>>,
+}
+
 pub(crate) struct Connection {
-    outbound: mpsc::Sender<Bytes>,
+    outbound: mpsc::Sender<Outbound>,
     pending: Mutex<Pending>,
     stop: CancellationToken,
 }
@@ -136,14 +142,39 @@ impl Connection {
         self.lock().calls.remove(&id);
     }
 
+    fn closed_reason(&self) -> String {
+        self.lock()
+            .closed
+            .clone()
+            .unwrap_or_else(|| "connection closed".into())
+    }
+
     /// Queues a frame for writing. `Err` if the connection is over.
     pub async fn write(&self, frame: Bytes) -> Result<(), String> {
-        self.outbound.send(frame).await.map_err(|_| {
-            self.lock()
-                .closed
-                .clone()
-                .unwrap_or_else(|| "connection closed".into())
-        })
+        let item = Outbound {
+            frame,
+            written: None,
+        };
+        self.outbound
+            .send(item)
+            .await
+            .map_err(|_| self.closed_reason())
+    }
+
+    /// Writes a frame and waits until it has been handed to the socket (Nest's `emit`
+    /// completes at the same point), so an event is not lost if the client is dropped or
+    /// the process exits right after.
+    pub async fn write_and_wait(&self, frame: Bytes) -> Result<(), String> {
+        let (tx, rx) = oneshot::channel();
+        let item = Outbound {
+            frame,
+            written: Some(tx),
+        };
+        self.outbound
+            .send(item)
+            .await
+            .map_err(|_| self.closed_reason())?;
+        rx.await.map_err(|_| self.closed_reason())
     }
 
     /// Ends the connection, failing every pending call with `reason`.
@@ -222,23 +253,34 @@ fn parse_id(raw: &[u8]) -> Option<u64> {
 
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
-    mut rx: mpsc::Receiver<Bytes>,
+    mut rx: mpsc::Receiver<Outbound>,
     conn: Arc<Connection>,
 ) {
     let mut batch = BytesMut::new();
+    let mut acks = Vec::new();
     loop {
         let first = tokio::select! {
-            _ = conn.stop.cancelled() => break,
+            // Closing (by the client or because the server went away): write what is
+            // already queued, best effort, then send FIN.
+            _ = conn.stop.cancelled() => match rx.try_recv() {
+                Ok(f) => f,
+                Err(_) => break,
+            },
             f = rx.recv() => match f { Some(f) => f, None => break },
         };
+        acks.extend(first.written);
         let result = match rx.try_recv() {
-            Err(_) => wr.write_all(&first).await,
+            Err(_) => wr.write_all(&first.frame).await,
             Ok(second) => {
-                batch.extend_from_slice(&first);
-                batch.extend_from_slice(&second);
+                batch.extend_from_slice(&first.frame);
+                batch.extend_from_slice(&second.frame);
+                acks.extend(second.written);
                 while batch.len() < MAX_BATCH {
                     match rx.try_recv() {
-                        Ok(more) => batch.extend_from_slice(&more),
+                        Ok(more) => {
+                            batch.extend_from_slice(&more.frame);
+                            acks.extend(more.written);
+                        }
                         Err(_) => break,
                     }
                 }
@@ -250,6 +292,9 @@ async fn write_loop<W: AsyncWrite + Unpin>(
         if let Err(e) = result {
             conn.close(format!("write failed: {e}"));
             return;
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
         }
     }
     let _ = wr.shutdown().await;

@@ -523,8 +523,10 @@ impl Client {
         ))
     }
 
-    /// Sends an event (Nest's `emit`): one frame, no reply. Returns once the frame is
-    /// queued on the connection; object patterns are sent in Nest's normalised form.
+    /// Sends an event (Nest's `emit`): one frame, no reply. Returns once the frame has been
+    /// handed to the socket (as Nest's `emit` completes), so dropping the client or
+    /// exiting right after does not lose it. Object patterns are sent in Nest's
+    /// normalised form.
     ///
     /// ```no_run
     /// # async fn run(client: nestling::Client) -> Result<(), nestling::ClientError> {
@@ -550,6 +552,8 @@ impl Client {
             }
         })?;
         let conn = self.connection().await?;
-        conn.write(frame.freeze()).await.map_err(|r| self.closed(r))
+        conn.write_and_wait(frame.freeze())
+            .await
+            .map_err(|r| self.closed(r))
     }
 }
