@@ -88,9 +88,9 @@
 
 pub use nestling_macros::{client, controller, event_pattern, message_pattern};
 pub use nestling_runtime::{
-    codec, packet, Client, ClientBuilder, ClientError, Context, Controller, IntoPattern,
-    IntoRpcError, Listening, Pattern, RemoteError, ReplyStream, RpcException, Server,
-    ServerBuilder, ServerConfig, ServerError, NO_HANDLER_MESSAGE,
+    codec, middleware, packet, Client, ClientBuilder, ClientError, Context, Controller,
+    HandlerFailure, IntoPattern, IntoRpcError, Listening, Pattern, RemoteError, Reply, ReplyStream,
+    Request, RpcException, Server, ServerBuilder, ServerConfig, ServerError, NO_HANDLER_MESSAGE,
 };
 
 /// TLS settings for servers and clients (the `tls` feature, on by default): Nest's

@@ -114,6 +114,8 @@ pub struct Handler {
 }
 
 pub struct Controller {
+    /// `layer = f` arguments of `#[nestling::controller]`.
+    pub layers: Vec<syn::Path>,
     pub item: ItemImpl,
     /// Last path segment of the self type, e.g. `UserController`.
     pub name: Ident,
@@ -269,6 +271,7 @@ pub fn parse_controller(cx: &Ctxt, mut item: ItemImpl) -> Option<Controller> {
         return None;
     };
     Some(Controller {
+        layers: Vec::new(),
         item,
         name,
         handlers,

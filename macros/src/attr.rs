@@ -28,6 +28,8 @@ pub enum JsonLit {
 pub struct PatternArg {
     pub value: JsonLit,
     pub tokens: TokenStream,
+    /// `layer = path` arguments after the pattern: functions returning middleware.
+    pub layers: Vec<syn::Path>,
 }
 
 const EXPECTED: &str =
@@ -38,14 +40,51 @@ impl Parse for PatternArg {
         if input.is_empty() {
             return Err(syn::Error::new(input.span(), EXPECTED));
         }
-        let tokens: TokenStream = input.fork().parse()?;
-        let value = parse_value(input)?;
-        if !input.is_empty() {
-            return Err(
-                input.error("unexpected tokens after the pattern; give exactly one pattern")
-            );
+        // The pattern's own tokens: everything up to a top-level `,`.
+        let tokens: TokenStream = input.step(|cursor| {
+            let mut rest = *cursor;
+            let mut taken = TokenStream::new();
+            while let Some((tt, next)) = rest.token_tree() {
+                if matches!(&tt, proc_macro2::TokenTree::Punct(p) if p.as_char() == ',') {
+                    break;
+                }
+                taken.extend([tt]);
+                rest = next;
+            }
+            Ok((taken, rest))
+        })?;
+        let value = syn::parse::Parser::parse2(
+            |stream: ParseStream| {
+                let v = parse_value(stream)?;
+                if !stream.is_empty() {
+                    return Err(stream
+                        .error("unexpected tokens after the pattern; give exactly one pattern"));
+                }
+                Ok(v)
+            },
+            tokens.clone(),
+        )?;
+        let mut layers = Vec::new();
+        while !input.is_empty() {
+            input.parse::<Token![,]>()?;
+            if input.is_empty() {
+                break;
+            }
+            let key: Ident = input.parse()?;
+            if key != "layer" {
+                return Err(syn::Error::new(
+                    key.span(),
+                    "expected `layer = path::to::fn` after the pattern (one pattern per handler)",
+                ));
+            }
+            input.parse::<Token![=]>()?;
+            layers.push(input.parse::<syn::Path>()?);
         }
-        Ok(PatternArg { value, tokens })
+        Ok(PatternArg {
+            value,
+            tokens,
+            layers,
+        })
     }
 }
 

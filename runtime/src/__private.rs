@@ -21,6 +21,7 @@ pub use crate::handler::{
     serialize_reply, HandlerFailure, HandlerFuture, HandlerKind, HandlerOutcome, Instance,
     IntoRpcError, Reply, Request,
 };
+pub use crate::middleware::{DynLayer, IntoDynLayer};
 pub use crate::pattern::Pattern;
 pub use crate::registry::{Controller, ControllerEntry, ControllerMeta, HandlerMeta};
 pub use crate::Context;

@@ -117,6 +117,26 @@ pub enum HandlerFailure {
     BadPayload(String),
 }
 
+impl std::fmt::Display for HandlerFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HandlerFailure::Rpc(v) => write!(f, "rpc exception {v}"),
+            HandlerFailure::Internal(cause) => write!(f, "internal error: {cause}"),
+            HandlerFailure::BadPayload(m) => f.write_str(m),
+        }
+    }
+}
+
+/// Lets middleware return a failure through tower's boxed errors; the server recovers
+/// it and sends its wire form.
+impl std::error::Error for HandlerFailure {}
+
+impl From<RpcException> for HandlerFailure {
+    fn from(e: RpcException) -> Self {
+        HandlerFailure::Rpc(e.to_wire())
+    }
+}
+
 impl HandlerFailure {
     /// The `err` JSON sent on the wire.
     pub fn wire_json(&self) -> Vec<u8> {

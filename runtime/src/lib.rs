@@ -15,6 +15,7 @@ pub mod codec;
 mod context;
 mod error;
 mod handler;
+pub mod middleware;
 pub mod packet;
 mod pattern;
 mod registry;

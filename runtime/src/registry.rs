@@ -7,6 +7,7 @@
 use std::any::TypeId;
 
 use crate::handler::{HandlerFn, HandlerKind, Instance};
+use crate::middleware::DynLayer;
 
 /// One handler method, as declared by a pattern attribute.
 #[derive(Debug)]
@@ -21,6 +22,8 @@ pub struct HandlerMeta {
     pub line: u32,
     /// The generated dispatch function.
     pub call: HandlerFn,
+    /// Layers from `#[message_pattern(.., layer = f)]`, outermost first.
+    pub layers: &'static [fn() -> DynLayer],
 }
 
 /// One `#[nestling::controller]` impl block.
@@ -37,6 +40,8 @@ pub struct ControllerMeta {
     pub auto: fn() -> Option<Instance>,
     /// The handlers of the impl block.
     pub handlers: &'static [HandlerMeta],
+    /// Layers from `#[nestling::controller(layer = f)]`, outermost first.
+    pub layers: &'static [fn() -> DynLayer],
 }
 
 impl ControllerMeta {

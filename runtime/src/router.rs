@@ -4,6 +4,7 @@ use std::collections::HashMap;
 
 use crate::error::ServerError;
 use crate::handler::{HandlerKind, Instance};
+use crate::middleware::HandlerService;
 use crate::pattern::{declared_route, incoming_route, RouteKey};
 use crate::registry::{ControllerMeta, HandlerMeta};
 
@@ -13,6 +14,9 @@ pub(crate) struct Bound {
     pub instance: Instance,
     pub controller: &'static ControllerMeta,
     pub meta: &'static HandlerMeta,
+    /// The handler wrapped in its middleware, when it has any (otherwise `meta.call` is
+    /// invoked directly).
+    pub service: Option<HandlerService>,
 }
 
 impl Bound {

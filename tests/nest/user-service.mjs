@@ -7,7 +7,7 @@
 // stdout: `READY <port>` once listening; `EVENT log <json>` for every `log` event.
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
-import { Controller, Module } from '@nestjs/common';
+import { Controller, Module, UseGuards } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import {
   EventPattern,
@@ -26,6 +26,14 @@ function decorate(cls, method, ...decorators) {
     const descriptor = Object.getOwnPropertyDescriptor(cls.prototype, method);
     const result = decorator(cls.prototype, method, descriptor);
     if (result) Object.defineProperty(cls.prototype, method, result);
+  }
+}
+
+// A guard as a Nest user writes one: reads the RPC payload, returns a boolean.
+class TokenGuard {
+  canActivate(context) {
+    const data = context.switchToRpc().getData();
+    return data != null && data.token === 's3cret';
   }
 }
 
@@ -66,6 +74,11 @@ class AppController {
     return ms;
   }
 
+  // Guarded by TokenGuard (@UseGuards): only payloads with token "s3cret" get through.
+  secret(data) {
+    return `welcome ${data.user}`;
+  }
+
   // --- streamed replies (Observables) ---------------------------------------
   // 1..n, all synchronous: completion merges into the last item's packet.
   count(n) {
@@ -92,6 +105,155 @@ class AppController {
       throwError(() => new RpcException('stream broke')),
     );
   }
+
+  // --- extra handlers for tests/differential.rs -----------------------------
+  // `echo` under another name (mirrored in Rust with a raw-JSON payload).
+  echoRaw(data) {
+    return data;
+  }
+
+  // A string's length in UTF-16 units and its FNV-1a hash over those units:
+  // checks big payloads without sending them back.
+  len(s) {
+    if (typeof s !== 'string') throw new RpcException('len expects a string');
+    return { length: s.length, fnv: fnv1a(s) };
+  }
+
+  // {s, n} -> s repeated n times: a big reply from a small request.
+  repeat({ s, n }) {
+    return s.repeat(n);
+  }
+
+  // Throws RpcException(data), whatever data is.
+  raise(data) {
+    throw new RpcException(data);
+  }
+
+  // Throws a value that is not an Error.
+  throwStr() {
+    throw 'not an Error';
+  }
+
+  async boomAsync() {
+    await tick();
+    throw new Error('async boom');
+  }
+
+  async failAsync() {
+    await tick();
+    throw new RpcException('async bad');
+  }
+
+  giveNull() {
+    return null;
+  }
+
+  giveUndefined() {
+    return undefined;
+  }
+
+  // Each element of the array `items` as its own stream item.
+  streamItems(items) {
+    return from(items);
+  }
+
+  // 1..n, then a plain Error (-> Internal server error).
+  streamBoom(n) {
+    return concat(
+      from(Array.from({ length: n }, (_, i) => i + 1)),
+      throwError(() => new Error('stream boom')),
+    );
+  }
+
+  // A Promise resolving to an Observable: Nest flattens it.
+  async asyncStream(items) {
+    await tick();
+    return from(items);
+  }
+
+  fortyTwo() {
+    return 'forty-two';
+  }
+
+  calc(data) {
+    return { handler: 'calc', data };
+  }
+
+  arr() {
+    return 'arr';
+  }
+
+  cjk() {
+    return 'cjk';
+  }
+
+  emoji() {
+    return 'emoji';
+  }
+
+  deep() {
+    return 'deep';
+  }
+
+  many() {
+    return 'many';
+  }
+
+  // Events, observable through `recorded`: `record` has two handlers (both run).
+  record(data) {
+    remember(data.key, data.value);
+  }
+
+  recordAlso(data) {
+    remember(`${data.key}:also`, data.value);
+  }
+
+  recordObj(data) {
+    remember(`${data.key}:obj`, data.value);
+  }
+
+  // A message handler that records: an event sent to it runs it, result discarded.
+  note(data) {
+    remember(data.key, data.value);
+    return 'noted';
+  }
+
+  // A single event handler with a return value (what a request to it receives).
+  audit(data) {
+    return { audited: data };
+  }
+
+  eventBoom() {
+    throw new Error('event boom');
+  }
+
+  // {key, n}: waits (up to 3 s) until `n` values were recorded under `key`, then
+  // returns them sorted (JS default sort: UTF-16 code unit order).
+  async recorded({ key, n }) {
+    const deadline = Date.now() + 3000;
+    while ((store.get(key)?.length ?? 0) < n && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+    return [...(store.get(key) ?? [])].sort();
+  }
+}
+
+const tick = () => new Promise((resolve) => setTimeout(resolve, 5));
+
+// FNV-1a (32 bit) over UTF-16 code units, as 8 hex digits.
+function fnv1a(s) {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) {
+    h ^= s.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16).padStart(8, '0');
+}
+
+const store = new Map();
+function remember(key, value) {
+  if (!store.has(key)) store.set(key, []);
+  store.get(key).push(value);
 }
 
 decorate(AppController, 'sum', MessagePattern('sum'));
@@ -102,10 +264,39 @@ decorate(AppController, 'fail', MessagePattern('fail'));
 decorate(AppController, 'failObj', MessagePattern('fail_obj'));
 decorate(AppController, 'boom', MessagePattern('boom'));
 decorate(AppController, 'slow', MessagePattern('slow'));
+decorate(AppController, 'secret', MessagePattern('secret'), UseGuards(TokenGuard));
 decorate(AppController, 'count', MessagePattern('count'));
 decorate(AppController, 'ticks', MessagePattern('ticks'));
 decorate(AppController, 'empty', MessagePattern('empty'));
 decorate(AppController, 'failsAfter', MessagePattern('fails_after'));
+decorate(AppController, 'echoRaw', MessagePattern('echo_raw'));
+decorate(AppController, 'len', MessagePattern('len'));
+decorate(AppController, 'repeat', MessagePattern('repeat'));
+decorate(AppController, 'raise', MessagePattern('raise'));
+decorate(AppController, 'throwStr', MessagePattern('throw_str'));
+decorate(AppController, 'boomAsync', MessagePattern('boom_async'));
+decorate(AppController, 'failAsync', MessagePattern('fail_async'));
+decorate(AppController, 'giveNull', MessagePattern('give_null'));
+decorate(AppController, 'giveUndefined', MessagePattern('give_undefined'));
+decorate(AppController, 'streamItems', MessagePattern('stream_items'));
+decorate(AppController, 'streamBoom', MessagePattern('stream_boom'));
+decorate(AppController, 'asyncStream', MessagePattern('async_stream'));
+decorate(AppController, 'fortyTwo', MessagePattern(42));
+decorate(AppController, 'calc', MessagePattern({ cmd: 'calc', op: 'add', meta: { v: 1, tags: ['x', 'y'] } }));
+decorate(AppController, 'arr', MessagePattern(['arr', 1]));
+decorate(AppController, 'cjk', MessagePattern('求和'));
+decorate(AppController, 'emoji', MessagePattern('😀 #1'));
+// Objects nested deeper than 5 levels normalise to [MAX_DEPTH_REACHED].
+decorate(AppController, 'deep', MessagePattern({ d: { d: { d: { d: { d: { d: { leaf: 1 } } } } } } }));
+// More than 20 keys normalise to [TOO_MANY_KEYS].
+decorate(AppController, 'many', MessagePattern({ many: Object.fromEntries(Array.from({ length: 21 }, (_, i) => [`k${i}`, i])) }));
+decorate(AppController, 'record', EventPattern('record'));
+decorate(AppController, 'recordAlso', EventPattern('record'));
+decorate(AppController, 'recordObj', EventPattern({ ev: 'record', v: 2 }));
+decorate(AppController, 'note', MessagePattern('note'));
+decorate(AppController, 'audit', EventPattern('audit'));
+decorate(AppController, 'eventBoom', EventPattern('event_boom'));
+decorate(AppController, 'recorded', MessagePattern('recorded'));
 Controller()(AppController);
 
 class AppModule {}

@@ -94,7 +94,42 @@ pub fn expand_registration(n: &TokenStream, c: &Controller) -> TokenStream {
     let name = c.name.to_string();
     let fns = c.handlers.iter().map(|h| handler_fn(n, self_ty, h));
     let count = c.handlers.len();
-    let metas = c.handlers.iter().map(|h| {
+    // One `fn() -> DynLayer` per `layer = f` argument (function pointers fit in statics).
+    let layer_fn = |name: &syn::Ident, path: &syn::Path| {
+        quote! {
+            fn #name() -> #n::DynLayer {
+                #n::IntoDynLayer::into_dyn_layer(#path())
+            }
+        }
+    };
+    let mut layer_fns = Vec::new();
+    let controller_layers: Vec<_> = c
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let name = format_ident!("__nestling_layer_{}", i);
+            layer_fns.push(layer_fn(&name, path));
+            name
+        })
+        .collect();
+    let handler_layers: Vec<Vec<syn::Ident>> = c
+        .handlers
+        .iter()
+        .map(|h| {
+            h.pattern
+                .layers
+                .iter()
+                .enumerate()
+                .map(|(i, path)| {
+                    let name = format_ident!("__nestling_layer_{}_{}", h.method, i);
+                    layer_fns.push(layer_fn(&name, path));
+                    name
+                })
+                .collect()
+        })
+        .collect();
+    let metas = c.handlers.iter().zip(&handler_layers).map(|(h, layers)| {
         let kind = match h.kind {
             Kind::Message => quote!(#n::HandlerKind::Message),
             Kind::Event => quote!(#n::HandlerKind::Event),
@@ -110,6 +145,7 @@ pub fn expand_registration(n: &TokenStream, c: &Controller) -> TokenStream {
                 method: #method,
                 line: #line,
                 call: #fn_name,
+                layers: &[#(#layers),*],
             }
         }
     });
@@ -124,6 +160,7 @@ pub fn expand_registration(n: &TokenStream, c: &Controller) -> TokenStream {
         #[doc(hidden)]
         const _: () = {
             #(#fns)*
+            #(#layer_fns)*
 
             static __NESTLING_HANDLERS: [#n::HandlerMeta; #count] = [#(#metas),*];
 
@@ -143,6 +180,7 @@ pub fn expand_registration(n: &TokenStream, c: &Controller) -> TokenStream {
                 type_id: __nestling_type_id,
                 auto: __nestling_auto,
                 handlers: &__NESTLING_HANDLERS,
+                layers: &[#(#controller_layers),*],
             };
 
             #controller_impl

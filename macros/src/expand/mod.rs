@@ -19,6 +19,8 @@ pub struct Args {
     krate: TokenStream,
     /// Whether to generate `{Name}Client` (`client = false` turns it off).
     client: bool,
+    /// `layer = f`: middleware for every handler of the controller.
+    layers: Vec<syn::Path>,
 }
 
 impl Parse for Args {
@@ -26,6 +28,7 @@ impl Parse for Args {
         let mut args = Args {
             krate: quote!(::nestling),
             client: true,
+            layers: Vec::new(),
         };
         while !input.is_empty() {
             let key: syn::Ident = syn::ext::IdentExt::parse_any(input)?;
@@ -35,10 +38,12 @@ impl Parse for Args {
                 args.krate = path.parse::<syn::Path>()?.into_token_stream();
             } else if key == "client" {
                 args.client = input.parse::<syn::LitBool>()?.value;
+            } else if key == "layer" {
+                args.layers.push(input.parse::<syn::Path>()?);
             } else {
                 return Err(syn::Error::new(
                     key.span(),
-                    "unknown argument: expected `client = false` or `crate = \"path::to::nestling\"`",
+                    "unknown argument: expected `layer = path::to::fn`, `client = false` or `crate = \"path::to::nestling\"`",
                 ));
             }
             if !input.is_empty() {
@@ -72,6 +77,7 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
             Args {
                 krate: quote!(::nestling),
                 client: false,
+                layers: Vec::new(),
             }
         }
     };
@@ -88,10 +94,11 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
     };
     crate::valid::check_impl(&cx, &item);
     let parsed = parse_controller(&cx, item.clone());
-    let Some(controller) = parsed else {
+    let Some(mut controller) = parsed else {
         let errors = cx.into_compile_errors();
         return quote!(#item #errors);
     };
+    controller.layers = args.layers.clone();
     crate::valid::check_duplicates(&cx, &controller);
     let user_item = &controller.item;
     let n = private(&args);
@@ -103,6 +110,7 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
         let errors = cx.into_compile_errors();
         let fallback = if item.generics.params.is_empty() && item.trait_.is_none() {
             let empty = ast::Controller {
+                layers: Vec::new(),
                 item: controller.item.clone(),
                 name: controller.name.clone(),
                 handlers: Vec::new(),

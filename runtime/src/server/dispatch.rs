@@ -11,6 +11,7 @@ use crate::context::Context;
 use futures_util::StreamExt;
 
 use crate::handler::{HandlerFailure, HandlerOutcome, Reply, ReplyStream, Request};
+use crate::middleware::call_layered;
 use crate::packet::{
     encode_error, encode_no_handler, encode_response, encode_stream_item, Inbound,
 };
@@ -209,16 +210,27 @@ async fn run_events_as_request(events: Vec<Bound>, request: Request) -> HandlerO
     Ok(Reply::Value(Some(b"{}".to_vec())))
 }
 
-/// Runs a handler, turning a panic into Nest's internal error for this request only.
+/// Runs a handler (through its middleware, if any), turning a panic into Nest's internal
+/// error for this request only.
 async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
-    let fut = (bound.meta.call)(&bound.instance, request);
-    match AssertUnwindSafe(fut).catch_unwind().await {
-        Ok(outcome) => outcome,
-        Err(panic) => Err(HandlerFailure::Internal(format!(
+    let outcome = match &bound.service {
+        Some(service) => {
+            AssertUnwindSafe(call_layered(service, request))
+                .catch_unwind()
+                .await
+        }
+        None => {
+            AssertUnwindSafe((bound.meta.call)(&bound.instance, request))
+                .catch_unwind()
+                .await
+        }
+    };
+    outcome.unwrap_or_else(|panic| {
+        Err(HandlerFailure::Internal(format!(
             "handler panicked: {}",
             panic_message(&*panic)
-        ))),
-    }
+        )))
+    })
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

@@ -23,7 +23,8 @@ pub use config::{
 
 use crate::error::ServerError;
 use crate::handler::Instance;
-use crate::registry::{all_controllers, Controller, ControllerMeta};
+use crate::middleware::{service_fn, DynLayer, HandlerService, IntoDynLayer};
+use crate::registry::{all_controllers, Controller, ControllerMeta, HandlerMeta};
 use crate::router::{Bound, Router};
 
 /// Configures which controllers a [`Server`] serves and its limits.
@@ -56,6 +57,7 @@ pub struct ServerBuilder {
     discover: bool,
     config: ServerConfig,
     tls: Option<TlsSettings>,
+    layers: Vec<DynLayer>,
 }
 
 /// TLS settings of a server, if the `tls` feature is on.
@@ -78,6 +80,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("discover", &self.discover)
             .field("config", &self.config)
             .field("tls", &self.tls.is_some())
+            .field("layers", &self.layers.len())
             .finish()
     }
 }
@@ -171,6 +174,21 @@ impl ServerBuilder {
         self
     }
 
+    /// Wraps every handler in `layer` (a guard, an interceptor, any tower layer). Global
+    /// layers run outside controller and handler layers, in the order added.
+    ///
+    /// ```
+    /// use nestling::middleware::guard;
+    /// let server = nestling::Server::builder()
+    ///     .layer(guard(|req: &nestling::Request| !req.context().pattern().starts_with("admin.")))
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn layer<L: IntoDynLayer>(mut self, layer: L) -> Self {
+        self.layers.push(layer.into_dyn_layer());
+        self
+    }
+
     /// Builds the route table.
     ///
     /// Fails with [`ServerError::DuplicateHandler`] when two message handlers claim the
@@ -208,10 +226,12 @@ impl ServerBuilder {
         for meta in metas {
             let instance = &instances[&(meta.type_id)()];
             for handler in meta.handlers {
+                let service = layered(&self.layers, meta, handler, instance);
                 router.add(Bound {
                     instance: instance.clone(),
                     controller: meta,
                     meta: handler,
+                    service,
                 })?;
             }
         }
@@ -221,6 +241,33 @@ impl ServerBuilder {
             tls: self.tls,
         })
     }
+}
+
+/// Wraps a handler in its global, controller and handler layers (outermost first), or
+/// `None` when it has none.
+fn layered(
+    global: &[DynLayer],
+    controller: &'static ControllerMeta,
+    handler: &'static HandlerMeta,
+    instance: &Instance,
+) -> Option<HandlerService> {
+    let layers: Vec<DynLayer> = global
+        .iter()
+        .cloned()
+        .chain(controller.layers.iter().map(|make| make()))
+        .chain(handler.layers.iter().map(|make| make()))
+        .collect();
+    if layers.is_empty() {
+        return None;
+    }
+    let (call, instance) = (handler.call, instance.clone());
+    let base = service_fn(move |request| call(&instance, request));
+    Some(
+        layers
+            .iter()
+            .rev()
+            .fold(base, |inner, layer| layer.apply(inner)),
+    )
 }
 
 /// A Nest-compatible TCP microservice server.
@@ -256,6 +303,7 @@ impl Server {
             discover: true,
             config: ServerConfig::default(),
             tls: None,
+            layers: Vec::new(),
         }
     }
 
