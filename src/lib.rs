@@ -98,6 +98,8 @@ pub use nestling_runtime::{
 #[cfg(feature = "tls")]
 pub use nestling_runtime::tls;
 
+pub use nestling_runtime::trace;
+
 /// Lower-level pieces: the handler interface and registry the macros generate code for.
 pub mod runtime {
     pub use nestling_runtime::*;

@@ -16,6 +16,7 @@ mod context;
 mod error;
 mod handler;
 pub mod middleware;
+mod observe;
 pub mod packet;
 mod pattern;
 mod registry;
@@ -23,6 +24,7 @@ mod router;
 mod server;
 #[cfg(feature = "tls")]
 pub mod tls;
+pub mod trace;
 pub mod utf16;
 
 #[doc(hidden)]

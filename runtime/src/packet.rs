@@ -219,11 +219,26 @@ pub fn encode_outbound<T: Serialize + ?Sized>(
     data: &T,
     id: Option<u64>,
 ) -> Result<(), serde_json::Error> {
+    encode_outbound_with_metadata(dst, pattern_json, data, None, id)
+}
+
+/// Like [`encode_outbound`], with a `metadata` object (raw JSON) between `data` and `id`,
+/// where Nest 12's `ClientTCP` puts it.
+pub fn encode_outbound_with_metadata<T: Serialize + ?Sized>(
+    dst: &mut BytesMut,
+    pattern_json: &str,
+    data: &T,
+    metadata: Option<&[u8]>,
+    id: Option<u64>,
+) -> Result<(), serde_json::Error> {
     let mut j = JsonText::with_capacity(64);
     j.push(b"{\"pattern\":")
         .push(pattern_json.as_bytes())
         .push(b",\"data\":");
     serde_json::to_writer(&mut j.0, data)?;
+    if let Some(metadata) = metadata {
+        j.push(b",\"metadata\":").push(metadata);
+    }
     if let Some(id) = id {
         let mut buf = itoa::Buffer::new();
         j.push(b",\"id\":\"")

@@ -22,8 +22,11 @@ use tokio::sync::Semaphore;
 
 use crate::codec::DEFAULT_MAX_FRAME_LEN;
 use crate::error::{ClientError, RemoteError};
-use crate::packet::encode_outbound;
+use crate::observe::Observed;
+use crate::packet::encode_outbound_with_metadata;
 use crate::pattern::IntoPattern;
+use crate::pattern::Pattern;
+use tracing::Instrument;
 
 /// Default [`ClientBuilder::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -386,12 +389,45 @@ impl Client {
                 source,
             })?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let trace = crate::trace::current();
+        let observed = Observed::call(pattern.as_json(), id, trace.as_deref());
+        let result = self
+            .call_once(&pattern, id, data, timeout)
+            .instrument(observed.span.clone())
+            .await;
+        observed.finish(match &result {
+            Ok(_) => "ok",
+            Err(ClientError::Remote { .. }) => "error",
+            Err(ClientError::Timeout { .. }) => "timeout",
+            Err(_) => "failed",
+        });
+        result
+    }
+
+    /// One request/reply exchange (the body of [`send_with_timeout`](Self::send_with_timeout)).
+    async fn call_once<T, R>(
+        &self,
+        pattern: &Pattern,
+        id: u64,
+        data: &T,
+        timeout: Option<Duration>,
+    ) -> Result<R, ClientError>
+    where
+        T: Serialize + ?Sized,
+        R: DeserializeOwned,
+    {
         let mut frame = BytesMut::new();
-        encode_outbound(&mut frame, pattern.as_json(), data, Some(id)).map_err(|source| {
-            ClientError::Encode {
-                pattern: pattern.to_string(),
-                source,
-            }
+        let metadata = crate::trace::outgoing_metadata();
+        encode_outbound_with_metadata(
+            &mut frame,
+            pattern.as_json(),
+            data,
+            metadata.as_deref(),
+            Some(id),
+        )
+        .map_err(|source| ClientError::Encode {
+            pattern: pattern.to_string(),
+            source,
         })?;
         // The slot is held until the reply (or failure) arrives.
         let _slot = match timeout {
@@ -491,11 +527,17 @@ impl Client {
             })?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let mut frame = BytesMut::new();
-        encode_outbound(&mut frame, pattern.as_json(), data, Some(id)).map_err(|source| {
-            ClientError::Encode {
-                pattern: pattern.to_string(),
-                source,
-            }
+        let metadata = crate::trace::outgoing_metadata();
+        encode_outbound_with_metadata(
+            &mut frame,
+            pattern.as_json(),
+            data,
+            metadata.as_deref(),
+            Some(id),
+        )
+        .map_err(|source| ClientError::Encode {
+            pattern: pattern.to_string(),
+            source,
         })?;
         let slot = self
             .inner
@@ -545,11 +587,17 @@ impl Client {
                 source,
             })?;
         let mut frame = BytesMut::new();
-        encode_outbound(&mut frame, pattern.event_json(), data, None).map_err(|source| {
-            ClientError::Encode {
-                pattern: pattern.to_string(),
-                source,
-            }
+        let metadata = crate::trace::outgoing_metadata();
+        encode_outbound_with_metadata(
+            &mut frame,
+            pattern.event_json(),
+            data,
+            metadata.as_deref(),
+            None,
+        )
+        .map_err(|source| ClientError::Encode {
+            pattern: pattern.to_string(),
+            source,
         })?;
         let conn = self.connection().await?;
         conn.write_and_wait(frame.freeze())

@@ -12,10 +12,12 @@ use futures_util::StreamExt;
 
 use crate::handler::{HandlerFailure, HandlerOutcome, Reply, ReplyStream, Request};
 use crate::middleware::call_layered;
+use crate::observe::Observed;
 use crate::packet::{
     encode_error, encode_no_handler, encode_response, encode_stream_item, Inbound,
 };
 use crate::router::{Bound, Router};
+use tracing::Instrument;
 
 /// Shared by every packet of one connection.
 pub(crate) struct ConnCtx {
@@ -49,6 +51,7 @@ pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemap
                 tracing::error!(peer = %conn.peer, pattern = as_str(&pattern), "There is no matching event handler defined in the remote service. Event pattern: {}", as_str(&pattern));
                 return;
             };
+            let trace = crate::trace::from_metadata(metadata.as_deref());
             let ctx = Context::new(pattern.clone(), conn.peer).with_packet(None, metadata);
             let request = Request::new(data, ctx);
             // Nest runs every event handler; an event that hits a message handler runs it
@@ -62,12 +65,21 @@ pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemap
             for bound in handlers {
                 let request = request.clone();
                 let permit = permit.clone();
-                tokio::spawn(async move {
-                    if let Err(failure) = run(&bound, request).await {
-                        log_failure(&bound, &failure, "event");
+                let observed =
+                    Observed::request("event", &pattern, None, conn.peer, trace.as_deref());
+                let span = observed.span.clone();
+                tokio::spawn(crate::trace::maybe_scope(
+                    trace.clone(),
+                    async move {
+                        let outcome = run(&bound, request).await;
+                        if let Err(failure) = &outcome {
+                            log_failure(&bound, failure, "event");
+                        }
+                        observed.finish(outcome_label(&outcome));
+                        drop(permit);
                     }
-                    drop(permit);
-                });
+                    .instrument(span),
+                ));
             }
         }
         Inbound::Request {
@@ -85,13 +97,17 @@ pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemap
                 let _ = conn.replies.send(out.freeze()).await;
                 return;
             };
-            let ctx = Context::new(pattern.unwrap_or_default(), conn.peer)
-                .with_packet(Some(id.clone()), metadata);
+            let trace = crate::trace::from_metadata(metadata.as_deref());
+            let pattern = pattern.unwrap_or_default();
+            let observed =
+                Observed::request("request", &pattern, Some(&id), conn.peer, trace.as_deref());
+            let span = observed.span.clone();
+            let ctx = Context::new(pattern, conn.peer).with_packet(Some(id.clone()), metadata);
             let request = Request::new(data, ctx);
             let replies = conn.replies.clone();
             let message = route.message.clone();
             let events = route.events.clone();
-            tokio::spawn(async move {
+            let task = async move {
                 let outcome = match message {
                     Some(bound) => {
                         let outcome = run(&bound, request).await;
@@ -102,6 +118,7 @@ pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemap
                     }
                     None => run_events_as_request(events, request).await,
                 };
+                let label = outcome_label(&outcome);
                 match outcome {
                     Ok(Reply::Stream(stream)) => pump_stream(stream, &id, &replies).await,
                     other => {
@@ -118,8 +135,10 @@ pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemap
                         let _ = replies.send(out.freeze()).await;
                     }
                 }
+                observed.finish(label);
                 drop(permit);
-            });
+            };
+            tokio::spawn(crate::trace::maybe_scope(trace, task.instrument(span)));
         }
     }
 }
@@ -231,6 +250,16 @@ async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
             panic_message(&*panic)
         )))
     })
+}
+
+/// The `outcome` recorded on spans and metrics.
+fn outcome_label(outcome: &HandlerOutcome) -> &'static str {
+    match outcome {
+        Ok(Reply::Value(_)) => "ok",
+        Ok(Reply::Stream(_)) => "stream",
+        Err(HandlerFailure::Rpc(_) | HandlerFailure::BadPayload(_)) => "error",
+        Err(HandlerFailure::Internal(_)) => "internal",
+    }
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {

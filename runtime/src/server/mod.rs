@@ -396,7 +396,9 @@ impl Listening {
                         let token = token.clone();
                         let tls = server.tls.clone();
                         connections.spawn(async move {
+                            crate::observe::connection(1.0);
                             connection::serve_connection(stream, peer, router, config, token, tls).await;
+                            crate::observe::connection(-1.0);
                             drop(slot);
                         });
                     }
