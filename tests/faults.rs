@@ -96,7 +96,10 @@ async fn server_restarts_under_load_nothing_hangs_or_repeats() {
         .unwrap();
     let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
     assert_eq!(ok + failed, 3_000);
-    assert!(ok > 0 && failed > 0, "ok {ok}, failed {failed}: the restarts must have hit in-flight calls");
+    assert!(
+        ok > 0 && failed > 0,
+        "ok {ok}, failed {failed}: the restarts must have hit in-flight calls"
+    );
     // After the storm, the client works again.
     let v: u64 = client.send("add", &(1, 2)).await.unwrap();
     assert_eq!(v, 3);
