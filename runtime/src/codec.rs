@@ -88,6 +88,7 @@ enum State {
         len: usize,
         scanned_bytes: usize,
         scanned_units: usize,
+        valid: bool,
     },
 }
 
@@ -195,29 +196,36 @@ impl Decoder for NestCodec {
                         len,
                         scanned_bytes: 0,
                         scanned_units: 0,
+                        valid: true,
                     };
                 }
                 State::Body {
                     len,
                     scanned_bytes,
                     scanned_units,
-                } => match find_boundary(src, scanned_bytes, scanned_units, len) {
-                    Boundary::At { bytes } => {
+                    valid,
+                } => match find_boundary(src, scanned_bytes, scanned_units, valid, len) {
+                    Boundary::At { bytes, valid } => {
                         self.state = State::Header;
                         let raw = src.split_to(bytes).freeze();
-                        return Ok(Some(match std::str::from_utf8(&raw) {
-                            Ok(_) => raw,
-                            Err(_) => Bytes::from(String::from_utf8_lossy(&raw).into_owned()),
+                        // The scan validated the UTF-8 already; only frames with invalid
+                        // bytes are rebuilt, with U+FFFD as Node's decoder would.
+                        return Ok(Some(if valid {
+                            raw
+                        } else {
+                            Bytes::from(String::from_utf8_lossy(&raw).into_owned())
                         }));
                     }
                     Boundary::NeedMore {
                         scanned_bytes,
                         scanned_units,
+                        valid,
                     } => {
                         self.state = State::Body {
                             len,
                             scanned_bytes,
                             scanned_units,
+                            valid,
                         };
                         // Each unit is at most 3 bytes, but reserving for the common
                         // (ASCII) case avoids over-allocating on a hostile length.

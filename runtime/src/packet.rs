@@ -10,25 +10,28 @@ use std::fmt;
 
 use bytes::{Bytes, BytesMut};
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
-use serde::{Deserialize, Deserializer, Serialize};
+use serde::{Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use crate::codec::encode_frame;
 use crate::error::NO_HANDLER_MESSAGE;
 
-/// The top-level entries of a JSON object as raw slices of the frame, in order.
+/// Selected top-level fields of a JSON object, as raw slices of the frame.
 ///
 /// A hand-written visitor rather than a derived struct: derived structs also accept JSON
 /// arrays (filling fields by position) and reject duplicate keys, where Nest's `JSON.parse`
-/// yields an array (not a packet) and keeps the last duplicate.
-struct Entries<'a>(Vec<(Cow<'a, str>, &'a RawValue)>);
-
-impl<'a> Entries<'a> {
-    /// The last value of `key` (JSON.parse semantics for duplicates).
-    fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.0.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
-    }
+/// yields an array (not a packet) and keeps the last duplicate. It stores nothing but the
+/// wanted fields, so parsing a packet allocates nothing.
+struct Fields<'a, const N: usize> {
+    /// The raw value of each wanted key (the last one, for duplicates).
+    values: [Option<&'a RawValue>; N],
+    /// How many keys the object has in all.
+    total: usize,
+    /// Whether any key is not among the wanted ones.
+    unknown: bool,
 }
+
+struct FieldsSeed<const N: usize>(&'static [&'static str; N]);
 
 struct KeySeed;
 
@@ -52,31 +55,48 @@ impl<'de> Visitor<'de> for KeySeed {
     }
 }
 
-impl<'de> Deserialize<'de> for Entries<'de> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct ObjectVisitor;
-        impl<'de> Visitor<'de> for ObjectVisitor {
-            type Value = Entries<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a JSON object")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut entries = Vec::with_capacity(4);
-                while let Some(key) = map.next_key_seed(KeySeed)? {
-                    let value: &'de RawValue = map.next_value()?;
-                    entries.push((key, value));
-                }
-                Ok(Entries(entries))
-            }
-        }
-        d.deserialize_map(ObjectVisitor)
+impl<'de, const N: usize> DeserializeSeed<'de> for FieldsSeed<N> {
+    type Value = Fields<'de, N>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_map(self)
     }
 }
 
-/// Parses `frame` as an object; `Ok(None)` for valid JSON that is not an object.
-fn object_entries(frame: &Bytes) -> Result<Option<Entries<'_>>, InvalidJson> {
-    match serde_json::from_slice::<Entries<'_>>(frame) {
-        Ok(entries) => Ok(Some(entries)),
+impl<'de, const N: usize> Visitor<'de> for FieldsSeed<N> {
+    type Value = Fields<'de, N>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Fields {
+            values: [None; N],
+            total: 0,
+            unknown: false,
+        };
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let value: &'de RawValue = map.next_value()?;
+            fields.total += 1;
+            match self.0.iter().position(|k| *k == key) {
+                Some(i) => fields.values[i] = Some(value),
+                None => fields.unknown = true,
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// Parses `frame` as an object, keeping `keys`; `Ok(None)` for valid JSON that is not an
+/// object.
+fn object_fields<'a, const N: usize>(
+    frame: &'a Bytes,
+    keys: &'static [&'static str; N],
+) -> Result<Option<Fields<'a, N>>, InvalidJson> {
+    let mut de = serde_json::Deserializer::from_slice(frame);
+    match FieldsSeed(keys)
+        .deserialize(&mut de)
+        .and_then(|f| de.end().map(|()| f))
+    {
+        Ok(fields) => Ok(Some(fields)),
         Err(e) => {
             serde_json::from_slice::<de::IgnoredAny>(frame).map_err(|_| InvalidJson(e))?;
             Ok(None)
@@ -122,17 +142,21 @@ pub fn parse_inbound(frame: &Bytes) -> Result<Inbound, InvalidJson> {
     let slice = |raw: &RawValue| frame.slice_ref(raw.get().as_bytes());
     // Valid JSON that is not an object is an undefined event in Nest, not a framing
     // error; only unparsable text closes the connection.
-    let Some(fields) = object_entries(frame)? else {
+    const KEYS: [&str; 4] = ["pattern", "data", "id", "metadata"];
+    let Some(Fields {
+        values: [pattern, data, id, metadata],
+        ..
+    }) = object_fields(frame, &KEYS)?
+    else {
         return Ok(Inbound::Undefined);
     };
-    let (pattern, data) = (fields.get("pattern"), fields.get("data"));
     if pattern.is_none() && data.is_none() {
         return Ok(Inbound::Undefined);
     }
     let pattern = pattern.map(slice);
     let data = data.map(slice);
-    let metadata = fields.get("metadata").map(slice);
-    Ok(match fields.get("id") {
+    let metadata = metadata.map(slice);
+    Ok(match id {
         Some(id) => Inbound::Request {
             pattern,
             data,
@@ -297,21 +321,22 @@ const REPLY_KEYS: [&str; 5] = ["id", "err", "response", "isDisposed", "status"];
 /// Parses a frame received by a client.
 pub fn parse_reply(frame: &Bytes) -> Result<Reply, InvalidJson> {
     let slice = |raw: &RawValue| frame.slice_ref(raw.get().as_bytes());
-    let fields = object_entries(frame)?;
-    let foreign = match &fields {
-        None => true,
-        Some(f) => f.0.is_empty() || f.0.iter().any(|(k, _)| !REPLY_KEYS.contains(&k.as_ref())),
-    };
-    let id = fields.as_ref().and_then(|f| f.get("id")).map(slice);
-    let Some(fields) = fields.filter(|_| !foreign) else {
-        // A foreign payload: Nest delivers the whole value as the response and completes.
+    let fields = object_fields(frame, &REPLY_KEYS)?;
+    let id = fields.as_ref().and_then(|f| f.values[0]).map(slice);
+    let Some(Fields {
+        values: [_, err, response, is_disposed, _],
+        ..
+    }) = fields.filter(|f| f.total > 0 && !f.unknown)
+    else {
+        // A foreign payload (not an object, no keys, or unknown keys): Nest delivers the
+        // whole value as the response and completes.
         return Ok(Reply::Value {
             id,
             response: Some(frame.clone()),
             disposed: true,
         });
     };
-    if let Some(err) = fields.get("err").filter(|e| truthy(e)) {
+    if let Some(err) = err.filter(|e| truthy(e)) {
         return Ok(Reply::Error {
             id,
             err: slice(err),
@@ -319,8 +344,8 @@ pub fn parse_reply(frame: &Bytes) -> Result<Reply, InvalidJson> {
     }
     Ok(Reply::Value {
         id,
-        response: fields.get("response").map(slice),
-        disposed: fields.get("isDisposed").is_some_and(truthy),
+        response: response.map(slice),
+        disposed: is_disposed.is_some_and(truthy),
     })
 }
 

@@ -15,9 +15,17 @@ pub fn utf16_len(text: &str) -> usize {
     if bytes.is_ascii() {
         return bytes.len();
     }
+    // Chunks of 127 bytes keep a u8 accumulator from overflowing (each byte adds at most
+    // 2), which lets the compiler vectorise the inner loop.
     bytes
-        .iter()
-        .map(|&b| usize::from((b & 0xC0) != 0x80) + usize::from(b >= 0xF0))
+        .chunks(127)
+        .map(|chunk| {
+            let mut acc: u8 = 0;
+            for &b in chunk {
+                acc += u8::from((b as i8) >= -0x40) + u8::from(b >= 0xF0);
+            }
+            usize::from(acc)
+        })
         .sum()
 }
 
@@ -28,6 +36,8 @@ pub enum Boundary {
     At {
         /// Byte length of the frame body.
         bytes: usize,
+        /// Whether those bytes are valid UTF-8 (no U+FFFD replacement needed).
+        valid: bool,
     },
     /// More bytes are needed; `scanned_bytes`/`scanned_units` may be resumed from.
     NeedMore {
@@ -35,6 +45,8 @@ pub enum Boundary {
         scanned_bytes: usize,
         /// Units counted in those bytes.
         scanned_units: usize,
+        /// Whether every byte walked so far was valid UTF-8.
+        valid: bool,
     },
     /// The requested count ends between the two halves of a surrogate pair
     /// (the peer's length cuts a 4-byte character in half).
@@ -44,20 +56,43 @@ pub enum Boundary {
 /// Finds the byte offset at which `target` UTF-16 units end, starting from a previous
 /// partial scan (`from_bytes`, `from_units`), so that a frame arriving in many reads is
 /// scanned once overall.
-pub fn find_boundary(buf: &[u8], from_bytes: usize, from_units: usize, target: usize) -> Boundary {
+pub fn find_boundary(
+    buf: &[u8],
+    from_bytes: usize,
+    from_units: usize,
+    from_valid: bool,
+    target: usize,
+) -> Boundary {
     let mut i = from_bytes;
     let mut units = from_units;
+    let mut valid = from_valid;
     while units < target {
+        // Fast path: the rest of the frame is ASCII, one unit per byte.
+        let want = target - units;
+        if let Some(window) = buf.get(i..i + want) {
+            if window.is_ascii() {
+                return Boundary::At {
+                    bytes: i + want,
+                    valid,
+                };
+            }
+        }
         if i >= buf.len() {
             return Boundary::NeedMore {
                 scanned_bytes: i,
                 scanned_units: units,
+                valid,
             };
         }
-        let b = buf[i];
-        if b < 0x80 {
-            i += 1;
-            units += 1;
+        // Skip the ASCII run before the next multi-byte sequence in one go.
+        let end = buf.len().min(i + want);
+        let ascii = buf[i..end]
+            .iter()
+            .position(|&b| b >= 0x80)
+            .unwrap_or(end - i);
+        i += ascii;
+        units += ascii;
+        if units >= target || i >= buf.len() {
             continue;
         }
         match sequence(&buf[i..]) {
@@ -71,16 +106,18 @@ pub fn find_boundary(buf: &[u8], from_bytes: usize, from_units: usize, target: u
             Seq::Invalid { len } => {
                 i += len;
                 units += 1;
+                valid = false;
             }
             Seq::Incomplete => {
                 return Boundary::NeedMore {
                     scanned_bytes: i,
                     scanned_units: units,
+                    valid,
                 }
             }
         }
     }
-    Boundary::At { bytes: i }
+    Boundary::At { bytes: i, valid }
 }
 
 enum Seq {
@@ -135,14 +172,27 @@ mod tests {
     #[test]
     fn boundary_in_multibyte_text() {
         let s = "a求😀b".as_bytes(); // units: a=1 求=1 😀=2 b=1
-        assert_eq!(find_boundary(s, 0, 0, 2), Boundary::At { bytes: 4 });
-        assert_eq!(find_boundary(s, 0, 0, 4), Boundary::At { bytes: 8 });
-        assert_eq!(find_boundary(s, 0, 0, 3), Boundary::SplitsCharacter);
         assert_eq!(
-            find_boundary(s, 0, 0, 6),
+            find_boundary(s, 0, 0, true, 2),
+            Boundary::At {
+                bytes: 4,
+                valid: true
+            }
+        );
+        assert_eq!(
+            find_boundary(s, 0, 0, true, 4),
+            Boundary::At {
+                bytes: 8,
+                valid: true
+            }
+        );
+        assert_eq!(find_boundary(s, 0, 0, true, 3), Boundary::SplitsCharacter);
+        assert_eq!(
+            find_boundary(s, 0, 0, true, 6),
             Boundary::NeedMore {
                 scanned_bytes: 9,
-                scanned_units: 5
+                scanned_units: 5,
+                valid: true
             }
         );
     }
@@ -154,14 +204,18 @@ mod tests {
         let Boundary::NeedMore {
             scanned_bytes,
             scanned_units,
-        } = find_boundary(part, 0, 0, 2)
+            valid,
+        } = find_boundary(part, 0, 0, true, 2)
         else {
             panic!("expected NeedMore")
         };
-        assert_eq!((scanned_bytes, scanned_units), (1, 1));
+        assert_eq!((scanned_bytes, scanned_units, valid), (1, 1, true));
         assert_eq!(
-            find_boundary(full, scanned_bytes, scanned_units, 2),
-            Boundary::At { bytes: 4 }
+            find_boundary(full, scanned_bytes, scanned_units, valid, 2),
+            Boundary::At {
+                bytes: 4,
+                valid: true
+            }
         );
     }
 
@@ -169,13 +223,19 @@ mod tests {
     fn invalid_bytes_count_one_unit_each_maximal_subpart() {
         // Node: `ff fe` decodes to two U+FFFD (2 units).
         assert_eq!(
-            find_boundary(&[0xff, 0xfe], 0, 0, 2),
-            Boundary::At { bytes: 2 }
+            find_boundary(&[0xff, 0xfe], 0, 0, true, 2),
+            Boundary::At {
+                bytes: 2,
+                valid: false
+            }
         );
         // E1 80 is a valid prefix cut by 'A': one U+FFFD, then 'A'.
         assert_eq!(
-            find_boundary(&[0xE1, 0x80, b'A'], 0, 0, 2),
-            Boundary::At { bytes: 3 }
+            find_boundary(&[0xE1, 0x80, b'A'], 0, 0, true, 2),
+            Boundary::At {
+                bytes: 3,
+                valid: false
+            }
         );
         assert_eq!(
             String::from_utf8_lossy(&[0xE1, 0x80, b'A'])
