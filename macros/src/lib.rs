@@ -1,8 +1,8 @@
 //! Procedural macros of [nestling](https://docs.rs/nestling). Use them through the
 //! `nestling` crate: `#[nestling::controller]`, `#[nestling::client]`.
 //!
-//! The crate is laid out like thiserror's: [`attr`] and [`ast`] parse, [`valid`] checks,
-//! [`expand`] generates. On a mistake the user's item is still emitted (without the
+//! The crate is laid out like thiserror's: `attr` and `ast` parse, `valid` checks,
+//! `expand` generates. On a mistake the user's item is still emitted (without the
 //! pattern attributes) next to one `compile_error!` per mistake, so each mistake gives one
 //! message on its own span.
 

@@ -130,6 +130,12 @@ impl ClientBuilder {
     }
 
     /// How long to wait for the TCP connection (default 5 s).
+    ///
+    /// ```
+    /// let client = nestling::Client::builder("127.0.0.1:8888")
+    ///     .connect_timeout(std::time::Duration::from_secs(1))
+    ///     .build();
+    /// ```
     pub fn connect_timeout(mut self, t: Duration) -> Self {
         self.connect_timeout = t;
         self
@@ -143,6 +149,10 @@ impl ClientBuilder {
     }
 
     /// Largest reply frame accepted, in UTF-16 units (default: Nest's 134,217,728).
+    ///
+    /// ```
+    /// let client = nestling::Client::builder("127.0.0.1:8888").max_frame_len(1 << 20).build();
+    /// ```
     pub fn max_frame_len(mut self, units: usize) -> Self {
         self.max_frame_len = units;
         self
@@ -150,6 +160,10 @@ impl ClientBuilder {
 
     /// Frames queued for writing before callers wait (default 1,024): backpressure when
     /// the server reads slower than callers send.
+    ///
+    /// ```
+    /// let client = nestling::Client::builder("127.0.0.1:8888").max_queued_frames(256).build();
+    /// ```
     pub fn max_queued_frames(mut self, n: usize) -> Self {
         self.max_queued_frames = n;
         self
@@ -157,6 +171,10 @@ impl ClientBuilder {
 
     /// Calls awaiting a reply at once (default 65,536); further calls wait for a slot
     /// (within their timeout): backpressure instead of an unbounded pending table.
+    ///
+    /// ```
+    /// let client = nestling::Client::builder("127.0.0.1:8888").max_in_flight(1_000).build();
+    /// ```
     pub fn max_in_flight(mut self, n: usize) -> Self {
         self.max_in_flight = n.max(1);
         self
@@ -224,6 +242,10 @@ impl Client {
     }
 
     /// The address this client dials.
+    ///
+    /// ```
+    /// assert_eq!(nestling::Client::new("127.0.0.1:8888").addr(), "127.0.0.1:8888");
+    /// ```
     pub fn addr(&self) -> &str {
         &self.inner.addr
     }
@@ -242,6 +264,11 @@ impl Client {
 
     /// Closes the connection; pending calls fail with [`ClientError::ConnectionClosed`].
     /// A later call reconnects.
+    ///
+    /// ```
+    /// let client = nestling::Client::new("127.0.0.1:8888");
+    /// client.close(); // nothing was open: a no-op
+    /// ```
     pub fn close(&self) {
         let conn = self.lock_current().take();
         if let Some(conn) = conn {

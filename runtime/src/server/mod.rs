@@ -121,12 +121,22 @@ impl ServerBuilder {
     }
 
     /// Largest accepted frame in UTF-16 units (default: Nest's 134,217,728).
+    ///
+    /// ```
+    /// let server = nestling::Server::builder().max_frame_len(1 << 20).build().unwrap();
+    /// assert_eq!(server.config().max_frame_len, 1 << 20);
+    /// ```
     pub fn max_frame_len(mut self, units: usize) -> Self {
         self.config.max_frame_len = units;
         self
     }
 
     /// Connections served at once (default [`DEFAULT_MAX_CONNECTIONS`]).
+    ///
+    /// ```
+    /// let server = nestling::Server::builder().max_connections(500).build().unwrap();
+    /// assert_eq!(server.config().max_connections, 500);
+    /// ```
     pub fn max_connections(mut self, n: usize) -> Self {
         self.config.max_connections = n;
         self
@@ -134,6 +144,11 @@ impl ServerBuilder {
 
     /// Requests and events running at once per connection (default
     /// [`DEFAULT_MAX_IN_FLIGHT`]); reading pauses while the limit is reached.
+    ///
+    /// ```
+    /// let server = nestling::Server::builder().max_in_flight_per_connection(64).build().unwrap();
+    /// assert_eq!(server.config().max_in_flight_per_connection, 64);
+    /// ```
     pub fn max_in_flight_per_connection(mut self, n: usize) -> Self {
         self.config.max_in_flight_per_connection = n;
         self
@@ -141,6 +156,15 @@ impl ServerBuilder {
 
     /// How long one frame may take from first to last byte (default 30 s; `None`
     /// disables). See [`ServerConfig::incomplete_frame_timeout`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let server = nestling::Server::builder()
+    ///     .incomplete_frame_timeout(Some(Duration::from_secs(5)))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(server.config().incomplete_frame_timeout, Some(Duration::from_secs(5)));
+    /// ```
     pub fn incomplete_frame_timeout(mut self, limit: Option<Duration>) -> Self {
         self.config.incomplete_frame_timeout = limit;
         self
@@ -161,6 +185,12 @@ impl ServerBuilder {
     }
 
     /// How long graceful shutdown waits for in-flight requests (default 10 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let server = nestling::Server::builder().shutdown_grace(Duration::from_secs(2)).build().unwrap();
+    /// assert_eq!(server.config().shutdown_grace, Duration::from_secs(2));
+    /// ```
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.config.shutdown_grace = grace;
         self
