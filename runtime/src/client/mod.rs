@@ -141,8 +141,8 @@ impl ClientBuilder {
         self
     }
 
-    /// Default time to wait for a reply (default `None`: wait as long as the connection
-    /// lives, like Nest).
+    /// Default time a `send` may take in all — waiting for a slot, connecting, and the
+    /// reply (default `None`: wait as long as the connection lives, like Nest).
     pub fn request_timeout(mut self, t: Option<Duration>) -> Self {
         self.request_timeout = t;
         self
@@ -418,10 +418,19 @@ impl Client {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let trace = crate::trace::current();
         let observed = Observed::call(pattern.as_json(), id, trace.as_deref());
-        let result = self
-            .call_once(&pattern, id, data, timeout)
-            .instrument(observed.span.clone())
-            .await;
+        // The timeout covers the whole call: waiting for a slot, connecting, the reply.
+        let call = self
+            .call_once(&pattern, id, data)
+            .instrument(observed.span.clone());
+        let result = match timeout {
+            Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+                Err(ClientError::Timeout {
+                    pattern: pattern.to_string(),
+                    timeout: limit,
+                })
+            }),
+            None => call.await,
+        };
         observed.finish(match &result {
             Ok(_) => "ok",
             Err(ClientError::Remote { .. }) => "error",
@@ -432,13 +441,7 @@ impl Client {
     }
 
     /// One request/reply exchange (the body of [`send_with_timeout`](Self::send_with_timeout)).
-    async fn call_once<T, R>(
-        &self,
-        pattern: &Pattern,
-        id: u64,
-        data: &T,
-        timeout: Option<Duration>,
-    ) -> Result<R, ClientError>
+    async fn call_once<T, R>(&self, pattern: &Pattern, id: u64, data: &T) -> Result<R, ClientError>
     where
         T: Serialize + ?Sized,
         R: DeserializeOwned,
@@ -457,15 +460,7 @@ impl Client {
             source,
         })?;
         // The slot is held until the reply (or failure) arrives.
-        let _slot = match timeout {
-            Some(limit) => tokio::time::timeout(limit, self.inner.in_flight.acquire())
-                .await
-                .map_err(|_| ClientError::Timeout {
-                    pattern: pattern.to_string(),
-                    timeout: limit,
-                })?,
-            None => self.inner.in_flight.acquire().await,
-        };
+        let _slot = self.inner.in_flight.acquire().await;
         let conn = self.connection().await?;
         let done = conn.register(id).map_err(|r| self.closed(r))?;
         let mut guard = CallGuard {
@@ -476,18 +471,7 @@ impl Client {
         conn.write(frame.freeze())
             .await
             .map_err(|r| self.closed(r))?;
-        let completion = match timeout {
-            Some(limit) => match tokio::time::timeout(limit, done).await {
-                Ok(c) => c,
-                Err(_) => {
-                    return Err(ClientError::Timeout {
-                        pattern: pattern.to_string(),
-                        timeout: limit,
-                    })
-                }
-            },
-            None => done.await,
-        };
+        let completion = done.await;
         guard.armed = false;
         let completion =
             completion.unwrap_or_else(|_| Completion::Closed("connection closed".into()));

@@ -19,6 +19,11 @@ use crate::codec::NestCodec;
 use crate::packet::parse_inbound;
 use crate::router::Router;
 
+/// Read buffer of a new connection (bytes).
+const INITIAL_BUFFER: usize = 8 * 1024;
+/// Largest read buffer kept while a connection is between frames (bytes).
+const RETAINED_BUFFER: usize = 64 * 1024;
+
 /// Replies coalesced into one write at most (bytes).
 const MAX_BATCH: usize = 256 * 1024;
 
@@ -100,7 +105,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
 ) {
     let peer = conn.peer;
     let mut codec = NestCodec::with_max_frame_len(config.max_frame_len);
-    let mut buf = BytesMut::with_capacity(8 * 1024);
+    let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight_per_connection.max(1)));
     // When the frame now being received started; bounds slow senders (slowloris).
     let mut frame_started: Option<Instant> = None;
@@ -134,6 +139,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
             }
         }
         let partial = !buf.is_empty() || codec.in_frame();
+        if buf.is_empty() && buf.capacity() > RETAINED_BUFFER {
+            // A large frame grew the buffer; do not keep that memory on an idle connection.
+            buf = BytesMut::with_capacity(INITIAL_BUFFER);
+        }
         let now = Instant::now();
         frame_started = match (partial, completed) {
             (false, _) => None,

@@ -357,12 +357,10 @@ impl Server {
         addr: impl ToSocketAddrs + std::fmt::Debug,
     ) -> Result<Listening, ServerError> {
         let shown = format!("{addr:?}");
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| ServerError::Bind {
-                addr: shown.clone(),
-                source,
-            })?;
+        let listener = bind(addr).await.map_err(|source| ServerError::Bind {
+            addr: shown.clone(),
+            source,
+        })?;
         let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
             addr: shown,
             source,
@@ -373,6 +371,36 @@ impl Server {
             local_addr,
         })
     }
+}
+
+/// Nest's listen backlog (Node's default): bursts of connects queue instead of being
+/// dropped and retried a second later, as with the OS-default 128.
+const LISTEN_BACKLOG: u32 = 511;
+
+/// Binds like Nest: `SO_REUSEADDR`, a 511-deep backlog; tries each resolved address.
+async fn bind(addr: impl ToSocketAddrs) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "address resolved to nothing",
+        )
+    }))
 }
 
 /// A server bound to its address, ready to serve.
