@@ -10,6 +10,7 @@
 //! a lookup are normalised by the same process, so only the equivalence classes matter and
 //! they are the same.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use serde::Serialize;
@@ -37,13 +38,14 @@ pub(crate) fn declared_route(pattern_json: &str) -> Result<RouteKey, serde_json:
 ///
 /// Mirrors Nest's `getRouteFromPattern`: take the string itself (or the JSON text for
 /// non-strings), try to parse it as JSON, and normalise the result.
-pub(crate) fn incoming_route(text: &str) -> RouteKey {
-    let as_string: std::borrow::Cow<'_, str> = if text.starts_with('"') {
+pub(crate) fn incoming_route(text: &str) -> Cow<'_, str> {
+    let as_string: Cow<'_, str> = if text.starts_with('"') {
         if !text.contains('\\') {
-            // Fast path: a plain string pattern such as "sum".
+            // Fast path: a plain string pattern such as "sum" is its own key; borrowed,
+            // so the lookup allocates nothing.
             let inner = &text[1..text.len() - 1];
             if !could_be_json(inner) {
-                return inner.to_owned();
+                return Cow::Borrowed(inner);
             }
             inner.into()
         } else {
@@ -57,8 +59,8 @@ pub(crate) fn incoming_route(text: &str) -> RouteKey {
         text.into()
     };
     match serde_json::from_str::<Value>(&as_string) {
-        Ok(value) => normalize_top(&value),
-        Err(_) => as_string.into_owned(),
+        Ok(value) => Cow::Owned(normalize_top(&value)),
+        Err(_) => as_string,
     }
 }
 
@@ -271,7 +273,7 @@ mod tests {
     use super::*;
 
     fn incoming(json: &str) -> RouteKey {
-        incoming_route(json)
+        incoming_route(json).into_owned()
     }
 
     #[test]

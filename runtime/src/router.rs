@@ -66,7 +66,7 @@ impl Router {
     /// Finds the handlers for a pattern received on the wire.
     pub fn lookup(&self, pattern_json: &str) -> Option<&Route> {
         let key = incoming_route(pattern_json);
-        self.routes.get(&key)
+        self.routes.get(key.as_ref())
     }
 
     pub fn len(&self) -> usize {

@@ -175,7 +175,8 @@ async fn read_loop<R: AsyncRead + Unpin>(
         };
         match read {
             Ok(0) => {
-                if partial {
+                // Whitespace after the last frame (a trailing newline) is harmless at EOF.
+                if codec.in_frame() || !buf.iter().all(u8::is_ascii_whitespace) {
                     tracing::warn!(%peer, buffered = buf.len(), "peer closed the connection in the middle of a frame");
                 }
                 return;
