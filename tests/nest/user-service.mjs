@@ -10,8 +10,10 @@ import { readFileSync } from 'node:fs';
 import { Controller, Module, UseGuards } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import {
+  Ctx,
   EventPattern,
   MessagePattern,
+  Payload,
   RpcException,
   Transport,
 } from '@nestjs/microservices';
@@ -148,6 +150,12 @@ class AppController {
     return null;
   }
 
+  // A reply JSON.stringify cannot write (a BigInt): Nest logs the TypeError and sends
+  // nothing at all, so the caller waits forever.
+  unserialisable() {
+    return { n: 10n };
+  }
+
   giveUndefined() {
     return undefined;
   }
@@ -227,6 +235,28 @@ class AppController {
     throw new Error('event boom');
   }
 
+  // TcpContext.getPattern(): the pattern in the sender's form (@Payload() data, @Ctx() ctx).
+  patternOf(data, ctx) {
+    return ctx.getPattern();
+  }
+
+  patternOfObj(data, ctx) {
+    return ctx.getPattern();
+  }
+
+  // Store TcpContext.getPattern() of an event under data.key.
+  patternSeen(data, ctx) {
+    remember(data.key, ctx.getPattern());
+  }
+
+  patternSeenMixed(data, ctx) {
+    remember(data.key, ctx.getPattern());
+  }
+
+  patternSeenLower(data, ctx) {
+    remember(data.key, ctx.getPattern());
+  }
+
   // {key, n}: waits (up to 3 s) until `n` values were recorded under `key`, then
   // returns them sorted (JS default sort: UTF-16 code unit order).
   async recorded({ key, n }) {
@@ -278,6 +308,7 @@ decorate(AppController, 'boomAsync', MessagePattern('boom_async'));
 decorate(AppController, 'failAsync', MessagePattern('fail_async'));
 decorate(AppController, 'giveNull', MessagePattern('give_null'));
 decorate(AppController, 'giveUndefined', MessagePattern('give_undefined'));
+decorate(AppController, 'unserialisable', MessagePattern('unserialisable'));
 decorate(AppController, 'streamItems', MessagePattern('stream_items'));
 decorate(AppController, 'streamBoom', MessagePattern('stream_boom'));
 decorate(AppController, 'asyncStream', MessagePattern('async_stream'));
@@ -297,6 +328,16 @@ decorate(AppController, 'note', MessagePattern('note'));
 decorate(AppController, 'audit', EventPattern('audit'));
 decorate(AppController, 'eventBoom', EventPattern('event_boom'));
 decorate(AppController, 'recorded', MessagePattern('recorded'));
+decorate(AppController, 'patternOf', MessagePattern('pattern_of'));
+decorate(AppController, 'patternOfObj', MessagePattern({ Cmd: 'pattern_of', a: 1 }));
+decorate(AppController, 'patternSeen', EventPattern('pattern_seen'));
+// Mixed-case keys: ICU collation (localeCompare) and code-point order sort them differently.
+decorate(AppController, 'patternSeenMixed', EventPattern({ Ev: 'pattern_seen', a: 1 }));
+decorate(AppController, 'patternSeenLower', EventPattern({ ev: 'pattern_seen', a: 1 }));
+for (const method of ['patternOf', 'patternOfObj', 'patternSeen', 'patternSeenMixed', 'patternSeenLower']) {
+  Payload()(AppController.prototype, method, 0);
+  Ctx()(AppController.prototype, method, 1);
+}
 Controller()(AppController);
 
 class AppModule {}

@@ -1,5 +1,6 @@
 //! packet → router → handler → reply: everything that happens to one decoded frame.
 
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
@@ -68,7 +69,7 @@ pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemap
                 let observed =
                     Observed::request("event", &pattern, None, conn.peer, trace.as_deref());
                 let span = observed.span.clone();
-                tokio::spawn(crate::trace::maybe_scope(
+                run_or_spawn(crate::trace::maybe_scope(
                     trace.clone(),
                     async move {
                         let outcome = run(&bound, request).await;
@@ -138,7 +139,7 @@ pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemap
                 observed.finish(label);
                 drop(permit);
             };
-            tokio::spawn(crate::trace::maybe_scope(trace, task.instrument(span)));
+            run_or_spawn(crate::trace::maybe_scope(trace, task.instrument(span)));
         }
     }
 }
@@ -250,6 +251,18 @@ async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
             panic_message(&*panic)
         )))
     })
+}
+
+/// Polls `task` once right here and spawns it only if it is not done: a handler that
+/// completes without waiting (every plain `fn` handler) is answered without the cost of a
+/// task spawn and a context switch. A pending task registered its interest with a no-op
+/// waker; the runtime polls it again at once after the spawn, with a real one.
+fn run_or_spawn(task: impl Future<Output = ()> + Send + 'static) {
+    let mut task = Box::pin(task);
+    let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
+    if task.as_mut().poll(&mut cx).is_pending() {
+        tokio::spawn(task);
+    }
 }
 
 /// The `outcome` recorded on spans and metrics.
