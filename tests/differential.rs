@@ -596,25 +596,19 @@ fn all_cases() -> Vec<Case> {
     c.send("pattern: \"042\" misses 42", json!("042"), json!(0));
     c.send("pattern: 43 misses", json!(43), json!(0));
     // `@MessagePattern(['arr', 1])` registers TWO patterns, 'arr' and 1 (the decorator
-    // does `[].concat(metadata)`); the array itself is not a pattern.
-    let arr_why = "Nest's @MessagePattern([a, b]) registers each element as its own pattern; \
-                   nestling's #[message_pattern([a, b])] registers the one array pattern \
-                   (normalised as {\"0\":a,\"1\":b})";
+    // does `[].concat(metadata)`); the array itself is not a pattern. nestling's
+    // `#[message_pattern(["arr", 1])]` does the same.
     c.send("pattern: array [\"arr\",1]", json!(["arr", 1]), json!(0))
-        .expect(json!({"err": NO_HANDLER}))
-        .known(B, arr_why);
+        .expect(json!({"err": NO_HANDLER}));
     c.send("pattern: array element \"arr\"", json!("arr"), json!(0))
-        .expect(json!({"ok": "arr"}))
-        .known(B, arr_why);
+        .expect(json!({"ok": "arr"}));
     c.send("pattern: array element 1", json!(1), json!(0))
-        .expect(json!({"ok": "arr"}))
-        .known(B, arr_why);
+        .expect(json!({"ok": "arr"}));
     c.send(
         "pattern: array as string \"[\\\"arr\\\",1]\"",
         json!("[\"arr\",1]"),
         json!(0),
-    )
-    .known(B, arr_why);
+    );
     c.send("pattern: CJK", json!("求和"), json!(0))
         .expect(json!({"ok": "cjk"}));
     c.send("pattern: emoji, space, #, digit", json!("😀 #1"), json!(0))

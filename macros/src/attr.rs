@@ -162,6 +162,15 @@ fn parse_value(input: ParseStream) -> syn::Result<JsonLit> {
 }
 
 impl JsonLit {
+    /// The patterns a handler is registered under. Like Nest's `@MessagePattern([a, b])`
+    /// (`[].concat(metadata)`), a top-level array means one registration per element.
+    pub fn routes(&self) -> Vec<&JsonLit> {
+        match self {
+            JsonLit::Array(items) => items.iter().collect(),
+            other => vec![other],
+        }
+    }
+
     /// JSON text, keys in written order.
     pub fn to_json(&self) -> String {
         let mut out = String::new();

@@ -99,24 +99,35 @@ pub fn check_signature(cx: &Ctxt, kind: Kind, method: &ImplItemFn) {
     }
 }
 
-/// Two handlers in one impl block with the same pattern (in any key order).
+/// Two handlers in one impl block with the same pattern (in any key order), and pattern
+/// lists that register nothing.
 pub fn check_duplicates(cx: &Ctxt, controller: &Controller) {
+    for h in &controller.handlers {
+        if h.pattern.value.routes().is_empty() {
+            cx.error(syn::Error::new_spanned(
+                &h.pattern.tokens,
+                "an empty pattern list registers nothing (Nest: `[].concat([])`); give at least one pattern",
+            ));
+        }
+    }
     let mut seen: HashMap<String, &syn::Ident> = HashMap::new();
     for h in &controller.handlers {
         if h.kind != Kind::Message {
             continue; // several event handlers for one pattern all run, as in Nest
         }
-        let key = h.pattern.value.canonical();
-        if let Some(first) = seen.get(&key) {
-            cx.error(syn::Error::new_spanned(
-                &h.pattern.tokens,
-                format!(
-                    "pattern {} is already handled by `{first}` in this controller; a request can only be answered once, so give one of them another pattern",
-                    h.pattern.value.to_json()
-                ),
-            ));
-        } else {
-            seen.insert(key, &h.method);
+        for route in h.pattern.value.routes() {
+            let key = route.canonical();
+            if let Some(first) = seen.get(&key) {
+                cx.error(syn::Error::new_spanned(
+                    &h.pattern.tokens,
+                    format!(
+                        "pattern {} is already handled by `{first}` in this controller; a request can only be answered once, so give one of them another pattern",
+                        route.to_json()
+                    ),
+                ));
+            } else {
+                seen.insert(key, &h.method);
+            }
         }
     }
 }

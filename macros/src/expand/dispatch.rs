@@ -93,7 +93,11 @@ pub fn expand_registration(n: &TokenStream, c: &Controller) -> TokenStream {
     let self_ty = &*c.item.self_ty;
     let name = c.name.to_string();
     let fns = c.handlers.iter().map(|h| handler_fn(n, self_ty, h));
-    let count = c.handlers.len();
+    let count: usize = c
+        .handlers
+        .iter()
+        .map(|h| h.pattern.value.routes().len())
+        .sum();
     // One `fn() -> DynLayer` per `layer = f` argument (function pointers fit in statics).
     let layer_fn = |name: &syn::Ident, path: &syn::Path| {
         quote! {
@@ -129,26 +133,39 @@ pub fn expand_registration(n: &TokenStream, c: &Controller) -> TokenStream {
                 .collect()
         })
         .collect();
-    let metas = c.handlers.iter().zip(&handler_layers).map(|(h, layers)| {
-        let kind = match h.kind {
-            Kind::Message => quote!(#n::HandlerKind::Message),
-            Kind::Event => quote!(#n::HandlerKind::Event),
-        };
-        let json = h.pattern.value.to_json();
-        let method = h.method.to_string();
-        let line = h.line as u32;
-        let fn_name = format_ident!("__nestling_call_{}", h.method);
-        quote! {
-            #n::HandlerMeta {
-                kind: #kind,
-                pattern: #json,
-                method: #method,
-                line: #line,
-                call: #fn_name,
-                layers: &[#(#layers),*],
-            }
-        }
-    });
+    // One entry per registered pattern: `#[message_pattern(["a", "b"])]` registers two.
+    let metas: Vec<_> = c
+        .handlers
+        .iter()
+        .zip(&handler_layers)
+        .flat_map(|(h, layers)| {
+            let kind = match h.kind {
+                Kind::Message => quote!(#n::HandlerKind::Message),
+                Kind::Event => quote!(#n::HandlerKind::Event),
+            };
+            let method = h.method.to_string();
+            let line = h.line as u32;
+            let fn_name = format_ident!("__nestling_call_{}", h.method);
+            h.pattern
+                .value
+                .routes()
+                .into_iter()
+                .map(move |route| {
+                    let json = route.to_json();
+                    quote! {
+                        #n::HandlerMeta {
+                            kind: #kind,
+                            pattern: #json,
+                            method: #method,
+                            line: #line,
+                            call: #fn_name,
+                            layers: &[#(#layers),*],
+                        }
+                    }
+                })
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let controller_impl = quote_spanned! {self_ty.span()=>
         impl #n::Controller for #self_ty {
             fn meta() -> &'static #n::ControllerMeta {

@@ -133,7 +133,13 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
                 });
                 ClientMethod {
                     kind: h.kind,
-                    pattern_json: h.pattern.value.to_json(),
+                    // A handler with several patterns is called through its first.
+                    pattern_json: h
+                        .pattern
+                        .value
+                        .routes()
+                        .first()
+                        .map_or_else(|| h.pattern.value.to_json(), |p| p.to_json()),
                     name: h.method.clone(),
                     payload: h.params.iter().find_map(|p| match p {
                         Param::Payload { ty, .. } => Some(ty.clone()),
@@ -238,7 +244,12 @@ pub fn remote_client(args: TokenStream, input: TokenStream) -> TokenStream {
         }
         methods.push(ClientMethod {
             kind,
-            pattern_json: pattern.value.to_json(),
+            // Like the controller: a pattern list is called through its first pattern.
+            pattern_json: pattern
+                .value
+                .routes()
+                .first()
+                .map_or_else(|| pattern.value.to_json(), |p| p.to_json()),
             name: f.sig.ident.clone(),
             payload,
             output: ast::classify_output(&f.sig.output),
