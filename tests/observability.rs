@@ -10,6 +10,9 @@ use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use nestling::{Client, Context, RpcException, Server};
 use tracing_subscriber::fmt::format::FmtSpan;
 
+/// A recorded metric: name, labels, value.
+type Metric = (String, Vec<(String, String)>, DebugValue);
+
 #[derive(Clone, Default)]
 struct Buf(Arc<Mutex<Vec<u8>>>);
 
@@ -166,7 +169,7 @@ async fn spans_trace_ids_and_metrics() {
         "{text}"
     );
 
-    let metrics: Vec<(String, Vec<(String, String)>, DebugValue)> = snapshotter
+    let metrics: Vec<Metric> = snapshotter
         .snapshot()
         .into_vec()
         .into_iter()
