@@ -82,7 +82,7 @@ async fn spans_trace_ids_and_metrics() {
         .with_writer(move || writer.clone())
         .with_span_events(FmtSpan::CLOSE)
         .with_ansi(false)
-        .with_max_level(tracing::Level::INFO)
+        .with_max_level(tracing::Level::DEBUG)
         .init();
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();

@@ -1,7 +1,8 @@
 //! Per-request tracing spans and (with the `metrics` feature) metrics, in one place so
 //! the server's and client's hot paths stay readable.
 //!
-//! Spans: `nestling.request` (server; fields `kind`, `pattern`, `id`, `peer`, `trace_id`,
+//! Spans, at DEBUG level so that an INFO subscriber pays nothing per request:
+//! `nestling.request` (server; fields `kind`, `pattern`, `id`, `peer`, `trace_id`,
 //! `outcome`, `duration_us`) and `nestling.call` (client; `pattern`, `id`, `trace_id`,
 //! `outcome`, `duration_us`). Metrics: `nestling_server_requests_total{kind,outcome}`,
 //! `nestling_server_request_duration_seconds{kind}`, `nestling_server_connections`,
@@ -33,7 +34,7 @@ impl Observed {
         peer: std::net::SocketAddr,
         trace_id: Option<&str>,
     ) -> Self {
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "nestling.request",
             kind,
             pattern = text(pattern),
@@ -54,7 +55,7 @@ impl Observed {
 
     /// Client side: one call made.
     pub fn call(pattern: &str, id: u64, trace_id: Option<&str>) -> Self {
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "nestling.call",
             pattern,
             id,
@@ -78,19 +79,48 @@ impl Observed {
             elapsed.as_micros().min(u64::MAX as u128) as u64,
         );
         #[cfg(feature = "metrics")]
-        if self.kind == "call" {
-            metrics::counter!("nestling_client_calls_total", "outcome" => outcome).increment(1);
-            metrics::histogram!("nestling_client_call_duration_seconds")
-                .record(elapsed.as_secs_f64());
-        } else {
-            metrics::gauge!("nestling_server_in_flight").decrement(1.0);
-            metrics::counter!("nestling_server_requests_total", "kind" => self.kind, "outcome" => outcome)
-                .increment(1);
-            metrics::histogram!("nestling_server_request_duration_seconds", "kind" => self.kind)
-                .record(elapsed.as_secs_f64());
-        }
+        record(self.kind, outcome, elapsed.as_secs_f64());
         #[cfg(not(feature = "metrics"))]
         let _ = self.kind;
+    }
+}
+
+/// Records one finished request or call. Labels are literals in every arm so the
+/// `metrics` macros build their keys statically: no allocation per request.
+#[cfg(feature = "metrics")]
+fn record(kind: &'static str, outcome: &'static str, seconds: f64) {
+    macro_rules! server {
+        ($kind:literal, $($outcome:literal)|*) => {{
+            metrics::gauge!("nestling_server_in_flight").decrement(1.0);
+            metrics::histogram!("nestling_server_request_duration_seconds", "kind" => $kind)
+                .record(seconds);
+            match outcome {
+                $($outcome => metrics::counter!(
+                    "nestling_server_requests_total", "kind" => $kind, "outcome" => $outcome
+                ).increment(1),)*
+                _ => {}
+            }
+        }};
+    }
+    match kind {
+        "call" => {
+            metrics::histogram!("nestling_client_call_duration_seconds").record(seconds);
+            match outcome {
+                "ok" => {
+                    metrics::counter!("nestling_client_calls_total", "outcome" => "ok").increment(1)
+                }
+                "error" => metrics::counter!("nestling_client_calls_total", "outcome" => "error")
+                    .increment(1),
+                "timeout" => {
+                    metrics::counter!("nestling_client_calls_total", "outcome" => "timeout")
+                        .increment(1)
+                }
+                _ => metrics::counter!("nestling_client_calls_total", "outcome" => "failed")
+                    .increment(1),
+            }
+        }
+        "request" => server!("request", "ok" | "stream" | "error" | "internal"),
+        _ => server!("event", "ok" | "stream" | "error" | "internal"),
     }
 }
 

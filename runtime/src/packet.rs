@@ -13,8 +13,8 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserializer, Serialize};
 use serde_json::value::RawValue;
 
-use crate::codec::encode_frame;
 use crate::error::NO_HANDLER_MESSAGE;
+use crate::utf16::utf16_len_bytes;
 
 /// Selected top-level fields of a JSON object, as raw slices of the frame.
 ///
@@ -171,69 +171,65 @@ pub fn parse_inbound(frame: &Bytes) -> Result<Inbound, InvalidJson> {
     })
 }
 
-/// Scratch JSON builder: packets are assembled as text, then framed.
-struct JsonText(Vec<u8>);
-
-impl JsonText {
-    fn with_capacity(n: usize) -> Self {
-        Self(Vec::with_capacity(n))
-    }
-    fn push(&mut self, s: &[u8]) -> &mut Self {
-        self.0.extend_from_slice(s);
-        self
-    }
-    fn frame_into(self, dst: &mut BytesMut) {
-        // Every piece pushed is UTF-8 JSON (serde_json output or validated frame slices).
-        let text = String::from_utf8(self.0)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
-        encode_frame(&text, dst);
+/// Writes one frame whose JSON text is the concatenation of `parts`, straight into `dst`:
+/// the length is counted over the parts, so no intermediate buffer is built. Every part is
+/// UTF-8 (literals, serde_json output, or slices of validated frames).
+fn frame_parts(dst: &mut BytesMut, parts: &[&[u8]]) {
+    let units: usize = parts.iter().map(|p| utf16_len_bytes(p)).sum();
+    let bytes: usize = parts.iter().map(|p| p.len()).sum();
+    let mut header = itoa::Buffer::new();
+    let header = header.format(units);
+    dst.reserve(header.len() + 1 + bytes);
+    dst.extend_from_slice(header.as_bytes());
+    dst.extend_from_slice(b"#");
+    for p in parts {
+        dst.extend_from_slice(p);
     }
 }
 
 /// `{"response":R,"isDisposed":true,"id":ID}`, or `{"isDisposed":true,"id":ID}` when the
 /// handler produced no value (Nest's `undefined`).
 pub fn encode_response(dst: &mut BytesMut, response: Option<&[u8]>, id: &[u8]) {
-    let mut j = JsonText::with_capacity(40 + response.map_or(0, <[u8]>::len) + id.len());
-    if let Some(r) = response {
-        j.push(b"{\"response\":").push(r).push(b",");
-    } else {
-        j.push(b"{");
+    match response {
+        Some(r) => frame_parts(
+            dst,
+            &[
+                b"{\"response\":",
+                r,
+                b",\"isDisposed\":true,\"id\":",
+                id,
+                b"}",
+            ],
+        ),
+        None => frame_parts(dst, &[b"{\"isDisposed\":true,\"id\":", id, b"}"]),
     }
-    j.push(b"\"isDisposed\":true,\"id\":").push(id).push(b"}");
-    j.frame_into(dst);
 }
 
 /// `{"response":R,"id":ID}`: a streamed item that is not the last.
 pub fn encode_stream_item(dst: &mut BytesMut, response: &[u8], id: &[u8]) {
-    let mut j = JsonText::with_capacity(24 + response.len() + id.len());
-    j.push(b"{\"response\":")
-        .push(response)
-        .push(b",\"id\":")
-        .push(id)
-        .push(b"}");
-    j.frame_into(dst);
+    frame_parts(dst, &[b"{\"response\":", response, b",\"id\":", id, b"}"]);
 }
 
 /// `{"err":E,"isDisposed":true,"id":ID}`.
 pub fn encode_error(dst: &mut BytesMut, err: &[u8], id: &[u8]) {
-    let mut j = JsonText::with_capacity(32 + err.len() + id.len());
-    j.push(b"{\"err\":")
-        .push(err)
-        .push(b",\"isDisposed\":true,\"id\":")
-        .push(id)
-        .push(b"}");
-    j.frame_into(dst);
+    frame_parts(
+        dst,
+        &[b"{\"err\":", err, b",\"isDisposed\":true,\"id\":", id, b"}"],
+    );
 }
 
 /// Nest's exact no-handler reply: `{"id":ID,"status":"error","err":"There is no …"}`.
 pub fn encode_no_handler(dst: &mut BytesMut, id: &[u8]) {
-    let mut j = JsonText::with_capacity(100 + id.len());
-    j.push(b"{\"id\":")
-        .push(id)
-        .push(b",\"status\":\"error\",\"err\":\"")
-        .push(NO_HANDLER_MESSAGE.as_bytes())
-        .push(b"\"}");
-    j.frame_into(dst);
+    frame_parts(
+        dst,
+        &[
+            b"{\"id\":",
+            id,
+            b",\"status\":\"error\",\"err\":\"",
+            NO_HANDLER_MESSAGE.as_bytes(),
+            b"\"}",
+        ],
+    );
 }
 
 /// `{"pattern":P,"data":D,"id":"ID"}` (a request) or, with `id = None`, an event.
@@ -255,22 +251,25 @@ pub fn encode_outbound_with_metadata<T: Serialize + ?Sized>(
     metadata: Option<&[u8]>,
     id: Option<u64>,
 ) -> Result<(), serde_json::Error> {
-    let mut j = JsonText::with_capacity(64);
-    j.push(b"{\"pattern\":")
-        .push(pattern_json.as_bytes())
-        .push(b",\"data\":");
-    serde_json::to_writer(&mut j.0, data)?;
+    // The payload is serialised first (it may fail); the frame is then written in one go.
+    let data = serde_json::to_vec(data)?;
+    let mut id_text = itoa::Buffer::new();
+    let id_text = id.map(|id| id_text.format(id).as_bytes());
+    let mut all: Vec<&[u8]> = Vec::with_capacity(9);
+    all.extend([
+        &b"{\"pattern\":"[..],
+        pattern_json.as_bytes(),
+        b",\"data\":",
+        &data,
+    ]);
     if let Some(metadata) = metadata {
-        j.push(b",\"metadata\":").push(metadata);
+        all.extend([&b",\"metadata\":"[..], metadata]);
     }
-    if let Some(id) = id {
-        let mut buf = itoa::Buffer::new();
-        j.push(b",\"id\":\"")
-            .push(buf.format(id).as_bytes())
-            .push(b"\"");
+    if let Some(id) = id_text {
+        all.extend([&b",\"id\":\""[..], id, b"\""]);
     }
-    j.push(b"}");
-    j.frame_into(dst);
+    all.push(b"}");
+    frame_parts(dst, &all);
     Ok(())
 }
 

@@ -10,7 +10,12 @@
 /// Every code point is one unit except those above U+FFFF (4-byte sequences), which are two.
 /// So the count is "bytes that start a character" plus "4-byte lead bytes".
 pub fn utf16_len(text: &str) -> usize {
-    let bytes = text.as_bytes();
+    utf16_len_bytes(text.as_bytes())
+}
+
+/// [`utf16_len`] over bytes known to be UTF-8 (for invalid input the count is simply
+/// approximate; it never panics).
+pub fn utf16_len_bytes(bytes: &[u8]) -> usize {
     // Fast path: most packets are pure ASCII, where units == bytes.
     if bytes.is_ascii() {
         return bytes.len();
