@@ -117,6 +117,7 @@ async fn server() -> RunningServer {
             .discover(false)
             .controller(Guarded)
             .layer(note("global"))
+            .layer(nestling::middleware::timing())
             .layer(guard(|req: &Request| req.context().pattern() != "blocked"))
             .build()
             .unwrap(),

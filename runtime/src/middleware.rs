@@ -135,6 +135,41 @@ where
     }))
 }
 
+/// A timing interceptor (Nest's `LoggingInterceptor`): logs how long each handler took.
+///
+/// It is also the template for writing any interceptor: wrap the inner service, act
+/// before and after the call.
+///
+/// ```
+/// use nestling::middleware::{timing, DynLayer};
+///
+/// #[derive(Default)]
+/// struct Users;
+///
+/// fn timed() -> DynLayer { timing() }
+///
+/// #[nestling::controller(layer = timed)]
+/// impl Users {
+///     #[message_pattern("sum")]
+///     fn sum(&self, nums: Vec<i64>) -> i64 { nums.iter().sum() }
+/// }
+/// # fn main() {}
+/// ```
+pub fn timing() -> DynLayer {
+    DynLayer::new(tower::layer::layer_fn(|inner: HandlerService| {
+        tower::service_fn(move |request: Request| {
+            let pattern = request.context().pattern();
+            let started = std::time::Instant::now();
+            let call = inner.clone().oneshot(request);
+            async move {
+                let out = call.await;
+                tracing::info!(%pattern, elapsed_us = started.elapsed().as_micros() as u64, ok = out.is_ok(), "handled");
+                out
+            }
+        })
+    }))
+}
+
 /// Nest's `Forbidden resource` rejection (what a failing Nest guard sends over RPC).
 pub fn forbidden() -> HandlerFailure {
     HandlerFailure::Rpc(serde_json::json!({"status": "error", "message": "Forbidden resource"}))
