@@ -1,0 +1,591 @@
+//! `nestling-bench`: drives nestling's `user_service` example, the real NestJS
+//! `tests/nest/user-service.mjs` and a hand-written tokio "ceiling" server with one Rust load
+//! generator speaking Nest's TCP wire, and reports throughput, latency, errors, CPU and RSS.
+//!
+//! See `bench/README.md`. `--ceiling-server` runs the ceiling server itself (the bench starts
+//! it that way as a child process).
+
+mod ceiling;
+mod loadgen;
+mod procs;
+mod report;
+mod wire;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use loadgen::{Stats, SumRequest, Times};
+use procs::{Pinning, ServerProc};
+use report::RunResult;
+
+/// Load benchmark: nestling vs NestJS vs a framework-less tokio ceiling, on Nest's TCP wire.
+#[derive(Parser, Debug)]
+#[command(name = "nestling-bench")]
+struct Args {
+    /// Measured seconds per scenario and server (after the warm-up).
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Warm-up seconds before each measurement (same load, not counted).
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Also write the results as JSON to this file.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Scenarios to run, by letter or name (comma-separated): a/1x1, b/4x32, c/64x1,
+    /// d/events, e/sum-1KiB,sum-64KiB, f/client-1,client-32. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    scenario: Vec<String>,
+    /// Servers to drive (comma-separated): nestling, nest, ceiling. Default: all.
+    #[arg(long, value_delimiter = ',')]
+    servers: Vec<String>,
+    /// Do not pin servers and load generator to separate cores.
+    #[arg(long)]
+    no_pin: bool,
+    /// Do not run `cargo build --release --example user_service` (the binary must exist).
+    #[arg(long)]
+    no_build: bool,
+    /// Run the ceiling server (internal: the bench starts itself this way).
+    #[arg(long, hide = true)]
+    ceiling_server: bool,
+}
+
+/// What a scenario does on each connection.
+#[derive(Clone, Copy, Debug)]
+enum Load {
+    /// `sum` requests: `conns` connections × `inflight` pipelined, payload of `bytes` (0 =
+    /// `[1,2,3]`).
+    Requests {
+        conns: usize,
+        inflight: usize,
+        bytes: usize,
+    },
+    /// `log` events on `conns` connections, acknowledged in batches by a `sum` barrier.
+    Events {
+        conns: usize,
+        batch: usize,
+        outstanding: usize,
+    },
+    /// Client side, against the ceiling only: `nestling::Client` with `inflight`
+    /// concurrent `send`s on its one connection, vs the raw generator on one connection
+    /// with the same number in flight.
+    Client { inflight: usize },
+}
+
+struct Scenario {
+    letter: char,
+    name: &'static str,
+    what: &'static str,
+    load: Load,
+}
+
+fn scenarios() -> Vec<Scenario> {
+    let small = |conns, inflight| Load::Requests {
+        conns,
+        inflight,
+        bytes: 0,
+    };
+    vec![
+        Scenario {
+            letter: 'a',
+            name: "1x1",
+            what: "sum [1,2,3], 1 connection x 1 in flight (pure round-trip latency)",
+            load: small(1, 1),
+        },
+        Scenario {
+            letter: 'b',
+            name: "4x32",
+            what: "sum [1,2,3], 4 connections x 32 pipelined in flight",
+            load: small(4, 32),
+        },
+        Scenario {
+            letter: 'c',
+            name: "64x1",
+            what: "sum [1,2,3], 64 connections x 1 in flight",
+            load: small(64, 1),
+        },
+        Scenario {
+            letter: 'd',
+            name: "events",
+            what: "log events, 4 connections, 512 events then a sum barrier, 2 batches outstanding",
+            load: Load::Events {
+                conns: 4,
+                batch: 512,
+                outstanding: 2,
+            },
+        },
+        Scenario {
+            letter: 'e',
+            name: "sum-1KiB",
+            what: "sum of a ~1 KiB number array, 4 connections x 8 in flight",
+            load: Load::Requests {
+                conns: 4,
+                inflight: 8,
+                bytes: 1024,
+            },
+        },
+        Scenario {
+            letter: 'e',
+            name: "sum-64KiB",
+            what: "sum of a ~64 KiB number array, 4 connections x 8 in flight",
+            load: Load::Requests {
+                conns: 4,
+                inflight: 8,
+                bytes: 64 * 1024,
+            },
+        },
+        Scenario {
+            letter: 'f',
+            name: "client-1",
+            what: "client side vs ceiling: nestling::Client, 1 call at a time, vs raw 1x1",
+            load: Load::Client { inflight: 1 },
+        },
+        Scenario {
+            letter: 'f',
+            name: "client-32",
+            what: "client side vs ceiling: nestling::Client, 32 concurrent sends on its one connection, vs raw 1x32",
+            load: Load::Client { inflight: 32 },
+        },
+    ]
+}
+
+fn selected(list: &[String], letter: char, name: &str) -> bool {
+    list.is_empty()
+        || list.iter().any(|s| {
+            let s = s.trim();
+            s.eq_ignore_ascii_case(name) || s.eq_ignore_ascii_case(&letter.to_string())
+        })
+}
+
+fn main() {
+    let args = Args::parse();
+    if args.ceiling_server {
+        if let Err(e) = ceiling::run() {
+            eprintln!("ceiling server: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if !(args.seconds > 0.0 && args.seconds <= 600.0 && (0.0..=60.0).contains(&args.warmup)) {
+        eprintln!("--seconds must be in (0, 600] and --warmup in [0, 60]");
+        std::process::exit(2);
+    }
+    let machine = report::Machine::detect();
+    // Pin before any thread exists, so every thread of the generator inherits core 0.
+    let pinning = if args.no_pin {
+        println!("pinning: off (--no-pin)");
+        None
+    } else if machine.nproc < 2 {
+        println!("pinning: not applied (fewer than 2 CPUs)");
+        None
+    } else {
+        let want = Pinning {
+            server_core: 1,
+            gen_core: 0,
+        };
+        match procs::pin_self(want.gen_core) {
+            Ok(()) if procs::can_pin_child(want.server_core) => {
+                println!(
+                    "pinning: applied (taskset): servers on core {}, load generator on core {}",
+                    want.server_core, want.gen_core
+                );
+                Some(want)
+            }
+            Ok(()) => {
+                println!(
+                    "pinning: not applied (taskset -c {} failed); everything unpinned",
+                    want.server_core
+                );
+                let all = format!("0-{}", machine.nproc - 1);
+                let _ = std::process::Command::new("taskset")
+                    .args(["-pc", &all, &std::process::id().to_string()])
+                    .output();
+                None
+            }
+            Err(e) => {
+                println!("pinning: not applied ({e})");
+                None
+            }
+        }
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let code = rt.block_on(async {
+        tokio::select! {
+            r = run(&args, machine, pinning) => match r {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    1
+                }
+            },
+            sig = shutdown_signal() => {
+                eprintln!("\n{sig}: stopping the servers");
+                130
+            }
+        }
+    });
+    // Every ServerProc was dropped (killed and reaped) when `run` ended or was cancelled.
+    drop(rt);
+    std::process::exit(code);
+}
+
+async fn shutdown_signal() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted",
+        _ = term.recv() => "terminated",
+    }
+}
+
+/// A server under test, or the reason it is not.
+struct Target {
+    label: &'static str,
+    proc: Option<ServerProc>,
+    skipped: Option<String>,
+}
+
+async fn run(
+    args: &Args,
+    machine: report::Machine,
+    pinning: Option<Pinning>,
+) -> Result<(), String> {
+    let want = |name: &str| args.servers.is_empty() || args.servers.iter().any(|s| s == name);
+    let server_pin = pinning.map(|p| p.server_core);
+    let ready = Duration::from_secs(30);
+    let root = procs::workspace_root();
+    let all = scenarios();
+    let chosen: Vec<&Scenario> = all
+        .iter()
+        .filter(|s| selected(&args.scenario, s.letter, s.name))
+        .collect();
+    if chosen.is_empty() {
+        return Err(format!("no scenario matches {:?}", args.scenario));
+    }
+    let needs_ceiling = chosen.iter().any(|s| matches!(s.load, Load::Client { .. }));
+
+    let mut targets = Vec::new();
+    // (1) nestling's user_service example, release build.
+    if want("nestling") {
+        let t = match procs::user_service_binary(!args.no_build) {
+            Ok(bin) => ServerProc::start("nestling", &bin, &[], None, server_pin, ready),
+            Err(e) => Err(e),
+        };
+        targets.push(target("nestling", t));
+    }
+    // (2) the real NestJS service.
+    if want("nest") {
+        let dir = root.join("tests/nest");
+        let t = if !dir.join("node_modules/@nestjs/microservices").exists() {
+            Err("tests/nest/node_modules missing (run `npm ci` in tests/nest)".to_string())
+        } else if std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            Err("node not found".to_string())
+        } else {
+            ServerProc::start(
+                "nest",
+                std::path::Path::new("node"),
+                &["user-service.mjs"],
+                Some(&dir),
+                server_pin,
+                ready,
+            )
+        };
+        targets.push(target("nest", t));
+    }
+    // (3) the ceiling, this binary in --ceiling-server mode.
+    if want("ceiling") || needs_ceiling {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        let t = ServerProc::start(
+            "ceiling",
+            &exe,
+            &["--ceiling-server"],
+            None,
+            server_pin,
+            ready,
+        );
+        targets.push(target("ceiling", t));
+    }
+    for t in &targets {
+        match (&t.proc, &t.skipped) {
+            (Some(p), _) => println!("server {:<9} pid {:<7} port {}", t.label, p.pid, p.port),
+            (None, Some(why)) => println!("server {:<9} SKIPPED: {why}", t.label),
+            _ => {}
+        }
+    }
+
+    let ticks = procs::clock_ticks_per_sec();
+    let window = Duration::from_secs_f64(args.seconds);
+    let warmup = Duration::from_secs_f64(args.warmup);
+    let mut results: Vec<RunResult> = Vec::new();
+    let started = std::time::Instant::now();
+    for sc in &chosen {
+        println!("-- {} ({}): {}", sc.name, sc.letter, sc.what);
+        match sc.load {
+            Load::Client { inflight } => {
+                let Some(ceiling) = targets
+                    .iter_mut()
+                    .find(|t| t.label == "ceiling")
+                    .and_then(|t| t.proc.as_mut())
+                else {
+                    println!("   skipped: the ceiling server is not running");
+                    continue;
+                };
+                for driver in [Driver::NestlingClient, Driver::Raw] {
+                    let r = run_one(
+                        sc, sc.load, driver, ceiling, inflight, window, warmup, ticks,
+                    )
+                    .await;
+                    report::print_progress(&r);
+                    results.push(r);
+                    settle().await;
+                }
+            }
+            load => {
+                for t in targets.iter_mut() {
+                    let Some(p) = t.proc.as_mut() else { continue };
+                    if !want(t.label) {
+                        continue; // started only for the client scenarios
+                    }
+                    if let Some(status) = p.exited() {
+                        println!("   {} has exited ({status}); skipping", t.label);
+                        continue;
+                    }
+                    let r = run_one(sc, load, Driver::Raw, p, 0, window, warmup, ticks).await;
+                    report::print_progress(&r);
+                    results.push(r);
+                    settle().await;
+                }
+            }
+        }
+    }
+    let elapsed = started.elapsed();
+    let skipped: Vec<(String, String)> = targets
+        .iter()
+        .filter_map(|t| t.skipped.clone().map(|w| (t.label.to_string(), w)))
+        .collect();
+    let peak: Vec<(String, Option<u64>)> = targets
+        .iter()
+        .filter_map(|t| {
+            t.proc
+                .as_ref()
+                .map(|p| (t.label.to_string(), p.peak_rss_kib()))
+        })
+        .collect();
+    let summary = report::Summary {
+        machine,
+        pinning: pinning.is_some(),
+        seconds: args.seconds,
+        warmup: args.warmup,
+        elapsed_s: elapsed.as_secs_f64(),
+        load_end: report::load_average(),
+        results,
+        skipped,
+        peak_rss_kib: peak,
+    };
+    println!();
+    print!("{}", summary.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, summary.json_text())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("JSON written to {}", path.display());
+    }
+    Ok(())
+    // `targets` drops here: every server is killed and reaped.
+}
+
+fn target(label: &'static str, started: Result<ServerProc, String>) -> Target {
+    match started {
+        Ok(p) => Target {
+            label,
+            proc: Some(p),
+            skipped: None,
+        },
+        Err(e) => Target {
+            label,
+            proc: None,
+            skipped: Some(e),
+        },
+    }
+}
+
+/// Lets the server finish with closed connections before the next run.
+async fn settle() {
+    tokio::time::sleep(Duration::from_millis(250)).await;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Driver {
+    Raw,
+    NestlingClient,
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run_one(
+    sc: &Scenario,
+    load: Load,
+    driver: Driver,
+    server: &mut ServerProc,
+    client_inflight: usize,
+    window: Duration,
+    warmup: Duration,
+    ticks: f64,
+) -> RunResult {
+    let addr = server.addr();
+    let label = match (load, driver) {
+        (Load::Client { .. }, Driver::NestlingClient) => "ceiling/nestling::Client".to_string(),
+        (Load::Client { .. }, Driver::Raw) => "ceiling/raw".to_string(),
+        _ => server.name.clone(),
+    };
+    let (conns, inflight, payload) = match load {
+        Load::Requests {
+            conns,
+            inflight,
+            bytes,
+        } => (conns, inflight, bytes),
+        Load::Events { conns, batch, .. } => (conns, batch, 0),
+        Load::Client { .. } => (1, client_inflight, 0),
+    };
+    let mut result = RunResult::new(sc.name, sc.letter, &label, conns, inflight);
+    let req = Arc::new(match load {
+        Load::Requests { bytes: 0, .. } | Load::Client { .. } | Load::Events { .. } => {
+            SumRequest::small()
+        }
+        Load::Requests { bytes, .. } => SumRequest::of_size(bytes),
+    });
+    result.payload_bytes = if payload == 0 { 0 } else { req.data_bytes };
+
+    // Connect everything before the clock starts.
+    let mut streams = Vec::new();
+    let mut client = None;
+    if driver == Driver::NestlingClient {
+        let c = nestling::Client::new(addr.clone());
+        if let Err(e) = c.connect().await {
+            result.fail(format!("connect: {e}"));
+            return result;
+        }
+        client = Some(c);
+    } else {
+        let n = if let Load::Client { .. } = load {
+            1
+        } else {
+            conns
+        };
+        for _ in 0..n {
+            match loadgen::connect(&addr).await {
+                Ok(s) => streams.push(s),
+                Err(e) => {
+                    result.fail(format!("connect: {e}"));
+                    return result;
+                }
+            }
+        }
+    }
+    let start = Instant::now();
+    let t = Times {
+        measure_start: start + warmup,
+        end: start + warmup + window,
+        drain_deadline: start + warmup + window + Duration::from_secs(5),
+    };
+    let events_before = server.event_lines();
+    let mut set: JoinSet<Stats> = JoinSet::new();
+    match (load, client) {
+        (_, Some(c)) => {
+            for _ in 0..client_inflight {
+                set.spawn(loadgen::client_worker(c.clone(), t));
+            }
+        }
+        (
+            Load::Events {
+                batch, outstanding, ..
+            },
+            None,
+        ) => {
+            for s in streams {
+                set.spawn(loadgen::events_worker(s, batch, outstanding, t));
+            }
+        }
+        (_, None) => {
+            for s in streams {
+                set.spawn(loadgen::request_worker(s, req.clone(), inflight, t));
+            }
+        }
+    }
+    tokio::time::sleep_until(t.measure_start).await;
+    let srv0 = server.cpu_ticks();
+    let gen0 = procs::cpu_ticks("/proc/self/stat");
+    let all0 = procs::machine_busy_ticks();
+    let wall0 = Instant::now();
+    tokio::time::sleep_until(t.end).await;
+    let srv1 = server.cpu_ticks();
+    let gen1 = procs::cpu_ticks("/proc/self/stat");
+    let all1 = procs::machine_busy_ticks();
+    let wall = wall0.elapsed().as_secs_f64();
+    let pct = |a: Option<u64>, b: Option<u64>| match (a, b) {
+        (Some(a), Some(b)) => Some((b.saturating_sub(a)) as f64 / ticks / wall * 100.0),
+        _ => None,
+    };
+    result.server_cpu_pct = pct(srv0, srv1);
+    result.gen_cpu_pct = pct(gen0, gen1);
+    // Whatever else ran meanwhile (other processes, unattributed softirq time).
+    result.other_cpu_pct = match (pct(all0, all1), result.server_cpu_pct, result.gen_cpu_pct) {
+        (Some(all), Some(srv), Some(gen)) => Some((all - srv - gen).max(0.0)),
+        _ => None,
+    };
+
+    let mut stats = Stats::new();
+    let join_deadline = t.drain_deadline + Duration::from_secs(2);
+    loop {
+        match tokio::time::timeout_at(join_deadline, set.join_next()).await {
+            Ok(Some(Ok(s))) => stats.merge(s),
+            Ok(Some(Err(e))) => {
+                stats.errors += 1;
+                stats
+                    .first_error
+                    .get_or_insert_with(|| format!("worker failed: {e}"));
+            }
+            Ok(None) => break,
+            Err(_) => {
+                set.abort_all();
+                stats.errors += 1;
+                stats
+                    .first_error
+                    .get_or_insert_with(|| "workers did not stop in time".into());
+                break;
+            }
+        }
+    }
+    if let Load::Events { .. } = load {
+        // Every event the generator wrote must eventually be printed by the server.
+        let sent = stats.events_sent;
+        let wait_until = Instant::now() + Duration::from_secs(10);
+        let mut counted = server.event_lines() - events_before;
+        while counted < sent && Instant::now() < wait_until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            counted = server.event_lines() - events_before;
+        }
+        result.events = Some(report::EventCheck {
+            sent,
+            printed: counted,
+        });
+    }
+    result.finish(stats, window.as_secs_f64());
+    result.peak_rss_kib = server.peak_rss_kib();
+    if let Some(status) = server.exited() {
+        result.fail(format!(
+            "server exited ({status}); last output:\n{}",
+            server.tail_text()
+        ));
+    }
+    result
+}
