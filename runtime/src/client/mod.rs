@@ -409,12 +409,7 @@ impl Client {
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let pattern = pattern
-            .into_pattern()
-            .map_err(|source| ClientError::Encode {
-                pattern: "<unserialisable pattern>".into(),
-                source,
-            })?;
+        let pattern = to_pattern(pattern)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let trace = crate::trace::current();
         let observed = Observed::call(pattern.as_json(), id, trace.as_deref());
@@ -446,19 +441,7 @@ impl Client {
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let mut frame = BytesMut::new();
-        let metadata = crate::trace::outgoing_metadata();
-        encode_outbound_with_metadata(
-            &mut frame,
-            pattern.as_json(),
-            data,
-            metadata.as_deref(),
-            Some(id),
-        )
-        .map_err(|source| ClientError::Encode {
-            pattern: pattern.to_string(),
-            source,
-        })?;
+        let frame = encode(pattern, pattern.as_json(), data, Some(id))?;
         // The slot is held until the reply (or failure) arrives.
         let _slot = self.inner.in_flight.acquire().await;
         let conn = self.connection().await?;
@@ -530,26 +513,9 @@ impl Client {
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let pattern = pattern
-            .into_pattern()
-            .map_err(|source| ClientError::Encode {
-                pattern: "<unserialisable pattern>".into(),
-                source,
-            })?;
+        let pattern = to_pattern(pattern)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let mut frame = BytesMut::new();
-        let metadata = crate::trace::outgoing_metadata();
-        encode_outbound_with_metadata(
-            &mut frame,
-            pattern.as_json(),
-            data,
-            metadata.as_deref(),
-            Some(id),
-        )
-        .map_err(|source| ClientError::Encode {
-            pattern: pattern.to_string(),
-            source,
-        })?;
+        let frame = encode(&pattern, pattern.as_json(), data, Some(id))?;
         let slot = self
             .inner
             .in_flight
@@ -591,28 +557,38 @@ impl Client {
         P: IntoPattern,
         T: Serialize + ?Sized,
     {
-        let pattern = pattern
-            .into_pattern()
-            .map_err(|source| ClientError::Encode {
-                pattern: "<unserialisable pattern>".into(),
-                source,
-            })?;
-        let mut frame = BytesMut::new();
-        let metadata = crate::trace::outgoing_metadata();
-        encode_outbound_with_metadata(
-            &mut frame,
-            pattern.event_json(),
-            data,
-            metadata.as_deref(),
-            None,
-        )
-        .map_err(|source| ClientError::Encode {
-            pattern: pattern.to_string(),
-            source,
-        })?;
+        let pattern = to_pattern(pattern)?;
+        let frame = encode(&pattern, pattern.event_json(), data, None)?;
         let conn = self.connection().await?;
         conn.write_and_wait(frame.freeze())
             .await
             .map_err(|r| self.closed(r))
     }
+}
+
+fn to_pattern(pattern: impl IntoPattern) -> Result<Pattern, ClientError> {
+    pattern
+        .into_pattern()
+        .map_err(|source| ClientError::Encode {
+            pattern: "<unserialisable pattern>".into(),
+            source,
+        })
+}
+
+/// One outgoing frame (a request with `id`, an event without), carrying the current
+/// trace id in `metadata` if there is one.
+fn encode<T: Serialize + ?Sized>(
+    pattern: &Pattern,
+    wire_pattern: &str,
+    data: &T,
+    id: Option<u64>,
+) -> Result<BytesMut, ClientError> {
+    let mut frame = BytesMut::new();
+    let metadata = crate::trace::outgoing_metadata();
+    encode_outbound_with_metadata(&mut frame, wire_pattern, data, metadata.as_deref(), id)
+        .map_err(|source| ClientError::Encode {
+            pattern: pattern.to_string(),
+            source,
+        })?;
+    Ok(frame)
 }
