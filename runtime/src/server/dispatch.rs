@@ -5,12 +5,11 @@ use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tracing::Instrument;
 
 use crate::context::Context;
-use futures_util::StreamExt;
-
 use crate::handler::{HandlerFailure, HandlerOutcome, Reply, ReplyStream, Request};
 use crate::middleware::call_layered;
 use crate::observe::Observed;
@@ -18,7 +17,6 @@ use crate::packet::{
     encode_error, encode_no_handler, encode_response, encode_stream_item, Inbound,
 };
 use crate::router::{Bound, Router};
-use tracing::Instrument;
 
 /// Shared by every packet of one connection.
 pub(crate) struct ConnCtx {
@@ -32,25 +30,22 @@ fn as_str(b: &Bytes) -> &str {
     std::str::from_utf8(b).unwrap_or("\u{0}invalid")
 }
 
-/// Routes one packet. Handlers run on their own tasks, holding `permit` until done.
-/// Only the no-handler reply is written from here.
+/// Routes one packet. Each handler runs inline until it first waits, then on its own task
+/// (see [`run_or_spawn`]), holding `permit` until done. Only the no-handler reply is
+/// written from here.
 pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemaphorePermit) {
     match packet {
-        Inbound::Undefined => {
-            tracing::error!(peer = %conn.peer, "There is no matching event handler defined in the remote service. Event pattern: undefined");
-        }
+        Inbound::Undefined => no_event_handler(conn, "undefined"),
         Inbound::Event {
             pattern,
             data,
             metadata,
         } => {
             let Some(pattern) = pattern else {
-                tracing::error!(peer = %conn.peer, "There is no matching event handler defined in the remote service. Event pattern: undefined");
-                return;
+                return no_event_handler(conn, "undefined");
             };
             let Some(route) = conn.router.lookup(as_str(&pattern)) else {
-                tracing::error!(peer = %conn.peer, pattern = as_str(&pattern), "There is no matching event handler defined in the remote service. Event pattern: {}", as_str(&pattern));
-                return;
+                return no_event_handler(conn, as_str(&pattern));
             };
             let trace = crate::trace::from_metadata(metadata.as_deref());
             let ctx = Context::new(pattern.clone(), conn.peer).with_packet(None, metadata);
@@ -251,6 +246,11 @@ async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
             panic_message(&*panic)
         )))
     })
+}
+
+/// Nest's log line for an event nobody handles (the event is dropped).
+fn no_event_handler(conn: &ConnCtx, pattern: &str) {
+    tracing::error!(peer = %conn.peer, %pattern, "There is no matching event handler defined in the remote service. Event pattern: {pattern}");
 }
 
 /// Polls `task` once right here and spawns it only if it is not done: a handler that
