@@ -98,10 +98,32 @@ async fn serve_halves<R, W>(
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(
+    rd: R,
+    conn: &ConnCtx,
+    config: &ServerConfig,
+    shutdown: &CancellationToken,
+) {
+    let mut outbox = BytesMut::new();
+    read_packets(rd, conn, config, shutdown, &mut outbox).await;
+    // Replies of the last batch still go out, whatever ended the reading.
+    flush(conn, &mut outbox).await;
+}
+
+/// Hands the replies collected while processing a batch of packets to the writer, as one
+/// buffer: one channel operation and, usually, one write for the whole batch.
+async fn flush(conn: &ConnCtx, outbox: &mut BytesMut) {
+    if !outbox.is_empty() {
+        // A send error means the writer is gone; the replies have nowhere to go.
+        let _ = conn.replies.send(outbox.split().freeze()).await;
+    }
+}
+
+async fn read_packets<R: AsyncRead + Unpin>(
     mut rd: R,
     conn: &ConnCtx,
     config: &ServerConfig,
     shutdown: &CancellationToken,
+    outbox: &mut BytesMut,
 ) {
     let peer = conn.peer;
     let mut codec = NestCodec::with_max_frame_len(config.max_frame_len);
@@ -122,22 +144,30 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
             };
             completed = true;
-            // Backpressure: no further packet is read until a slot is free.
-            let permit = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                p = in_flight.clone().acquire_owned() => match p {
-                    Ok(p) => p,
-                    Err(_) => return,
-                },
+            // Backpressure: no further packet is read until a slot is free (and what is
+            // ready meanwhile is written rather than held).
+            let permit = match in_flight.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    flush(conn, outbox).await;
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        p = in_flight.clone().acquire_owned() => match p {
+                            Ok(p) => p,
+                            Err(_) => return,
+                        },
+                    }
+                }
             };
             match parse_inbound(&frame) {
-                Ok(packet) => dispatch(conn, packet, permit).await,
+                Ok(packet) => dispatch(conn, packet, permit, outbox),
                 Err(e) => {
                     tracing::warn!(%peer, "closing connection: {e}");
                     return;
                 }
             }
         }
+        flush(conn, outbox).await;
         let partial = !buf.is_empty() || codec.in_frame();
         if buf.is_empty() && buf.capacity() > RETAINED_BUFFER {
             // A large frame grew the buffer; do not keep that memory on an idle connection.

@@ -31,9 +31,15 @@ fn as_str(b: &Bytes) -> &str {
 }
 
 /// Routes one packet. Each handler runs inline until it first waits, then on its own task
-/// (see [`run_or_spawn`]), holding `permit` until done. Only the no-handler reply is
-/// written from here.
-pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemaphorePermit) {
+/// (see [`run_or_spawn`]), holding `permit` until done. Replies ready at once (plain `fn`
+/// handlers, unknown patterns) are appended to `outbox`, which the connection writes once
+/// per batch of packets read; later replies go through the connection's reply channel.
+pub(crate) fn dispatch(
+    conn: &ConnCtx,
+    packet: Inbound,
+    permit: OwnedSemaphorePermit,
+    outbox: &mut BytesMut,
+) {
     match packet {
         Inbound::Undefined => no_event_handler(conn, "undefined"),
         Inbound::Event {
@@ -64,18 +70,22 @@ pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemap
                 let observed =
                     Observed::request("event", &pattern, None, conn.peer, trace.as_deref());
                 let span = observed.span.clone();
-                run_or_spawn(crate::trace::maybe_scope(
-                    trace.clone(),
-                    async move {
-                        let outcome = run(&bound, request).await;
-                        if let Err(failure) = &outcome {
-                            log_failure(&bound, failure, "event");
+                run_or_spawn(
+                    crate::trace::maybe_scope(
+                        trace.clone(),
+                        async move {
+                            let outcome = run(&bound, request).await;
+                            if let Err(failure) = &outcome {
+                                log_failure(&bound, failure, "event");
+                            }
+                            observed.finish(outcome_label(&outcome));
+                            drop(permit);
+                            None
                         }
-                        observed.finish(outcome_label(&outcome));
-                        drop(permit);
-                    }
-                    .instrument(span),
-                ));
+                        .instrument(span),
+                    ),
+                    &conn.replies,
+                );
             }
         }
         Inbound::Request {
@@ -86,11 +96,7 @@ pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemap
         } => {
             let route = pattern.as_ref().and_then(|p| conn.router.lookup(as_str(p)));
             let Some(route) = route.filter(|r| r.message.is_some() || !r.events.is_empty()) else {
-                let mut out = BytesMut::new();
-                encode_no_handler(&mut out, &id);
-                // Awaiting here is backpressure: a peer flooding unknown patterns waits
-                // for its own replies to be written.
-                let _ = conn.replies.send(out.freeze()).await;
+                encode_no_handler(outbox, &id);
                 return;
             };
             let trace = crate::trace::from_metadata(metadata.as_deref());
@@ -115,26 +121,20 @@ pub(crate) async fn dispatch(conn: &ConnCtx, packet: Inbound, permit: OwnedSemap
                     None => run_events_as_request(events, request).await,
                 };
                 let label = outcome_label(&outcome);
+                let mut out = BytesMut::new();
                 match outcome {
                     Ok(Reply::Stream(stream)) => pump_stream(stream, &id, &replies).await,
-                    other => {
-                        let mut out = BytesMut::new();
-                        match other {
-                            Ok(Reply::Value(value)) => {
-                                encode_response(&mut out, value.as_deref(), &id)
-                            }
-                            Ok(Reply::Stream(_)) => {}
-                            Err(failure) => encode_error(&mut out, &failure.wire_json(), &id),
-                        }
-                        // A send error means the connection is gone; the reply has nowhere
-                        // to go.
-                        let _ = replies.send(out.freeze()).await;
-                    }
+                    Ok(Reply::Value(value)) => encode_response(&mut out, value.as_deref(), &id),
+                    Err(failure) => encode_error(&mut out, &failure.wire_json(), &id),
                 }
                 observed.finish(label);
                 drop(permit);
+                (!out.is_empty()).then_some(out)
             };
-            run_or_spawn(crate::trace::maybe_scope(trace, task.instrument(span)));
+            let task = crate::trace::maybe_scope(trace, task.instrument(span));
+            if let Some(reply) = run_or_spawn(task, &conn.replies) {
+                outbox.unsplit(reply);
+            }
         }
     }
 }
@@ -255,13 +255,27 @@ fn no_event_handler(conn: &ConnCtx, pattern: &str) {
 
 /// Polls `task` once right here and spawns it only if it is not done: a handler that
 /// completes without waiting (every plain `fn` handler) is answered without the cost of a
-/// task spawn and a context switch. A pending task registered its interest with a no-op
-/// waker; the runtime polls it again at once after the spawn, with a real one.
-fn run_or_spawn(task: impl Future<Output = ()> + Send + 'static) {
+/// task spawn and a context switch, and its reply is returned for the caller's outbox. A
+/// pending task registered its interest with a no-op waker; the runtime polls it again at
+/// once after the spawn, with a real one, and its reply then goes through `replies`.
+fn run_or_spawn(
+    task: impl Future<Output = Option<BytesMut>> + Send + 'static,
+    replies: &mpsc::Sender<Bytes>,
+) -> Option<BytesMut> {
     let mut task = Box::pin(task);
     let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
-    if task.as_mut().poll(&mut cx).is_pending() {
-        tokio::spawn(task);
+    match task.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(reply) => reply,
+        std::task::Poll::Pending => {
+            let replies = replies.clone();
+            tokio::spawn(async move {
+                if let Some(reply) = task.await {
+                    // A send error means the connection is gone; the reply has nowhere to go.
+                    let _ = replies.send(reply.freeze()).await;
+                }
+            });
+            None
+        }
     }
 }
 
