@@ -100,8 +100,21 @@ async fn server_restarts_under_load_nothing_hangs_or_repeats() {
         ok > 0 && failed > 0,
         "ok {ok}, failed {failed}: the restarts must have hit in-flight calls"
     );
-    // After the storm, the client works again.
-    let v: u64 = client.send("add", &(1, 2)).await.unwrap();
-    assert_eq!(v, 3);
+    // After the storm, the client works again (once its reconnect backoff, at most 50 ms
+    // here, has passed).
+    let mut recovered = None;
+    for _ in 0..100 {
+        match client.send::<_, _, u64>("add", &(1, 2)).await {
+            Ok(v) => {
+                recovered = Some(v);
+                break;
+            }
+            Err(ClientError::Unavailable { .. } | ClientError::Connect { .. }) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(other) => panic!("unexpected error after the restarts: {other:?}"),
+        }
+    }
+    assert_eq!(recovered, Some(3), "the client did not recover within 2 s");
     server.abort();
 }
