@@ -35,6 +35,7 @@ pub enum Param {
 
 /// What the method returns, as far as dispatch cares.
 #[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
 pub enum Output {
     /// No return type or `()`: Nest's `undefined` reply.
     Unit,

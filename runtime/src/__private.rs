@@ -98,18 +98,6 @@ where
     }))))
 }
 
-/// Compile-time checks, emitted with the span of the user's type so that a type that does
-/// not fit is reported on the user's code.
-pub const fn assert_payload<T: serde::de::DeserializeOwned>() {}
-/// See [`assert_payload`].
-pub const fn assert_reply<T: serde::Serialize>() {}
-/// See [`assert_payload`].
-pub const fn assert_error<E: IntoRpcError>() {}
-/// See [`assert_payload`].
-pub const fn assert_client_reply<T: serde::de::DeserializeOwned>() {}
-/// See [`assert_payload`]: controllers are shared between connections.
-pub const fn assert_controller<T: Send + Sync + 'static>() {}
-
 /// Autoref-specialisation probe: `(&&AutoProbe::<T>::new()).auto()` builds `T` with
 /// `Default` when `T: Default`, and yields `None` otherwise.
 pub struct AutoProbe<T>(PhantomData<T>);

@@ -9,7 +9,7 @@ use quote::{quote, ToTokens};
 use syn::parse::{Parse, ParseStream};
 use syn::{Attribute, FnArg, ItemImpl, ItemTrait, Token, TraitItem, Visibility};
 
-use crate::ast::{self, parse_controller, take_pattern_attrs, Output, Param};
+use crate::ast::{self, parse_controller, take_pattern_attrs, Param};
 use crate::ctxt::Ctxt;
 use client::{expand_client, ClientMethod};
 
@@ -145,7 +145,7 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
                         Param::Payload { ty, .. } => Some(ty.clone()),
                         Param::Context { .. } => None,
                     }),
-                    output: clone_output(&h.output),
+                    output: h.output.clone(),
                     docs: method_docs.unwrap_or_default(),
                 }
             })
@@ -165,19 +165,6 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
         #user_item
         #registration
         #client
-    }
-}
-
-fn clone_output(o: &Output) -> Output {
-    match o {
-        Output::Unit => Output::Unit,
-        Output::Opaque => Output::Opaque,
-        Output::Value(t) => Output::Value(t.clone()),
-        Output::Result { ok, err } => Output::Result {
-            ok: ok.clone(),
-            err: err.clone(),
-        },
-        Output::Stream { item } => Output::Stream { item: item.clone() },
     }
 }
 
