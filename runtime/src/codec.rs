@@ -7,7 +7,7 @@
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::utf16::{find_boundary, utf16_len, Boundary};
+use crate::utf16::{find_boundary, utf16_len_bytes, Boundary};
 
 /// Nest's default `maxBufferSize`: 134,217,728 UTF-16 units (512 MiB / 4).
 pub const DEFAULT_MAX_FRAME_LEN: usize = 134_217_728;
@@ -265,12 +265,24 @@ impl Decoder for NestCodec {
 /// assert_eq!(&buf[..], "15#{\"data\":\"a😀b\"}".as_bytes());
 /// ```
 pub fn encode_frame(json: &str, dst: &mut BytesMut) {
+    encode_frame_parts(dst, &[json.as_bytes()]);
+}
+
+/// Writes one frame whose JSON text is the concatenation of `parts`, straight into `dst`:
+/// the length is counted over the parts, so packets are framed without first being
+/// assembled in a buffer of their own. Every part must be UTF-8 (literals, serde_json
+/// output, or slices of decoded frames).
+pub(crate) fn encode_frame_parts(dst: &mut BytesMut, parts: &[&[u8]]) {
+    let units: usize = parts.iter().map(|p| utf16_len_bytes(p)).sum();
+    let bytes: usize = parts.iter().map(|p| p.len()).sum();
     let mut header = itoa::Buffer::new();
-    let header = header.format(utf16_len(json));
-    dst.reserve(header.len() + 1 + json.len());
+    let header = header.format(units);
+    dst.reserve(header.len() + 1 + bytes);
     dst.put_slice(header.as_bytes());
     dst.put_u8(b'#');
-    dst.put_slice(json.as_bytes());
+    for p in parts {
+        dst.put_slice(p);
+    }
 }
 
 impl Encoder<&str> for NestCodec {

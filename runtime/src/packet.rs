@@ -13,8 +13,8 @@ use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserializer, Serialize};
 use serde_json::value::RawValue;
 
+use crate::codec::encode_frame_parts;
 use crate::error::NO_HANDLER_MESSAGE;
-use crate::utf16::utf16_len_bytes;
 
 /// Selected top-level fields of a JSON object, as raw slices of the frame.
 ///
@@ -171,27 +171,11 @@ pub fn parse_inbound(frame: &Bytes) -> Result<Inbound, InvalidJson> {
     })
 }
 
-/// Writes one frame whose JSON text is the concatenation of `parts`, straight into `dst`:
-/// the length is counted over the parts, so no intermediate buffer is built. Every part is
-/// UTF-8 (literals, serde_json output, or slices of validated frames).
-fn frame_parts(dst: &mut BytesMut, parts: &[&[u8]]) {
-    let units: usize = parts.iter().map(|p| utf16_len_bytes(p)).sum();
-    let bytes: usize = parts.iter().map(|p| p.len()).sum();
-    let mut header = itoa::Buffer::new();
-    let header = header.format(units);
-    dst.reserve(header.len() + 1 + bytes);
-    dst.extend_from_slice(header.as_bytes());
-    dst.extend_from_slice(b"#");
-    for p in parts {
-        dst.extend_from_slice(p);
-    }
-}
-
 /// `{"response":R,"isDisposed":true,"id":ID}`, or `{"isDisposed":true,"id":ID}` when the
 /// handler produced no value (Nest's `undefined`).
 pub fn encode_response(dst: &mut BytesMut, response: Option<&[u8]>, id: &[u8]) {
     match response {
-        Some(r) => frame_parts(
+        Some(r) => encode_frame_parts(
             dst,
             &[
                 b"{\"response\":",
@@ -201,18 +185,18 @@ pub fn encode_response(dst: &mut BytesMut, response: Option<&[u8]>, id: &[u8]) {
                 b"}",
             ],
         ),
-        None => frame_parts(dst, &[b"{\"isDisposed\":true,\"id\":", id, b"}"]),
+        None => encode_frame_parts(dst, &[b"{\"isDisposed\":true,\"id\":", id, b"}"]),
     }
 }
 
 /// `{"response":R,"id":ID}`: a streamed item that is not the last.
 pub fn encode_stream_item(dst: &mut BytesMut, response: &[u8], id: &[u8]) {
-    frame_parts(dst, &[b"{\"response\":", response, b",\"id\":", id, b"}"]);
+    encode_frame_parts(dst, &[b"{\"response\":", response, b",\"id\":", id, b"}"]);
 }
 
 /// `{"err":E,"isDisposed":true,"id":ID}`.
 pub fn encode_error(dst: &mut BytesMut, err: &[u8], id: &[u8]) {
-    frame_parts(
+    encode_frame_parts(
         dst,
         &[b"{\"err\":", err, b",\"isDisposed\":true,\"id\":", id, b"}"],
     );
@@ -220,7 +204,7 @@ pub fn encode_error(dst: &mut BytesMut, err: &[u8], id: &[u8]) {
 
 /// Nest's exact no-handler reply: `{"id":ID,"status":"error","err":"There is no …"}`.
 pub fn encode_no_handler(dst: &mut BytesMut, id: &[u8]) {
-    frame_parts(
+    encode_frame_parts(
         dst,
         &[
             b"{\"id\":",
@@ -254,22 +238,31 @@ pub fn encode_outbound_with_metadata<T: Serialize + ?Sized>(
     // The payload is serialised first (it may fail); the frame is then written in one go.
     let data = serde_json::to_vec(data)?;
     let mut id_text = itoa::Buffer::new();
-    let id_text = id.map(|id| id_text.format(id).as_bytes());
-    let mut all: Vec<&[u8]> = Vec::with_capacity(9);
-    all.extend([
-        &b"{\"pattern\":"[..],
-        pattern_json.as_bytes(),
-        b",\"data\":",
-        &data,
-    ]);
-    if let Some(metadata) = metadata {
-        all.extend([&b",\"metadata\":"[..], metadata]);
-    }
-    if let Some(id) = id_text {
-        all.extend([&b",\"id\":\""[..], id, b"\""]);
-    }
-    all.push(b"}");
-    frame_parts(dst, &all);
+    let id_text: &[u8] = id.map_or(b"", |id| id_text.format(id).as_bytes());
+    // Absent optional fields are empty parts: no allocation on the client's send path.
+    let (meta_key, metadata): (&[u8], &[u8]) = match metadata {
+        Some(m) => (b",\"metadata\":", m),
+        None => (b"", b""),
+    };
+    let (id_open, id_close): (&[u8], &[u8]) = match id {
+        Some(_) => (b",\"id\":\"", b"\""),
+        None => (b"", b""),
+    };
+    encode_frame_parts(
+        dst,
+        &[
+            b"{\"pattern\":",
+            pattern_json.as_bytes(),
+            b",\"data\":",
+            &data,
+            meta_key,
+            metadata,
+            id_open,
+            id_text,
+            id_close,
+            b"}",
+        ],
+    );
     Ok(())
 }
 
