@@ -1,6 +1,8 @@
 // Scriptable Nest ClientTCP driver for interop tests.
 //
 //   node client.mjs <host> <port>  < ops.json
+//   TRANSPORT=nats NATS_URL=nats://127.0.0.1:4222 node client.mjs  < ops.json
+//     (ClientNats instead: host/port arguments are ignored; one NATS connection)
 //
 // stdin: a JSON array of operations, e.g.
 //   [{"op":"send","pattern":"sum","data":[1,2,3]},
@@ -78,7 +80,21 @@ async function runOp(client, op) {
 async function main() {
   const ops = JSON.parse(await readStdin());
   if (!Array.isArray(ops)) throw new Error('stdin must be a JSON array of ops');
-  const client = ClientProxyFactory.create({
+  const client =
+    (process.env.TRANSPORT || 'tcp').toLowerCase() === 'nats'
+      ? ClientProxyFactory.create({
+          transport: Transport.NATS,
+          options: { servers: [process.env.NATS_URL || 'nats://127.0.0.1:4222'] },
+        })
+      : tcpClient();
+  const results = await Promise.all(ops.map((op) => runOp(client, op)));
+  // Wait for the write to drain: process.exit() would cut output over 64 KiB on a pipe.
+  await new Promise((resolve) => process.stdout.write(JSON.stringify(results) + '\n', resolve));
+  await client.close();
+}
+
+function tcpClient() {
+  return ClientProxyFactory.create({
     transport: Transport.TCP,
     options: {
       host,
@@ -89,10 +105,6 @@ async function main() {
       }),
     },
   });
-  const results = await Promise.all(ops.map((op) => runOp(client, op)));
-  // Wait for the write to drain: process.exit() would cut output over 64 KiB on a pipe.
-  await new Promise((resolve) => process.stdout.write(JSON.stringify(results) + '\n', resolve));
-  await client.close();
 }
 
 main().then(

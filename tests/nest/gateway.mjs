@@ -2,6 +2,8 @@
 //
 //   PORT (default 3000; 0 = pick a free port), listens on HOST (default 127.0.0.1)
 //   USER_SERVICE_HOST (default 127.0.0.1)  USER_SERVICE_PORT (default 8888)
+//   TRANSPORT=nats: reach USER_SERVICE over Transport.NATS instead
+//     (NATS_URL, default nats://127.0.0.1:4222; USER_SERVICE_HOST/PORT are then ignored)
 //
 // stdout: `READY <port>` once the HTTP server is listening.
 import 'reflect-metadata';
@@ -13,6 +15,8 @@ const HOST = process.env.HOST || '127.0.0.1';
 const PORT = Number(process.env.PORT || 3000);
 const USER_SERVICE_HOST = process.env.USER_SERVICE_HOST || '127.0.0.1';
 const USER_SERVICE_PORT = Number(process.env.USER_SERVICE_PORT || 8888);
+const TRANSPORT = (process.env.TRANSPORT || 'tcp').toLowerCase();
+const NATS_URL = process.env.NATS_URL || 'nats://127.0.0.1:4222';
 
 class AppController {
   calc(str) {
@@ -40,11 +44,17 @@ class AppModule {}
 Module({
   imports: [
     ClientsModule.register([
-      {
-        name: 'USER_SERVICE',
-        transport: Transport.TCP,
-        options: { host: USER_SERVICE_HOST, port: USER_SERVICE_PORT },
-      },
+      TRANSPORT === 'nats'
+        ? {
+            name: 'USER_SERVICE',
+            transport: Transport.NATS,
+            options: { servers: [NATS_URL] },
+          }
+        : {
+            name: 'USER_SERVICE',
+            transport: Transport.TCP,
+            options: { host: USER_SERVICE_HOST, port: USER_SERVICE_PORT },
+          },
     ]),
   ],
   controllers: [AppController],

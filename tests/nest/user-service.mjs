@@ -3,8 +3,14 @@
 //
 //   HOST (default 127.0.0.1)  PORT (default 8888; 0 = pick a free port)
 //   TLS_CERT, TLS_KEY (PEM files): serve TLS via Nest's tlsOptions
+//   TRANSPORT=nats: serve the same controller over Transport.NATS instead of TCP
+//     (HOST/PORT/TLS_* are then ignored):
+//     NATS_URL (default nats://127.0.0.1:4222)  NATS_QUEUE (optional queue group)
+//   INSTANCE (optional): what the `whoami` handler returns (default 'nest')
 //
-// stdout: `READY <port>` once listening; `EVENT log <json>` for every `log` event.
+// stdout: `READY <port>` once listening over TCP, or `READY nats` once subscribed over
+// NATS (after a flush: the NATS server has registered every subscription);
+// `EVENT log <json>` for every `log` event.
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
 import { Controller, Module, UseGuards } from '@nestjs/common';
@@ -21,6 +27,12 @@ import { EMPTY, concat, from, ignoreElements, interval, take, throwError, timer 
 
 const HOST = process.env.HOST || '127.0.0.1';
 const PORT = Number(process.env.PORT || 8888);
+const TRANSPORT = (process.env.TRANSPORT || 'tcp').toLowerCase();
+const NATS_URL = process.env.NATS_URL || 'nats://127.0.0.1:4222';
+const INSTANCE = process.env.INSTANCE || 'nest';
+if (TRANSPORT !== 'tcp' && TRANSPORT !== 'nats') {
+  throw new Error(`TRANSPORT must be tcp or nats, not ${JSON.stringify(TRANSPORT)}`);
+}
 
 // Apply a method decorator the way TypeScript's legacy decorators would.
 function decorate(cls, method, ...decorators) {
@@ -259,6 +271,11 @@ class AppController {
 
   // {key, n}: waits (up to 3 s) until `n` values were recorded under `key`, then
   // returns them sorted (JS default sort: UTF-16 code unit order).
+  // Which process answered: INSTANCE (default 'nest'). For queue-group spread tests.
+  whoami() {
+    return INSTANCE;
+  }
+
   async recorded({ key, n }) {
     const deadline = Date.now() + 3000;
     while ((store.get(key)?.length ?? 0) < n && Date.now() < deadline) {
@@ -316,7 +333,9 @@ decorate(AppController, 'fortyTwo', MessagePattern(42));
 decorate(AppController, 'calc', MessagePattern({ cmd: 'calc', op: 'add', meta: { v: 1, tags: ['x', 'y'] } }));
 decorate(AppController, 'arr', MessagePattern(['arr', 1]));
 decorate(AppController, 'cjk', MessagePattern('求和'));
-decorate(AppController, 'emoji', MessagePattern('😀 #1'));
+// Not over NATS: a subject must not contain whitespace (nats.js throws InvalidSubjectError
+// from subscribe(), and Nest's listen() fails).
+if (TRANSPORT !== 'nats') decorate(AppController, 'emoji', MessagePattern('😀 #1'));
 // Objects nested deeper than 5 levels normalise to [MAX_DEPTH_REACHED].
 decorate(AppController, 'deep', MessagePattern({ d: { d: { d: { d: { d: { d: { leaf: 1 } } } } } } }));
 // More than 20 keys normalise to [TOO_MANY_KEYS].
@@ -328,6 +347,7 @@ decorate(AppController, 'note', MessagePattern('note'));
 decorate(AppController, 'audit', EventPattern('audit'));
 decorate(AppController, 'eventBoom', EventPattern('event_boom'));
 decorate(AppController, 'recorded', MessagePattern('recorded'));
+decorate(AppController, 'whoami', MessagePattern('whoami'));
 decorate(AppController, 'patternOf', MessagePattern('pattern_of'));
 decorate(AppController, 'patternOfObj', MessagePattern({ Cmd: 'pattern_of', a: 1 }));
 decorate(AppController, 'patternSeen', EventPattern('pattern_seen'));
@@ -343,7 +363,24 @@ Controller()(AppController);
 class AppModule {}
 Module({ controllers: [AppController] })(AppModule);
 
+async function bootstrapNats() {
+  const app = await NestFactory.createMicroservice(AppModule, {
+    transport: Transport.NATS,
+    options: {
+      servers: [NATS_URL],
+      ...(process.env.NATS_QUEUE && { queue: process.env.NATS_QUEUE }),
+    },
+  });
+  app.enableShutdownHooks();
+  await app.listen();
+  // listen() resolves once the SUBs are queued; flush() (PING/PONG) makes sure the NATS
+  // server has processed them, so a request sent right after READY finds a subscriber.
+  await app.unwrap().flush();
+  console.log('READY nats');
+}
+
 async function bootstrap() {
+  if (TRANSPORT === 'nats') return bootstrapNats();
   const app = await NestFactory.createMicroservice(AppModule, {
     transport: Transport.TCP,
     options: {
