@@ -20,6 +20,8 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+pub mod nats;
+
 /// How long a process may take to print `READY <port>`.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(20);
 /// Default deadline for waiting on an output line or an HTTP reply.
