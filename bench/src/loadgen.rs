@@ -26,6 +26,9 @@ pub struct Times {
     pub measure_start: Instant,
     pub end: Instant,
     pub drain_deadline: Instant,
+    /// At most this many requests (events: batches) per connection; `u64::MAX` for the
+    /// timed runs. The cost mode drives a fixed count this way.
+    pub limit: u64,
 }
 
 impl Times {
@@ -143,10 +146,21 @@ impl SumRequest {
 }
 
 /// Closed loop on one connection with `inflight` requests outstanding at all times: every
-/// reply is checked and immediately replaced by a new request until `end`.
+/// reply is checked and immediately replaced by a new request until `end` (or until
+/// `t.limit` requests were sent).
 pub async fn request_worker(
     mut stream: TcpStream,
     req: Arc<SumRequest>,
+    inflight: usize,
+    t: Times,
+) -> Stats {
+    request_loop(&mut stream, &req, inflight, t).await
+}
+
+/// [`request_worker`] on a borrowed stream (the cost mode reuses its connections).
+pub async fn request_loop(
+    stream: &mut TcpStream,
+    req: &SumRequest,
     inflight: usize,
     t: Times,
 ) -> Stats {
@@ -156,7 +170,7 @@ pub async fn request_worker(
     let mut rbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let mut wbuf: Vec<u8> = Vec::with_capacity(64 * 1024);
     let now = Instant::now();
-    for _ in 0..inflight {
+    for _ in 0..(inflight as u64).min(t.limit) {
         wire::push_request(&mut wbuf, &req.prefix, next_id);
         sent.insert(next_id, now);
         next_id += 1;
@@ -233,7 +247,8 @@ pub async fn request_worker(
                 st.hist
                     .saturating_record(now.duration_since(t0).as_nanos() as u64);
             }
-            if now < t.end {
+            // `next_id - 1` requests were sent so far.
+            if now < t.end && next_id <= t.limit {
                 wire::push_request(&mut wbuf, &req.prefix, next_id);
                 sent.insert(next_id, now);
                 next_id += 1;
@@ -264,8 +279,19 @@ pub async fn request_worker(
 /// `outstanding` batches unacknowledged. A barrier's reply proves the server has read every
 /// event before it on that connection, so `completed` (events whose barrier came back in
 /// the window) measures what the server absorbed, not what sat in socket buffers.
+/// At most `t.limit` batches are sent.
 pub async fn events_worker(
     mut stream: TcpStream,
+    batch: usize,
+    outstanding: usize,
+    t: Times,
+) -> Stats {
+    events_loop(&mut stream, batch, outstanding, t).await
+}
+
+/// [`events_worker`] on a borrowed stream (the cost mode reuses its connections).
+pub async fn events_loop(
+    stream: &mut TcpStream,
     batch: usize,
     outstanding: usize,
     t: Times,
@@ -279,6 +305,7 @@ pub async fn events_worker(
     let barrier = wire::sum_prefix("[]");
     let mut pending: VecDeque<u64> = VecDeque::with_capacity(outstanding);
     let mut next_id = 1u64;
+    let mut batches = 0u64;
     let mut wbuf: Vec<u8> = Vec::with_capacity(batch_bytes.len() * outstanding + 256);
     let mut rbuf: Vec<u8> = Vec::with_capacity(16 * 1024);
     let mut queue = |wbuf: &mut Vec<u8>, pending: &mut VecDeque<u64>, st: &mut Stats| {
@@ -288,8 +315,9 @@ pub async fn events_worker(
         next_id += 1;
         st.events_sent += batch as u64;
     };
-    for _ in 0..outstanding {
+    for _ in 0..(outstanding as u64).min(t.limit) {
         queue(&mut wbuf, &mut pending, &mut st);
+        batches += 1;
     }
     loop {
         if !wbuf.is_empty() {
@@ -352,8 +380,9 @@ pub async fn events_worker(
                     if t.in_window(now) {
                         st.completed += batch as u64;
                     }
-                    if now < t.end {
+                    if now < t.end && batches < t.limit {
                         queue(&mut wbuf, &mut pending, &mut st);
+                        batches += 1;
                     }
                 }
                 None => st.error(1, || {

@@ -6,6 +6,7 @@
 //! it that way as a child process).
 
 mod ceiling;
+mod cost;
 mod loadgen;
 mod procs;
 mod report;
@@ -49,6 +50,25 @@ struct Args {
     /// Do not run `cargo build --release --example user_service` (the binary must exist).
     #[arg(long)]
     no_build: bool,
+    /// Cost mode: instead of the timed runs, count the instructions each server executes
+    /// per request / per event under valgrind's callgrind (default scenarios b,d). See
+    /// bench/README.md.
+    #[arg(long)]
+    cost: bool,
+    /// Cost mode: requests per measured phase (rounded up to a multiple of the
+    /// connections).
+    #[arg(long, default_value_t = 20_000)]
+    cost_requests: u64,
+    /// Cost mode: events per measured phase (rounded up to whole batches).
+    #[arg(long, default_value_t = 20_000)]
+    cost_events: u64,
+    /// Cost mode: requests or events driven before the counters are zeroed.
+    #[arg(long, default_value_t = 4_000)]
+    cost_warmup: u64,
+    /// Cost mode: directory for the callgrind profiles (default
+    /// <target>/bench-cost).
+    #[arg(long)]
+    cost_dir: Option<PathBuf>,
     /// Run the ceiling server (internal: the bench starts itself this way).
     #[arg(long, hide = true)]
     ceiling_server: bool,
@@ -257,10 +277,12 @@ async fn run(
     machine: report::Machine,
     pinning: Option<Pinning>,
 ) -> Result<(), String> {
+    if args.cost {
+        return run_cost(args, machine, pinning).await;
+    }
     let want = |name: &str| args.servers.is_empty() || args.servers.iter().any(|s| s == name);
     let server_pin = pinning.map(|p| p.server_core);
     let ready = Duration::from_secs(30);
-    let root = procs::workspace_root();
     let all = scenarios();
     let chosen: Vec<&Scenario> = all
         .iter()
@@ -272,49 +294,18 @@ async fn run(
     let needs_ceiling = chosen.iter().any(|s| matches!(s.load, Load::Client { .. }));
 
     let mut targets = Vec::new();
-    // (1) nestling's user_service example, release build.
-    if want("nestling") {
-        let t = match procs::user_service_binary(!args.no_build) {
-            Ok(bin) => ServerProc::start("nestling", &bin, &[], None, server_pin, ready),
-            Err(e) => Err(e),
-        };
-        targets.push(target("nestling", t));
-    }
-    // (2) the real NestJS service.
-    if want("nest") {
-        let dir = root.join("tests/nest");
-        let t = if !dir.join("node_modules/@nestjs/microservices").exists() {
-            Err("tests/nest/node_modules missing (run `npm ci` in tests/nest)".to_string())
-        } else if std::process::Command::new("node")
-            .arg("--version")
-            .output()
-            .is_err()
-        {
-            Err("node not found".to_string())
-        } else {
+    for (label, launch) in launches(args, needs_ceiling)? {
+        let t = launch.and_then(|l| {
             ServerProc::start(
-                "nest",
-                std::path::Path::new("node"),
-                &["user-service.mjs"],
-                Some(&dir),
+                label,
+                &l.program,
+                &l.args,
+                l.cwd.as_deref(),
                 server_pin,
                 ready,
             )
-        };
-        targets.push(target("nest", t));
-    }
-    // (3) the ceiling, this binary in --ceiling-server mode.
-    if want("ceiling") || needs_ceiling {
-        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-        let t = ServerProc::start(
-            "ceiling",
-            &exe,
-            &["--ceiling-server"],
-            None,
-            server_pin,
-            ready,
-        );
-        targets.push(target("ceiling", t));
+        });
+        targets.push(target(label, t));
     }
     for t in &targets {
         match (&t.proc, &t.skipped) {
@@ -402,6 +393,125 @@ async fn run(
     }
     Ok(())
     // `targets` drops here: every server is killed and reaped.
+}
+
+/// How to start each wanted server (in the order nestling, nest, ceiling), or why it
+/// cannot be. The ceiling is included when wanted or when `need_ceiling`.
+fn launches(args: &Args, need_ceiling: bool) -> Result<cost::Launches, String> {
+    let want = |name: &str| args.servers.is_empty() || args.servers.iter().any(|s| s == name);
+    let root = procs::workspace_root();
+    let mut out = Vec::new();
+    // (1) nestling's user_service example, release build.
+    if want("nestling") {
+        let l = procs::user_service_binary(!args.no_build).map(|bin| cost::Launch {
+            program: bin,
+            args: vec![],
+            cwd: None,
+        });
+        out.push(("nestling", l));
+    }
+    // (2) the real NestJS service.
+    if want("nest") {
+        let dir = root.join("tests/nest");
+        let l = if !dir.join("node_modules/@nestjs/microservices").exists() {
+            Err("tests/nest/node_modules missing (run `npm ci` in tests/nest)".to_string())
+        } else if std::process::Command::new("node")
+            .arg("--version")
+            .output()
+            .is_err()
+        {
+            Err("node not found".to_string())
+        } else {
+            Ok(cost::Launch {
+                program: PathBuf::from("node"),
+                args: vec!["user-service.mjs"],
+                cwd: Some(dir),
+            })
+        };
+        out.push(("nest", l));
+    }
+    // (3) the ceiling, this binary in --ceiling-server mode.
+    if want("ceiling") || need_ceiling {
+        let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+        out.push((
+            "ceiling",
+            Ok(cost::Launch {
+                program: exe,
+                args: vec!["--ceiling-server"],
+                cwd: None,
+            }),
+        ));
+    }
+    Ok(out)
+}
+
+/// `--cost`: callgrind instruction counts per request / event (see `cost.rs`).
+async fn run_cost(
+    args: &Args,
+    machine: report::Machine,
+    pinning: Option<Pinning>,
+) -> Result<(), String> {
+    let valgrind = cost::valgrind_version()?;
+    let all = scenarios();
+    let default_cost = ["b".to_string(), "d".to_string()];
+    let filter: &[String] = if args.scenario.is_empty() {
+        &default_cost
+    } else {
+        &args.scenario
+    };
+    let mut chosen: Vec<&Scenario> = Vec::new();
+    for sc in all.iter().filter(|s| selected(filter, s.letter, s.name)) {
+        if let Load::Client { .. } = sc.load {
+            println!(
+                "-- {} ({}): not available in cost mode (client side)",
+                sc.name, sc.letter
+            );
+        } else {
+            chosen.push(sc);
+        }
+    }
+    if chosen.is_empty() {
+        return Err(format!("no cost scenario matches {filter:?}"));
+    }
+    if args.cost_requests == 0 || args.cost_events == 0 {
+        return Err("--cost-requests and --cost-events must be > 0".into());
+    }
+    let cfg = cost::CostConfig {
+        requests: args.cost_requests,
+        events: args.cost_events,
+        warmup: args.cost_warmup,
+        dir: args
+            .cost_dir
+            .clone()
+            .unwrap_or_else(|| procs::target_dir().join("bench-cost")),
+        pin: pinning.map(|p| p.server_core),
+    };
+    for sc in &chosen {
+        println!("-- {} ({}): {}", sc.name, sc.letter, sc.what);
+    }
+    let started = std::time::Instant::now();
+    let mut skipped = Vec::new();
+    let results = cost::run(launches(args, false)?, &chosen, &cfg, &mut skipped).await?;
+    let summary = cost::CostSummary {
+        machine,
+        valgrind,
+        pinning: pinning.is_some(),
+        requests: args.cost_requests,
+        events: args.cost_events,
+        warmup: args.cost_warmup,
+        dir: cfg.dir.clone(),
+        elapsed_s: started.elapsed().as_secs_f64(),
+        results,
+        skipped,
+    };
+    println!();
+    print!("{}", summary.table());
+    if let Some(path) = &args.json {
+        std::fs::write(path, summary.json_text())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        println!("JSON written to {}", path.display());
+    }
+    Ok(())
 }
 
 fn target(label: &'static str, started: Result<ServerProc, String>) -> Target {
@@ -496,6 +606,7 @@ async fn run_one(
         measure_start: start + warmup,
         end: start + warmup + window,
         drain_deadline: start + warmup + window + Duration::from_secs(5),
+        limit: u64::MAX,
     };
     let events_before = server.event_lines();
     let mut set: JoinSet<Stats> = JoinSet::new();

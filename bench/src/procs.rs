@@ -70,14 +70,38 @@ impl ServerProc {
         pin: Option<usize>,
         ready_timeout: Duration,
     ) -> Result<ServerProc, String> {
-        let mut cmd = match pin {
-            Some(core) => {
+        Self::start_wrapped(name, &[], program, args, cwd, pin, ready_timeout)
+    }
+
+    /// [`ServerProc::start`] with `wrapper` (e.g. `valgrind --tool=callgrind …`) put in
+    /// front of the program: `taskset -c <pin> <wrapper…> <program> <args…>`. The wrapper
+    /// must `exec` the program in the same process (valgrind does), so that `pid` is the
+    /// server's.
+    pub fn start_wrapped(
+        name: &str,
+        wrapper: &[String],
+        program: &Path,
+        args: &[&str],
+        cwd: Option<&Path>,
+        pin: Option<usize>,
+        ready_timeout: Duration,
+    ) -> Result<ServerProc, String> {
+        let mut cmd = match (pin, wrapper.split_first()) {
+            (Some(core), _) => {
                 let mut c = Command::new("taskset");
-                c.arg("-c").arg(core.to_string()).arg(program);
+                c.arg("-c").arg(core.to_string()).args(wrapper);
                 c
             }
-            None => Command::new(program),
+            (None, Some((first, rest))) => {
+                let mut c = Command::new(first);
+                c.args(rest);
+                c
+            }
+            (None, None) => Command::new(program),
         };
+        if pin.is_some() || !wrapper.is_empty() {
+            cmd.arg(program);
+        }
         cmd.args(args)
             .env("HOST", "127.0.0.1")
             .env("PORT", "0")
@@ -165,6 +189,26 @@ impl ServerProc {
     /// Peak resident set size (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
         peak_rss_kib(&format!("/proc/{}/status", self.pid))
+    }
+
+    /// Sends SIGTERM and waits up to `grace` for the process to exit (valgrind then
+    /// removes its vgdb FIFOs). Drop still kills it if it does not.
+    pub fn terminate(&mut self, grace: Duration) {
+        if self.exited().is_some() {
+            return;
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let until = std::time::Instant::now() + grace;
+        while std::time::Instant::now() < until {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
