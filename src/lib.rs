@@ -100,6 +100,11 @@ pub use nestling_runtime::tls;
 
 pub use nestling_runtime::trace;
 
+/// NATS transport (the `nats` feature): the same controllers and clients over NATS, wire
+/// compatible with Nest's `Transport.NATS`, with queue groups for scale-out.
+#[cfg(feature = "nats")]
+pub use nestling_runtime::nats;
+
 /// Lower-level pieces: the handler interface and registry the macros generate code for.
 pub mod runtime {
     pub use nestling_runtime::*;

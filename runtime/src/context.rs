@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
-/// What a handler can know about the packet it is serving, besides its payload.
+/// What a handler can know about the packet it is serving, besides its payload (Nest's
+/// `TcpContext` and `NatsContext` in one).
 ///
 /// Add a parameter of type `&Context` (or `Context`) to a handler to receive it:
 ///
@@ -30,6 +31,17 @@ pub struct Context {
     peer: SocketAddr,
     id: Option<Bytes>,
     metadata: Option<Bytes>,
+    /// Set for packets that came over NATS.
+    #[cfg(feature = "nats")]
+    nats: Option<std::sync::Arc<NatsOrigin>>,
+}
+
+/// Where a NATS message came from: its subject and headers (Nest's `NatsContext`).
+#[cfg(feature = "nats")]
+#[derive(Debug)]
+pub(crate) struct NatsOrigin {
+    pub subject: async_nats::Subject,
+    pub headers: Option<async_nats::HeaderMap>,
 }
 
 impl Context {
@@ -45,7 +57,15 @@ impl Context {
             peer,
             id: None,
             metadata: None,
+            #[cfg(feature = "nats")]
+            nats: None,
         }
+    }
+
+    #[cfg(feature = "nats")]
+    pub(crate) fn with_nats(mut self, origin: std::sync::Arc<NatsOrigin>) -> Self {
+        self.nats = Some(origin);
+        self
     }
 
     pub(crate) fn with_packet(mut self, id: Option<Bytes>, metadata: Option<Bytes>) -> Self {
@@ -71,9 +91,32 @@ impl Context {
         &self.pattern
     }
 
-    /// Address of the peer that sent the packet.
+    /// Address of the peer that sent the packet. Over NATS the sender is behind the
+    /// broker and unknown: this is then the unspecified address `0.0.0.0:0` (so a
+    /// loopback-only guard rejects it); see [`subject`](Self::subject).
     pub fn peer_addr(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// The NATS subject the message arrived on (Nest's `NatsContext.getSubject()`), or
+    /// `None` over TCP.
+    ///
+    /// ```
+    /// let ctx = nestling::Context::new(r#""sum""#, "127.0.0.1:5000".parse().unwrap());
+    /// assert_eq!(ctx.subject(), None); // a TCP packet
+    /// ```
+    pub fn subject(&self) -> Option<&str> {
+        #[cfg(feature = "nats")]
+        if let Some(origin) = &self.nats {
+            return Some(origin.subject.as_str());
+        }
+        None
+    }
+
+    /// The NATS message's headers (Nest's `NatsContext.getHeaders()`), if it had any.
+    #[cfg(feature = "nats")]
+    pub fn nats_headers(&self) -> Option<&async_nats::HeaderMap> {
+        self.nats.as_ref().and_then(|o| o.headers.as_ref())
     }
 
     /// The raw JSON of the request `id`, or `None` for an event.

@@ -217,6 +217,13 @@ pub enum ClientError {
         /// The raw error.
         error: RemoteError,
     },
+    /// Over NATS: no service is subscribed to the pattern's subject (the NATS server's
+    /// "no responders" status; Nest's client reports it as an `EmptyResponseException`).
+    #[error("no service is subscribed to pattern {pattern} on NATS; start one, or check the pattern and that the service uses the same NATS server")]
+    NoResponders {
+        /// The pattern called.
+        pattern: String,
+    },
     /// The service completed the call without any value (Nest: `EmptyError`).
     #[error("the service completed pattern {pattern} without a value; use a unit reply type only for handlers that return nothing")]
     EmptyReply {
@@ -294,6 +301,25 @@ pub enum ServerError {
         /// The parse error.
         #[source]
         source: serde_json::Error,
+    },
+    /// A pattern cannot be a NATS subject (Nest's NATS server would subscribe it as is,
+    /// and the NATS server would refuse it).
+    #[error("handler {handler}: pattern {pattern} cannot be served over NATS: {reason}")]
+    InvalidSubject {
+        /// `Type::method (file:line)`.
+        handler: String,
+        /// The pattern text.
+        pattern: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// Connecting to NATS or subscribing failed.
+    #[error("NATS at {url}: {message}; check that nats-server is running and reachable")]
+    Nats {
+        /// The server URL given.
+        url: String,
+        /// What failed.
+        message: String,
     },
     /// Accepting connections failed fatally.
     #[error("listener failed: {0}")]

@@ -16,6 +16,8 @@ mod context;
 mod error;
 mod handler;
 pub mod middleware;
+#[cfg(feature = "nats")]
+pub mod nats;
 mod observe;
 pub mod packet;
 mod pattern;

@@ -171,59 +171,157 @@ pub fn parse_inbound(frame: &Bytes) -> Result<Inbound, InvalidJson> {
     })
 }
 
-/// `{"response":R,"isDisposed":true,"id":ID}`, or `{"isDisposed":true,"id":ID}` when the
-/// handler produced no value (Nest's `undefined`).
-pub fn encode_response(dst: &mut BytesMut, response: Option<&[u8]>, id: &[u8]) {
-    match response {
-        Some(r) => encode_frame_parts(
+/// How packets travel: framed (`<len>#<json>`) on Nest's TCP transport, bare JSON on
+/// NATS, where every message already holds exactly one packet. The packet text is the
+/// same on both; the encoders below write it for either.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use nestling_runtime::packet::Wire;
+///
+/// let (mut tcp, mut nats) = (BytesMut::new(), BytesMut::new());
+/// Wire::Tcp.response(&mut tcp, Some(b"6"), br#""1""#);
+/// Wire::Bare.response(&mut nats, Some(b"6"), br#""1""#);
+/// assert_eq!(&tcp[..], br#"41#{"response":6,"isDisposed":true,"id":"1"}"#);
+/// assert_eq!(&nats[..], br#"{"response":6,"isDisposed":true,"id":"1"}"#);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Nest's TCP transport: each packet in a `<len>#` frame.
+    Tcp,
+    /// One packet per message (NATS): the JSON alone.
+    Bare,
+}
+
+impl Wire {
+    /// Appends one packet made of `parts` (all UTF-8) to `dst`.
+    fn put(self, dst: &mut BytesMut, parts: &[&[u8]]) {
+        match self {
+            Wire::Tcp => encode_frame_parts(dst, parts),
+            Wire::Bare => {
+                dst.reserve(parts.iter().map(|p| p.len()).sum());
+                for p in parts {
+                    dst.extend_from_slice(p);
+                }
+            }
+        }
+    }
+
+    /// `{"response":R,"isDisposed":true,"id":ID}`, or `{"isDisposed":true,"id":ID}` when
+    /// the handler produced no value (Nest's `undefined`).
+    pub fn response(self, dst: &mut BytesMut, response: Option<&[u8]>, id: &[u8]) {
+        match response {
+            Some(r) => self.put(
+                dst,
+                &[
+                    b"{\"response\":",
+                    r,
+                    b",\"isDisposed\":true,\"id\":",
+                    id,
+                    b"}",
+                ],
+            ),
+            None => self.put(dst, &[b"{\"isDisposed\":true,\"id\":", id, b"}"]),
+        }
+    }
+
+    /// `{"response":R,"id":ID}`: a streamed item that is not the last.
+    pub fn stream_item(self, dst: &mut BytesMut, response: &[u8], id: &[u8]) {
+        self.put(dst, &[b"{\"response\":", response, b",\"id\":", id, b"}"]);
+    }
+
+    /// `{"err":E,"isDisposed":true,"id":ID}`.
+    pub fn error(self, dst: &mut BytesMut, err: &[u8], id: &[u8]) {
+        self.put(
+            dst,
+            &[b"{\"err\":", err, b",\"isDisposed\":true,\"id\":", id, b"}"],
+        );
+    }
+
+    /// Nest's exact no-handler reply: `{"id":ID,"status":"error","err":"There is no …"}`.
+    pub fn no_handler(self, dst: &mut BytesMut, id: &[u8]) {
+        self.put(
             dst,
             &[
-                b"{\"response\":",
-                r,
-                b",\"isDisposed\":true,\"id\":",
+                b"{\"id\":",
                 id,
+                b",\"status\":\"error\",\"err\":\"",
+                NO_HANDLER_MESSAGE.as_bytes(),
+                b"\"}",
+            ],
+        );
+    }
+
+    /// `{"pattern":P,"data":D,"metadata":M,"id":"ID"}` (a request; `metadata` only when
+    /// given, where Nest 12's clients put it) or, with `id = None`, an event.
+    pub fn outbound<T: Serialize + ?Sized>(
+        self,
+        dst: &mut BytesMut,
+        pattern_json: &str,
+        data: &T,
+        metadata: Option<&[u8]>,
+        id: Option<u64>,
+    ) -> Result<(), serde_json::Error> {
+        // The payload is serialised first (it may fail); the packet is then written in one go.
+        let data = serde_json::to_vec(data)?;
+        let mut id_text = itoa::Buffer::new();
+        let id_text: &[u8] = id.map_or(b"", |id| id_text.format(id).as_bytes());
+        // Absent optional fields are empty parts: no allocation on the client's send path.
+        let (meta_key, metadata): (&[u8], &[u8]) = match metadata {
+            Some(m) => (b",\"metadata\":", m),
+            None => (b"", b""),
+        };
+        let (id_open, id_close): (&[u8], &[u8]) = match id {
+            Some(_) => (b",\"id\":\"", b"\""),
+            None => (b"", b""),
+        };
+        self.put(
+            dst,
+            &[
+                b"{\"pattern\":",
+                pattern_json.as_bytes(),
+                b",\"data\":",
+                &data,
+                meta_key,
+                metadata,
+                id_open,
+                id_text,
+                id_close,
                 b"}",
             ],
-        ),
-        None => encode_frame_parts(dst, &[b"{\"isDisposed\":true,\"id\":", id, b"}"]),
+        );
+        Ok(())
     }
 }
 
-/// `{"response":R,"id":ID}`: a streamed item that is not the last.
+/// [`Wire::response`] on TCP: `{"response":R,"isDisposed":true,"id":ID}` framed.
+pub fn encode_response(dst: &mut BytesMut, response: Option<&[u8]>, id: &[u8]) {
+    Wire::Tcp.response(dst, response, id)
+}
+
+/// [`Wire::stream_item`] on TCP: `{"response":R,"id":ID}` framed.
 pub fn encode_stream_item(dst: &mut BytesMut, response: &[u8], id: &[u8]) {
-    encode_frame_parts(dst, &[b"{\"response\":", response, b",\"id\":", id, b"}"]);
+    Wire::Tcp.stream_item(dst, response, id)
 }
 
-/// `{"err":E,"isDisposed":true,"id":ID}`.
+/// [`Wire::error`] on TCP: `{"err":E,"isDisposed":true,"id":ID}` framed.
 pub fn encode_error(dst: &mut BytesMut, err: &[u8], id: &[u8]) {
-    encode_frame_parts(
-        dst,
-        &[b"{\"err\":", err, b",\"isDisposed\":true,\"id\":", id, b"}"],
-    );
+    Wire::Tcp.error(dst, err, id)
 }
 
-/// Nest's exact no-handler reply: `{"id":ID,"status":"error","err":"There is no …"}`.
+/// [`Wire::no_handler`] on TCP: Nest's no-handler reply, framed.
 pub fn encode_no_handler(dst: &mut BytesMut, id: &[u8]) {
-    encode_frame_parts(
-        dst,
-        &[
-            b"{\"id\":",
-            id,
-            b",\"status\":\"error\",\"err\":\"",
-            NO_HANDLER_MESSAGE.as_bytes(),
-            b"\"}",
-        ],
-    );
+    Wire::Tcp.no_handler(dst, id)
 }
 
-/// `{"pattern":P,"data":D,"id":"ID"}` (a request) or, with `id = None`, an event.
+/// `{"pattern":P,"data":D,"id":"ID"}` (a request) or, with `id = None`, an event, framed.
 pub fn encode_outbound<T: Serialize + ?Sized>(
     dst: &mut BytesMut,
     pattern_json: &str,
     data: &T,
     id: Option<u64>,
 ) -> Result<(), serde_json::Error> {
-    encode_outbound_with_metadata(dst, pattern_json, data, None, id)
+    Wire::Tcp.outbound(dst, pattern_json, data, None, id)
 }
 
 /// Like [`encode_outbound`], with a `metadata` object (raw JSON) between `data` and `id`,
@@ -235,35 +333,7 @@ pub fn encode_outbound_with_metadata<T: Serialize + ?Sized>(
     metadata: Option<&[u8]>,
     id: Option<u64>,
 ) -> Result<(), serde_json::Error> {
-    // The payload is serialised first (it may fail); the frame is then written in one go.
-    let data = serde_json::to_vec(data)?;
-    let mut id_text = itoa::Buffer::new();
-    let id_text: &[u8] = id.map_or(b"", |id| id_text.format(id).as_bytes());
-    // Absent optional fields are empty parts: no allocation on the client's send path.
-    let (meta_key, metadata): (&[u8], &[u8]) = match metadata {
-        Some(m) => (b",\"metadata\":", m),
-        None => (b"", b""),
-    };
-    let (id_open, id_close): (&[u8], &[u8]) = match id {
-        Some(_) => (b",\"id\":\"", b"\""),
-        None => (b"", b""),
-    };
-    encode_frame_parts(
-        dst,
-        &[
-            b"{\"pattern\":",
-            pattern_json.as_bytes(),
-            b",\"data\":",
-            &data,
-            meta_key,
-            metadata,
-            id_open,
-            id_text,
-            id_close,
-            b"}",
-        ],
-    );
-    Ok(())
+    Wire::Tcp.outbound(dst, pattern_json, data, metadata, id)
 }
 
 /// A reply received by a client, interpreted as Nest's `ClientTCP` interprets it.

@@ -69,6 +69,12 @@ impl Router {
         self.routes.get(key.as_ref())
     }
 
+    /// Every route, with its key (Nest's normalised pattern).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub fn routes(&self) -> impl Iterator<Item = (&RouteKey, &Route)> {
+        self.routes.iter()
+    }
+
     pub fn len(&self) -> usize {
         self.routes.len()
     }

@@ -1,7 +1,12 @@
-//! The client: Nest's `ClientProxy` for `Transport.TCP`.
+//! The client: Nest's `ClientProxy` for `Transport.TCP` (and, with the `nats` feature,
+//! `Transport.NATS`).
 
 mod backoff;
 mod connection;
+mod link;
+#[cfg(feature = "nats")]
+mod nats;
+mod pending;
 mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,7 +20,9 @@ use tokio::net::TcpStream;
 
 use backoff::Backoff;
 pub use backoff::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX};
-use connection::{Completion, Connection};
+use connection::Connection;
+use link::Link;
+use pending::Completion;
 use stream::CallGuard;
 pub use stream::ReplyStream;
 use tokio::sync::Semaphore;
@@ -23,7 +30,7 @@ use tokio::sync::Semaphore;
 use crate::codec::DEFAULT_MAX_FRAME_LEN;
 use crate::error::{ClientError, RemoteError};
 use crate::observe::Observed;
-use crate::packet::encode_outbound_with_metadata;
+use crate::packet::Wire;
 use crate::pattern::IntoPattern;
 use crate::pattern::Pattern;
 use tracing::Instrument;
@@ -63,7 +70,8 @@ struct Inner {
     max_frame_len: usize,
     max_queued_frames: usize,
     next_id: AtomicU64,
-    current: Mutex<Option<Arc<Connection>>>,
+    wire: Wire,
+    current: Mutex<Option<Link>>,
     connecting: tokio::sync::Mutex<()>,
     backoff: Mutex<Backoff>,
     in_flight: Arc<Semaphore>,
@@ -202,6 +210,7 @@ impl ClientBuilder {
     pub fn build(self) -> Client {
         Client {
             inner: Arc::new(Inner {
+                wire: link::wire_for(&self.addr),
                 addr: self.addr,
                 connect_timeout: self.connect_timeout,
                 request_timeout: self.request_timeout,
@@ -276,7 +285,7 @@ impl Client {
         }
     }
 
-    fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Arc<Connection>>> {
+    fn lock_current(&self) -> std::sync::MutexGuard<'_, Option<Link>> {
         self.inner.current.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -284,14 +293,14 @@ impl Client {
         self.inner.backoff.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn live(&self) -> Option<Arc<Connection>> {
+    fn live(&self) -> Option<Link> {
         self.lock_current()
             .as_ref()
             .filter(|c| !c.is_closed())
             .cloned()
     }
 
-    async fn connection(&self) -> Result<Arc<Connection>, ClientError> {
+    async fn connection(&self) -> Result<Link, ClientError> {
         if let Some(conn) = self.live() {
             return Ok(conn);
         }
@@ -309,21 +318,9 @@ impl Client {
                 last_error: last_error.to_owned(),
             });
         }
-        let dialed = tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ClientError::ConnectTimeout {
-                addr: addr.clone(),
-                timeout: self.inner.connect_timeout,
-            })
-            .and_then(|r| {
-                r.map_err(|source| ClientError::Connect {
-                    addr: addr.clone(),
-                    source,
-                })
-            });
-        let opened = match dialed {
-            Ok(stream) => self.open(stream).await,
-            Err(e) => Err(e),
+        let opened = match self.inner.wire {
+            Wire::Tcp => self.dial_tcp().await.map(Link::Tcp),
+            Wire::Bare => self.dial_nats().await,
         };
         let conn = match opened {
             Ok(conn) => {
@@ -337,6 +334,39 @@ impl Client {
         };
         *self.lock_current() = Some(conn.clone());
         Ok(conn)
+    }
+
+    async fn dial_tcp(&self) -> Result<Arc<Connection>, ClientError> {
+        let addr = &self.inner.addr;
+        let dialed = tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| ClientError::ConnectTimeout {
+                addr: addr.clone(),
+                timeout: self.inner.connect_timeout,
+            })?
+            .map_err(|source| ClientError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
+        self.open(dialed).await
+    }
+
+    #[cfg(feature = "nats")]
+    async fn dial_nats(&self) -> Result<Link, ClientError> {
+        nats::NatsLink::connect(&self.inner.addr, self.inner.connect_timeout)
+            .await
+            .map(Link::Nats)
+    }
+
+    #[cfg(not(feature = "nats"))]
+    async fn dial_nats(&self) -> Result<Link, ClientError> {
+        Err(ClientError::Connect {
+            addr: self.inner.addr.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "nats:// addresses need nestling's `nats` cargo feature",
+            ),
+        })
     }
 
     /// Starts a connection over a freshly dialled socket, after a TLS handshake if
@@ -367,6 +397,27 @@ impl Client {
         }
         let (rd, wr) = stream.into_split();
         Ok(Connection::start(rd, wr, max_frame_len, queue))
+    }
+
+    /// One outgoing packet (a request with `id`, an event without) in this client's wire
+    /// form, carrying the current trace id in `metadata` if there is one.
+    fn encode<T: Serialize + ?Sized>(
+        &self,
+        pattern: &Pattern,
+        wire_pattern: &str,
+        data: &T,
+        id: Option<u64>,
+    ) -> Result<BytesMut, ClientError> {
+        let mut packet = BytesMut::new();
+        let metadata = crate::trace::outgoing_metadata();
+        self.inner
+            .wire
+            .outbound(&mut packet, wire_pattern, data, metadata.as_deref(), id)
+            .map_err(|source| ClientError::Encode {
+                pattern: pattern.to_string(),
+                source,
+            })?;
+        Ok(packet)
     }
 
     fn closed(&self, reason: String) -> ClientError {
@@ -441,17 +492,17 @@ impl Client {
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let frame = encode(pattern, pattern.as_json(), data, Some(id))?;
+        let packet = self.encode(pattern, pattern.as_json(), data, Some(id))?;
         // The slot is held until the reply (or failure) arrives.
         let _slot = self.inner.in_flight.acquire().await;
-        let conn = self.connection().await?;
-        let done = conn.register(id).map_err(|r| self.closed(r))?;
+        let link = self.connection().await?;
+        let done = link.calls().register(id).map_err(|r| self.closed(r))?;
         let mut guard = CallGuard {
-            conn: conn.clone(),
+            calls: link.calls().clone(),
             id,
             armed: true,
         };
-        conn.write(frame.freeze())
+        link.request(pattern, id, packet.freeze())
             .await
             .map_err(|r| self.closed(r))?;
         let completion = done.await;
@@ -483,6 +534,9 @@ impl Client {
                 })
             }
             Completion::Closed(reason) => Err(self.closed(reason)),
+            Completion::NoResponders => Err(ClientError::NoResponders {
+                pattern: pattern.to_string(),
+            }),
         }
     }
 
@@ -515,7 +569,7 @@ impl Client {
     {
         let pattern = to_pattern(pattern)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode(&pattern, pattern.as_json(), data, Some(id))?;
+        let packet = self.encode(&pattern, pattern.as_json(), data, Some(id))?;
         let slot = self
             .inner
             .in_flight
@@ -523,14 +577,17 @@ impl Client {
             .acquire_owned()
             .await
             .map_err(|_| self.closed("client closed".into()))?;
-        let conn = self.connection().await?;
-        let events = conn.register_stream(id).map_err(|r| self.closed(r))?;
+        let link = self.connection().await?;
+        let events = link
+            .calls()
+            .register_stream(id)
+            .map_err(|r| self.closed(r))?;
         let guard = CallGuard {
-            conn: conn.clone(),
+            calls: link.calls().clone(),
             id,
             armed: true,
         };
-        conn.write(frame.freeze())
+        link.request(&pattern, id, packet.freeze())
             .await
             .map_err(|r| self.closed(r))?;
         Ok(ReplyStream::new(
@@ -558,9 +615,9 @@ impl Client {
         T: Serialize + ?Sized,
     {
         let pattern = to_pattern(pattern)?;
-        let frame = encode(&pattern, pattern.event_json(), data, None)?;
-        let conn = self.connection().await?;
-        conn.write_and_wait(frame.freeze())
+        let packet = self.encode(&pattern, pattern.event_json(), data, None)?;
+        let link = self.connection().await?;
+        link.event(&pattern, packet.freeze())
             .await
             .map_err(|r| self.closed(r))
     }
@@ -573,22 +630,4 @@ fn to_pattern(pattern: impl IntoPattern) -> Result<Pattern, ClientError> {
             pattern: "<unserialisable pattern>".into(),
             source,
         })
-}
-
-/// One outgoing frame (a request with `id`, an event without), carrying the current
-/// trace id in `metadata` if there is one.
-fn encode<T: Serialize + ?Sized>(
-    pattern: &Pattern,
-    wire_pattern: &str,
-    data: &T,
-    id: Option<u64>,
-) -> Result<BytesMut, ClientError> {
-    let mut frame = BytesMut::new();
-    let metadata = crate::trace::outgoing_metadata();
-    encode_outbound_with_metadata(&mut frame, wire_pattern, data, metadata.as_deref(), id)
-        .map_err(|source| ClientError::Encode {
-            pattern: pattern.to_string(),
-            source,
-        })?;
-    Ok(frame)
 }

@@ -8,13 +8,13 @@ use std::task::{Context, Poll};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
-use super::connection::{Connection, StreamEvent};
+use super::pending::{PendingCalls, StreamEvent};
 use crate::error::{ClientError, RemoteError};
 
 /// Removes a call's pending entry if the caller stops waiting (timeout or drop), so a
 /// late reply is discarded.
 pub(crate) struct CallGuard {
-    pub conn: Arc<Connection>,
+    pub calls: Arc<PendingCalls>,
     pub id: u64,
     pub armed: bool,
 }
@@ -22,7 +22,7 @@ pub(crate) struct CallGuard {
 impl Drop for CallGuard {
     fn drop(&mut self) {
         if self.armed {
-            self.conn.forget(self.id);
+            self.calls.forget(self.id);
         }
     }
 }
@@ -124,6 +124,12 @@ impl<R: DeserializeOwned> futures_core::Stream for ReplyStream<R> {
                 Some(Err(ClientError::ConnectionClosed {
                     addr: this.addr.clone(),
                     reason,
+                }))
+            }
+            Some(StreamEvent::NoResponders) => {
+                this.finish();
+                Some(Err(ClientError::NoResponders {
+                    pattern: this.pattern.clone(),
                 }))
             }
             Some(StreamEvent::End) | None => {

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, Semaphore};
 use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{dispatch, ConnCtx};
+use super::dispatch::{dispatch, ConnCtx, Origin};
 use super::{ServerConfig, TlsSettings};
 use crate::codec::NestCodec;
 use crate::packet::parse_inbound;
@@ -81,7 +81,7 @@ async fn serve_halves<R, W>(
     let (tx, rx) = mpsc::channel::<Bytes>(config.max_in_flight_per_connection.max(1));
     let conn = ConnCtx {
         router,
-        peer,
+        origin: Origin::tcp(peer),
         replies: tx,
     };
     let reader = read_loop(rd, &conn, &config, &shutdown);
@@ -125,7 +125,7 @@ async fn read_packets<R: AsyncRead + Unpin>(
     shutdown: &CancellationToken,
     outbox: &mut BytesMut,
 ) {
-    let peer = conn.peer;
+    let peer = conn.origin.peer;
     let mut codec = NestCodec::with_max_frame_len(config.max_frame_len);
     let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight_per_connection.max(1)));

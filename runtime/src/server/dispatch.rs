@@ -1,4 +1,5 @@
-//! packet → router → handler → reply: everything that happens to one decoded frame.
+//! packet → router → handler → reply: everything that happens to one decoded packet,
+//! whichever transport brought it (TCP frames or NATS messages).
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -13,15 +14,57 @@ use crate::context::Context;
 use crate::handler::{HandlerFailure, HandlerOutcome, Reply, ReplyStream, Request};
 use crate::middleware::call_layered;
 use crate::observe::Observed;
-use crate::packet::{
-    encode_error, encode_no_handler, encode_response, encode_stream_item, Inbound,
-};
-use crate::router::{Bound, Router};
+use crate::packet::{Inbound, Wire};
+use crate::router::{Bound, Route, Router};
 
-/// Shared by every packet of one connection.
+/// Where the replies of one request go when they are not ready at once (those that are
+/// ready at once are returned to the transport, which batches them): the connection's
+/// writer on TCP, the request's reply subject on NATS.
+pub(crate) trait ReplySink: Send + Sync + 'static {
+    /// How packets are encoded for this sink.
+    const WIRE: Wire;
+    /// Sends one encoded packet; `false` when nobody can receive it any more.
+    fn send(&self, packet: Bytes) -> impl Future<Output = bool> + Send;
+}
+
+impl ReplySink for mpsc::Sender<Bytes> {
+    const WIRE: Wire = Wire::Tcp;
+    async fn send(&self, packet: Bytes) -> bool {
+        mpsc::Sender::send(self, packet).await.is_ok()
+    }
+}
+
+/// Who sent a packet, as far as the transport knows: becomes the handler's [`Context`].
+#[derive(Clone)]
+pub(crate) struct Origin {
+    pub peer: std::net::SocketAddr,
+    #[cfg(feature = "nats")]
+    pub nats: Option<Arc<crate::context::NatsOrigin>>,
+}
+
+impl Origin {
+    pub fn tcp(peer: std::net::SocketAddr) -> Self {
+        Origin {
+            peer,
+            #[cfg(feature = "nats")]
+            nats: None,
+        }
+    }
+
+    fn context(&self, pattern: Bytes, id: Option<Bytes>, metadata: Option<Bytes>) -> Context {
+        let ctx = Context::new(pattern, self.peer).with_packet(id, metadata);
+        #[cfg(feature = "nats")]
+        if let Some(nats) = &self.nats {
+            return ctx.with_nats(nats.clone());
+        }
+        ctx
+    }
+}
+
+/// Shared by every packet of one TCP connection.
 pub(crate) struct ConnCtx {
     pub router: Arc<Router>,
-    pub peer: std::net::SocketAddr,
+    pub origin: Origin,
     pub replies: mpsc::Sender<Bytes>,
 }
 
@@ -30,10 +73,10 @@ fn as_str(b: &Bytes) -> &str {
     std::str::from_utf8(b).unwrap_or("\u{0}invalid")
 }
 
-/// Routes one packet. Each handler runs inline until it first waits, then on its own task
-/// (see [`run_or_spawn`]), holding `permit` until done. Replies ready at once (plain `fn`
-/// handlers, unknown patterns) are appended to `outbox`, which the connection writes once
-/// per batch of packets read; later replies go through the connection's reply channel.
+/// Routes one packet received on a TCP connection by its `pattern`. Replies ready at once
+/// (plain `fn` handlers, unknown patterns) are appended to `outbox`, which the connection
+/// writes once per batch of packets read; later replies go through the connection's reply
+/// channel.
 pub(crate) fn dispatch(
     conn: &ConnCtx,
     packet: Inbound,
@@ -41,52 +84,19 @@ pub(crate) fn dispatch(
     outbox: &mut BytesMut,
 ) {
     match packet {
-        Inbound::Undefined => no_event_handler(conn, "undefined"),
+        Inbound::Undefined => no_event_handler(&conn.origin, "undefined"),
         Inbound::Event {
             pattern,
             data,
             metadata,
         } => {
             let Some(pattern) = pattern else {
-                return no_event_handler(conn, "undefined");
+                return no_event_handler(&conn.origin, "undefined");
             };
             let Some(route) = conn.router.lookup(as_str(&pattern)) else {
-                return no_event_handler(conn, as_str(&pattern));
+                return no_event_handler(&conn.origin, as_str(&pattern));
             };
-            let trace = crate::trace::from_metadata(metadata.as_deref());
-            let ctx = Context::new(pattern.clone(), conn.peer).with_packet(None, metadata);
-            let request = Request::new(data, ctx);
-            // Nest runs every event handler; an event that hits a message handler runs it
-            // and discards the result.
-            let handlers: Vec<Bound> = if route.events.is_empty() {
-                route.message.iter().cloned().collect()
-            } else {
-                route.events.clone()
-            };
-            let permit = Arc::new(permit);
-            for bound in handlers {
-                let request = request.clone();
-                let permit = permit.clone();
-                let observed =
-                    Observed::request("event", &pattern, None, conn.peer, trace.as_deref());
-                let span = observed.span.clone();
-                run_or_spawn(
-                    crate::trace::maybe_scope(
-                        trace.clone(),
-                        async move {
-                            let outcome = run(&bound, request).await;
-                            if let Err(failure) = &outcome {
-                                log_failure(&bound, failure, "event");
-                            }
-                            observed.finish(outcome_label(&outcome));
-                            drop(permit);
-                            None
-                        }
-                        .instrument(span),
-                    ),
-                    &conn.replies,
-                );
-            }
+            handle_event(route, pattern, data, metadata, &conn.origin, permit);
         }
         Inbound::Request {
             pattern,
@@ -95,59 +105,118 @@ pub(crate) fn dispatch(
             metadata,
         } => {
             let route = pattern.as_ref().and_then(|p| conn.router.lookup(as_str(p)));
-            let Some(route) = route.filter(|r| r.message.is_some() || !r.events.is_empty()) else {
-                encode_no_handler(outbox, &id);
-                return;
-            };
-            let trace = crate::trace::from_metadata(metadata.as_deref());
-            let pattern = pattern.unwrap_or_default();
-            let observed =
-                Observed::request("request", &pattern, Some(&id), conn.peer, trace.as_deref());
-            let span = observed.span.clone();
-            let ctx = Context::new(pattern, conn.peer).with_packet(Some(id.clone()), metadata);
-            let request = Request::new(data, ctx);
             let replies = conn.replies.clone();
-            let message = route.message.clone();
-            let events = route.events.clone();
-            let task = async move {
-                let outcome = match message {
-                    Some(bound) => {
-                        let outcome = run(&bound, request).await;
-                        if let Err(f) = &outcome {
-                            log_failure(&bound, f, "request");
-                        }
-                        outcome
-                    }
-                    None => run_events_as_request(events, request).await,
-                };
-                let label = outcome_label(&outcome);
-                let mut out = BytesMut::new();
-                match outcome {
-                    Ok(Reply::Stream(stream)) => pump_stream(stream, &id, &replies).await,
-                    Ok(Reply::Value(value)) => encode_response(&mut out, value.as_deref(), &id),
-                    Err(failure) => encode_error(&mut out, &failure.wire_json(), &id),
-                }
-                observed.finish(label);
-                drop(permit);
-                (!out.is_empty()).then_some(out)
-            };
-            let task = crate::trace::maybe_scope(trace, task.instrument(span));
-            if let Some(reply) = run_or_spawn(task, &conn.replies) {
+            let request = (pattern.unwrap_or_default(), data, id, metadata);
+            if let Some(reply) = handle_request(route, request, &conn.origin, permit, replies) {
                 outbox.unsplit(reply);
             }
         }
     }
 }
 
+/// Runs every handler of `route` for an event. Nest runs every event handler; an event
+/// that reaches only a message handler runs it and discards the result.
+pub(crate) fn handle_event(
+    route: &Route,
+    pattern: Bytes,
+    data: Option<Bytes>,
+    metadata: Option<Bytes>,
+    origin: &Origin,
+    permit: OwnedSemaphorePermit,
+) {
+    let trace = crate::trace::from_metadata(metadata.as_deref());
+    let request = Request::new(data, origin.context(pattern.clone(), None, metadata));
+    let handlers: &[Bound] = if route.events.is_empty() {
+        route.message.as_slice()
+    } else {
+        &route.events
+    };
+    let permit = Arc::new(permit);
+    for bound in handlers {
+        let (bound, request, permit) = (bound.clone(), request.clone(), permit.clone());
+        let observed = Observed::request("event", &pattern, None, origin.peer, trace.as_deref());
+        let span = observed.span.clone();
+        let task = async move {
+            let outcome = run(&bound, request).await;
+            if let Err(failure) = &outcome {
+                log_failure(&bound, failure, "event");
+            }
+            observed.finish(outcome_label(&outcome));
+            drop(permit);
+            None
+        };
+        let task = crate::trace::maybe_scope(trace.clone(), task.instrument(span));
+        // Nothing to send: the sink type only decides the (unused) encoding.
+        run_or_spawn::<mpsc::Sender<Bytes>>(task, None);
+    }
+}
+
+/// A request's raw `pattern`, `data`, `id` and `metadata`.
+pub(crate) type RequestParts = (Bytes, Option<Bytes>, Bytes, Option<Bytes>);
+
+/// Answers a request with the handlers of `route` (no route: Nest's no-handler error).
+/// Returns the reply if it is ready at once; otherwise the reply goes to `sink` later.
+pub(crate) fn handle_request<S: ReplySink>(
+    route: Option<&Route>,
+    (pattern, data, id, metadata): RequestParts,
+    origin: &Origin,
+    permit: OwnedSemaphorePermit,
+    sink: S,
+) -> Option<BytesMut> {
+    let Some(route) = route.filter(|r| r.message.is_some() || !r.events.is_empty()) else {
+        let mut out = BytesMut::new();
+        S::WIRE.no_handler(&mut out, &id);
+        return Some(out);
+    };
+    let trace = crate::trace::from_metadata(metadata.as_deref());
+    let observed = Observed::request(
+        "request",
+        &pattern,
+        Some(&id),
+        origin.peer,
+        trace.as_deref(),
+    );
+    let span = observed.span.clone();
+    let request = Request::new(data, origin.context(pattern, Some(id.clone()), metadata));
+    let message = route.message.clone();
+    let events = route.events.clone();
+    let sink = Arc::new(sink);
+    let stream_sink = sink.clone();
+    let task = async move {
+        let outcome = match message {
+            Some(bound) => {
+                let outcome = run(&bound, request).await;
+                if let Err(f) = &outcome {
+                    log_failure(&bound, f, "request");
+                }
+                outcome
+            }
+            None => run_events_as_request(events, request).await,
+        };
+        let label = outcome_label(&outcome);
+        let mut out = BytesMut::new();
+        match outcome {
+            Ok(Reply::Stream(stream)) => pump_stream(stream, &id, &*stream_sink).await,
+            Ok(Reply::Value(value)) => S::WIRE.response(&mut out, value.as_deref(), &id),
+            Err(failure) => S::WIRE.error(&mut out, &failure.wire_json(), &id),
+        }
+        observed.finish(label);
+        drop(permit);
+        (!out.is_empty()).then_some(out)
+    };
+    let task = crate::trace::maybe_scope(trace, task.instrument(span));
+    run_or_spawn(task, Some(sink))
+}
+
 /// Sends a streamed reply with Nest's completion rules: completion is merged into the last
 /// item when the stream ends right after it (Nest: in the same tick), and sent as its own
 /// `{"isDisposed":true}` packet when the stream ends later; an error ends the stream with
 /// `{"err":…,"isDisposed":true}`; an empty stream sends only the completion.
-async fn pump_stream(mut stream: ReplyStream, id: &Bytes, replies: &mpsc::Sender<Bytes>) {
-    let send = |frame: BytesMut| replies.send(frame.freeze());
+async fn pump_stream<S: ReplySink>(mut stream: ReplyStream, id: &Bytes, sink: &S) {
+    let send = |frame: BytesMut| sink.send(frame.freeze());
     let item = |value: &[u8]| {
         let mut out = BytesMut::new();
-        encode_stream_item(&mut out, value, id);
+        S::WIRE.stream_item(&mut out, value, id);
         out
     };
     // An item received but not yet written: it may turn out to be the last.
@@ -162,7 +231,7 @@ async fn pump_stream(mut stream: ReplyStream, id: &Bytes, replies: &mpsc::Sender
                 None => {
                     // More is not ready now: the held item is not the last one.
                     if let Some(v) = held.take() {
-                        if send(item(&v)).await.is_err() {
+                        if !send(item(&v)).await {
                             return;
                         }
                     }
@@ -191,21 +260,21 @@ async fn pump_stream(mut stream: ReplyStream, id: &Bytes, replies: &mpsc::Sender
                     tracing::error!("stream reply failed: {cause}");
                 }
                 if let Some(prev) = held.take() {
-                    if send(item(&prev)).await.is_err() {
+                    if !send(item(&prev)).await {
                         return;
                     }
                 }
-                encode_error(&mut out, &failure.wire_json(), id);
-                let _ = send(out).await;
+                S::WIRE.error(&mut out, &failure.wire_json(), id);
+                send(out).await;
                 return;
             }
             None => {
-                encode_response(&mut out, held.take().as_deref(), id);
-                let _ = send(out).await;
+                S::WIRE.response(&mut out, held.take().as_deref(), id);
+                send(out).await;
                 return;
             }
         }
-        if send(out).await.is_err() {
+        if !send(out).await {
             return;
         }
     }
@@ -249,29 +318,28 @@ async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
 }
 
 /// Nest's log line for an event nobody handles (the event is dropped).
-fn no_event_handler(conn: &ConnCtx, pattern: &str) {
-    tracing::error!(peer = %conn.peer, %pattern, "There is no matching event handler defined in the remote service. Event pattern: {pattern}");
+pub(crate) fn no_event_handler(origin: &Origin, pattern: &str) {
+    tracing::error!(peer = %origin.peer, %pattern, "There is no matching event handler defined in the remote service. Event pattern: {pattern}");
 }
 
 /// Polls `task` once right here and spawns it only if it is not done: a handler that
 /// completes without waiting (every plain `fn` handler) is answered without the cost of a
-/// task spawn and a context switch, and its reply is returned for the caller's outbox. A
+/// task spawn and a context switch, and its reply is returned for the caller to send. A
 /// pending task registered its interest with a no-op waker; the runtime polls it again at
-/// once after the spawn, with a real one, and its reply then goes through `replies`.
-fn run_or_spawn(
+/// once after the spawn, with a real one, and its reply then goes to `sink`.
+fn run_or_spawn<S: ReplySink>(
     task: impl Future<Output = Option<BytesMut>> + Send + 'static,
-    replies: &mpsc::Sender<Bytes>,
+    sink: Option<Arc<S>>,
 ) -> Option<BytesMut> {
     let mut task = Box::pin(task);
     let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
     match task.as_mut().poll(&mut cx) {
         std::task::Poll::Ready(reply) => reply,
         std::task::Poll::Pending => {
-            let replies = replies.clone();
             tokio::spawn(async move {
-                if let Some(reply) = task.await {
-                    // A send error means the connection is gone; the reply has nowhere to go.
-                    let _ = replies.send(reply.freeze()).await;
+                if let (Some(reply), Some(sink)) = (task.await, sink) {
+                    // `false` means the peer is gone; the reply has nowhere to go.
+                    sink.send(reply.freeze()).await;
                 }
             });
             None

@@ -3,6 +3,8 @@
 mod config;
 mod connection;
 mod dispatch;
+#[cfg(feature = "nats")]
+pub(crate) mod nats;
 
 use std::any::TypeId;
 use std::collections::HashMap;

@@ -1,0 +1,134 @@
+//! The client's NATS link (Nest's `ClientNats`): requests are published on the pattern's
+//! subject with a reply subject of their own, `<inbox>.<id>`; one wildcard subscription
+//! `<inbox>.*` receives every reply and routes it by the id in its subject.
+//!
+//! Nest's client opens a subscription per request; one shared subscription is equivalent
+//! on the wire (a reply subject is just a subject) and costs nothing per call.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+
+use super::pending::PendingCalls;
+use crate::error::ClientError;
+use crate::packet::parse_reply;
+use crate::pattern::Pattern;
+
+pub(crate) struct NatsLink {
+    pub calls: Arc<PendingCalls>,
+    client: async_nats::Client,
+    /// This link's reply subject prefix, `_INBOX.<unique>`.
+    inbox: String,
+    replies: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for NatsLink {
+    fn drop(&mut self) {
+        self.replies.abort();
+    }
+}
+
+impl NatsLink {
+    /// Connects to the NATS server(s) at `url` (`nats://host:port`, several separated by
+    /// commas) and subscribes to this link's reply subjects.
+    pub async fn connect(url: &str, timeout: Duration) -> Result<Arc<Self>, ClientError> {
+        let failed = |e: &dyn std::fmt::Display| ClientError::Connect {
+            addr: url.to_owned(),
+            source: std::io::Error::other(e.to_string()),
+        };
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(timeout)
+            .name("nestling client")
+            .connect(url)
+            .await
+            .map_err(|e| failed(&e))?;
+        let inbox = client.new_inbox();
+        let subscription = client
+            .subscribe(format!("{inbox}.*"))
+            .await
+            .map_err(|e| failed(&e))?;
+        let calls = Arc::new(PendingCalls::default());
+        let replies = tokio::spawn(route_replies(subscription, calls.clone(), inbox.len() + 1));
+        Ok(Arc::new(NatsLink {
+            calls,
+            client,
+            inbox,
+            replies,
+        }))
+    }
+
+    /// Whether the link was closed (the NATS client itself reconnects on its own).
+    pub fn is_closed(&self) -> bool {
+        self.replies.is_finished()
+    }
+
+    /// Ends the link, failing every pending call with `reason`.
+    pub fn close(&self, reason: String) {
+        self.calls.close(&reason);
+        self.replies.abort();
+    }
+
+    /// Publishes request `id` on its pattern's subject, replies to `<inbox>.<id>`.
+    pub async fn request(&self, pattern: &Pattern, id: u64, packet: Bytes) -> Result<(), String> {
+        let reply = format!("{}.{id}", self.inbox);
+        self.client
+            .publish_with_reply(subject(pattern), reply, packet)
+            .await
+            .map_err(|e| format!("NATS publish failed: {e}"))
+    }
+
+    /// Publishes an event and waits until the NATS client has written it (as `emit` over
+    /// TCP resolves once the frame is handed to the socket).
+    pub async fn event(&self, pattern: &Pattern, packet: Bytes) -> Result<(), String> {
+        self.client
+            .publish(subject(pattern), packet)
+            .await
+            .map_err(|e| format!("NATS publish failed: {e}"))?;
+        self.client
+            .flush()
+            .await
+            .map_err(|e| format!("NATS flush failed: {e}"))
+    }
+}
+
+/// The subject Nest's `ClientNats` publishes a pattern on: its normalised route form
+/// (`sum`, `{"cmd":"sum"}`, `42`).
+pub(crate) fn subject(pattern: &Pattern) -> String {
+    let text = pattern.event_json();
+    serde_json::from_str::<String>(text).unwrap_or_else(|_| text.to_owned())
+}
+
+/// Routes every message on `<inbox>.*` to the call named by the subject's last token.
+async fn route_replies(
+    mut subscription: async_nats::Subscriber,
+    calls: Arc<PendingCalls>,
+    prefix_len: usize,
+) {
+    while let Some(message) = subscription.next().await {
+        let Some(id) = message
+            .subject
+            .get(prefix_len..)
+            .and_then(|token| token.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        // An empty message is the server's "no responders" status (or an empty reply,
+        // which Nest's client also reports as "no subscribers").
+        if message.payload.is_empty()
+            || message.status == Some(async_nats::StatusCode::NO_RESPONDERS)
+        {
+            calls.no_responders(id);
+            continue;
+        }
+        match parse_reply(&message.payload) {
+            Ok(reply) => calls.on_reply_for(id, reply),
+            Err(e) => {
+                tracing::warn!(subject = %message.subject, "unusable NATS reply: {e}");
+                calls.fail(id, &format!("the reply was unusable: {e}"));
+            }
+        }
+    }
+    calls.close("the NATS connection was closed");
+}
