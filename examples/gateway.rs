@@ -12,7 +12,9 @@
 //! ```
 //!
 //! Run: `cargo run --example gateway`, then `curl 'http://127.0.0.1:3000/sum?num=1,2,3'`.
-//! Env: `PORT` (3000), `USER_SERVICE_HOST` (127.0.0.1), `USER_SERVICE_PORT` (8888).
+//! Env: `PORT` (3000), `USER_SERVICE_HOST` (127.0.0.1), `USER_SERVICE_PORT` (8888),
+//! `REQUEST_TIMEOUT_MS` (10000). With `NATS_URL=nats://127.0.0.1:4222` the same client
+//! calls the user service (Rust or Nest, one instance or a queue group) over NATS.
 
 use std::time::Duration;
 
@@ -33,6 +35,10 @@ pub trait UserService {
     /// Logs a line on the service.
     #[event_pattern("log")]
     async fn log(text: String);
+
+    /// Which instance answered.
+    #[message_pattern("whoami")]
+    async fn whoami() -> String;
 }
 
 #[derive(Deserialize)]
@@ -57,7 +63,8 @@ fn service_error(e: ClientError) -> (StatusCode, String) {
         ClientError::Connect { .. }
         | ClientError::Unavailable { .. }
         | ClientError::ConnectTimeout { .. }
-        | ClientError::ConnectionClosed { .. } => StatusCode::SERVICE_UNAVAILABLE,
+        | ClientError::ConnectionClosed { .. }
+        | ClientError::NoResponders { .. } => StatusCode::SERVICE_UNAVAILABLE,
         ClientError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
         _ => StatusCode::BAD_GATEWAY,
     };
@@ -81,6 +88,10 @@ async fn sum(
     Ok(total.to_string())
 }
 
+async fn whoami(State(users): State<UserServiceClient>) -> Result<String, (StatusCode, String)> {
+    users.whoami().await.map_err(service_error)
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -90,19 +101,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-    let service = format!(
-        "{}:{}",
-        env("USER_SERVICE_HOST", "127.0.0.1"),
-        env("USER_SERVICE_PORT", "8888")
-    );
+    // A `nats://` address selects the NATS transport; nothing else changes.
+    let service = std::env::var("NATS_URL").unwrap_or_else(|_| {
+        format!(
+            "{}:{}",
+            env("USER_SERVICE_HOST", "127.0.0.1"),
+            env("USER_SERVICE_PORT", "8888")
+        )
+    });
+    let timeout_ms: u64 = env("REQUEST_TIMEOUT_MS", "10000").parse()?;
     // Like Nest's ClientsModule the connection opens on first use; unlike Nest, a dead
     // service fails fast instead of hanging the HTTP request.
     let client = Client::builder(service)
         .connect_timeout(Duration::from_secs(2))
-        .request_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_millis(timeout_ms)))
         .build();
     let app = Router::new()
         .route("/sum", get(sum))
+        .route("/whoami", get(whoami))
         .with_state(UserServiceClient::new(client));
     let listener = tokio::net::TcpListener::bind(format!(
         "{}:{}",

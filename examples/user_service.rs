@@ -11,7 +11,13 @@
 //! ```
 //!
 //! Run: `cargo run --example user_service` (HOST/PORT override 127.0.0.1:8888).
+//!
+//! Over NATS instead (the `nats` feature), as one of N instances sharing the load:
+//! `NATS_URL=nats://127.0.0.1:4222 INSTANCE=a cargo run --example user_service`. Instances
+//! join the queue group `NATS_QUEUE` (default `user-service`), so each request reaches one
+//! of them. The controller does not change; only the last lines of `main` do.
 
+use nestling::nats::NatsServe;
 use nestling::Server;
 
 #[derive(Default)]
@@ -30,6 +36,17 @@ impl UserController {
     fn log(&self, text: String) {
         println!("{text}");
     }
+
+    /// Names the instance that answered (`INSTANCE`, default `user-service`): shows how a
+    /// queue group spreads requests.
+    #[message_pattern("whoami")]
+    fn whoami(&self) -> String {
+        std::env::var("INSTANCE").unwrap_or_else(|_| "user-service".into())
+    }
+}
+
+async fn shutdown_signal() {
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 #[tokio::main]
@@ -40,18 +57,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         )
         .with_writer(std::io::stderr)
         .init();
+    let server = Server::builder().build()?;
+    if let Ok(url) = std::env::var("NATS_URL") {
+        let queue = std::env::var("NATS_QUEUE").unwrap_or_else(|_| "user-service".into());
+        let listening = server.listen_nats(NatsServe::new(url).queue(queue)).await?;
+        // Subscribed: requests published from now on reach this instance.
+        println!("READY nats");
+        listening.serve_with_shutdown(shutdown_signal()).await?;
+        return Ok(());
+    }
     let host = std::env::var("HOST").unwrap_or_else(|_| "127.0.0.1".into());
     let port = std::env::var("PORT").unwrap_or_else(|_| "8888".into());
-    let listening = Server::builder()
-        .build()?
-        .listen(format!("{host}:{port}"))
-        .await?;
+    let listening = server.listen(format!("{host}:{port}")).await?;
     // Tests and scripts wait for this line (the bound port, so PORT=0 works).
     println!("READY {}", listening.local_addr().port());
-    listening
-        .serve_with_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+    listening.serve_with_shutdown(shutdown_signal()).await?;
     Ok(())
 }

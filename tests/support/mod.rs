@@ -314,6 +314,21 @@ impl Proc {
         out
     }
 
+    /// Sends SIGINT (Ctrl-C: the examples shut down gracefully) and waits until it exits.
+    pub async fn interrupt(&mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .args(["-INT", &pid.to_string()])
+                .status();
+        }
+        if tokio::time::timeout(WAIT_TIMEOUT, self.child.wait())
+            .await
+            .is_err()
+        {
+            self.fail("did not exit within the wait timeout after SIGINT");
+        }
+    }
+
     /// Kills the process (SIGKILL) and waits until it is gone.
     pub async fn kill(&mut self) {
         let _ = self.child.start_kill();
@@ -480,6 +495,13 @@ pub async fn example_binary(name: &str) -> PathBuf {
 
 /// Builds and starts example `name` with `PORT=0` plus `env` and waits for `READY <port>`.
 pub async fn spawn_example(name: &str, env: &[(&str, &str)]) -> Proc {
+    let mut proc = start_example(name, env).await;
+    proc.wait_ready().await;
+    proc
+}
+
+/// Builds and starts example `name` with `PORT=0` plus `env`, without waiting for it.
+pub async fn start_example(name: &str, env: &[(&str, &str)]) -> Proc {
     let bin = example_binary(name).await;
     let mut cmd = Command::new(bin);
     cmd.env("HOST", "127.0.0.1")
@@ -489,9 +511,7 @@ pub async fn spawn_example(name: &str, env: &[(&str, &str)]) -> Proc {
     for (k, v) in env {
         cmd.env(k, v);
     }
-    let mut proc = Proc::spawn(format!("example {name}"), cmd);
-    proc.wait_ready().await;
-    proc
+    Proc::spawn(format!("example {name}"), cmd)
 }
 
 // ---------------------------------------------------------------------------------------
