@@ -1,0 +1,402 @@
+//! NATS interop with real NestJS (`tests/nest`, `Transport.NATS`, `@nats-io/transport-node`)
+//! through a real `nats-server`, both directions:
+//!
+//! * Nest's `ClientNats` gets the same answers from a nestling service as from the Nest
+//!   service (requests, object patterns, streams, errors, events with object patterns);
+//! * nestling's `Client` calls the Nest service;
+//! * the raw replies of both services to the same NATS messages are equal byte for byte,
+//!   including messages Nest treats specially (no `id`, not a Nest packet, no reply
+//!   subject, invalid JSON).
+//!
+//! Without `nats-server` or Node these tests print `SKIPPED`; with `CI` set they fail.
+
+#![allow(dead_code)] // support/ serves several test files
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::stream::{self, BoxStream};
+use futures_util::{Stream, StreamExt};
+use nestling::nats::{async_nats, NatsServe};
+use nestling::{Client, ClientError, RpcException, Server};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use support::nats::{
+    require_nats, require_nest_nats, run_nest_nats_client, spawn_nest_nats_service, NatsServer,
+};
+
+/// The handlers of tests/nest/user-service.mjs that these tests use, in Rust.
+#[derive(Default)]
+struct Mirror {
+    store: Arc<Mutex<HashMap<String, Vec<Value>>>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Record {
+    key: String,
+    value: Value,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Recorded {
+    key: String,
+    n: usize,
+}
+
+impl Mirror {
+    fn remember(&self, key: String, value: Value) {
+        let mut store = self.store.lock().unwrap();
+        store.entry(key).or_default().push(value);
+    }
+}
+
+#[nestling::controller]
+impl Mirror {
+    #[message_pattern("sum")]
+    fn sum(&self, nums: Vec<i64>) -> i64 {
+        nums.iter().sum()
+    }
+
+    #[message_pattern({"cmd": "sum"})]
+    fn sum_cmd(&self, nums: Vec<i64>) -> i64 {
+        nums.iter().sum()
+    }
+
+    #[message_pattern("echo")]
+    fn echo(&self, data: Value) -> Value {
+        data
+    }
+
+    #[message_pattern("fail")]
+    fn fail(&self) -> Result<i64, RpcException> {
+        Err(RpcException::new("bad thing"))
+    }
+
+    #[message_pattern("fail_obj")]
+    fn fail_obj(&self) -> Result<i64, RpcException> {
+        Err(RpcException::new(json!({"code": 42, "message": "m"})))
+    }
+
+    #[message_pattern("boom")]
+    fn boom(&self) -> Result<i64, String> {
+        Err("boom".into())
+    }
+
+    #[message_pattern("count")]
+    fn count(&self, n: u32) -> impl Stream<Item = u32> {
+        stream::iter(1..=n)
+    }
+
+    /// `interval(5).pipe(take(n))`, completing 20 ms after the last item.
+    #[message_pattern("ticks")]
+    async fn ticks(&self, n: u32) -> BoxStream<'static, u32> {
+        stream::unfold(0u32, move |i| async move {
+            if i < n {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                Some((i, i + 1))
+            } else {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                None
+            }
+        })
+        .boxed()
+    }
+
+    #[message_pattern("empty")]
+    fn empty(&self) -> impl Stream<Item = u32> {
+        stream::empty()
+    }
+
+    #[message_pattern("fails_after")]
+    fn fails_after(&self, n: u32) -> impl Stream<Item = Result<u32, RpcException>> {
+        stream::iter(
+            (1..=n)
+                .map(Ok)
+                .chain([Err(RpcException::new("stream broke"))]),
+        )
+    }
+
+    #[event_pattern("record")]
+    fn record(&self, r: Record) {
+        self.remember(r.key, r.value);
+    }
+
+    #[event_pattern("record")]
+    fn record_also(&self, r: Record) {
+        self.remember(format!("{}:also", r.key), r.value);
+    }
+
+    #[event_pattern({"ev": "record", "v": 2})]
+    fn record_obj(&self, r: Record) {
+        self.remember(format!("{}:obj", r.key), r.value);
+    }
+
+    /// Waits (up to 3 s) until `n` values were recorded under `key`; returns them sorted.
+    #[message_pattern("recorded")]
+    async fn recorded(&self, q: Recorded) -> Vec<Value> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        loop {
+            let values = self.store.lock().unwrap().get(&q.key).cloned();
+            let mut values = values.unwrap_or_default();
+            if values.len() >= q.n || tokio::time::Instant::now() > deadline {
+                values.sort_by_key(|v| v.to_string());
+                return values;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// A nestling service with the mirror controller, subscribed on `nats`.
+async fn nestling_service(nats: &NatsServer) -> tokio::task::JoinHandle<()> {
+    let listening = Server::builder()
+        .discover(false)
+        .controller(Mirror::default())
+        .build()
+        .unwrap()
+        .listen_nats(NatsServe::new(nats.url()))
+        .await
+        .unwrap();
+    tokio::spawn(async move {
+        listening.serve().await.unwrap();
+    })
+}
+
+/// Both services, each on a NATS server of its own (they subscribe the same subjects).
+struct Pair {
+    nest_nats: NatsServer,
+    rust_nats: NatsServer,
+    _nest: support::Proc,
+    rust: tokio::task::JoinHandle<()>,
+    node: std::path::PathBuf,
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        self.rust.abort();
+    }
+}
+
+async fn pair(test: &str) -> Option<Pair> {
+    let bin = require_nats(test)?;
+    let node = require_nest_nats(test)?;
+    let nest_nats = NatsServer::start(&bin).await;
+    let rust_nats = NatsServer::start(&bin).await;
+    let nest = spawn_nest_nats_service(&node, &nest_nats.url(), None, None).await;
+    let rust = nestling_service(&rust_nats).await;
+    Some(Pair {
+        nest_nats,
+        rust_nats,
+        _nest: nest,
+        rust,
+        node,
+    })
+}
+
+async fn nest_client(node: &Path, nats: &NatsServer, ops: &Value) -> Value {
+    let out = run_nest_nats_client(node, &nats.url(), &ops.to_string()).await;
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("client.mjs printed {out:?}: {e}"))
+}
+
+#[tokio::test]
+async fn nest_client_gets_the_same_answers_from_nestling_as_from_nest() {
+    let Some(p) = pair("nest_client_gets_the_same_answers_from_nestling_as_from_nest").await else {
+        return;
+    };
+    let calls = json!([
+        {"op": "send", "pattern": "sum", "data": [1, 2, 3]},
+        {"op": "send", "pattern": {"cmd": "sum"}, "data": [4, 5]},
+        {"op": "send", "pattern": "echo", "data": {"text": "求和1111 😀", "n": [1.5, null, true]}},
+        {"op": "send", "pattern": "fail", "data": null},
+        {"op": "send", "pattern": "fail_obj", "data": null},
+        {"op": "send", "pattern": "boom", "data": null},
+        {"op": "collect", "pattern": "count", "data": 3},
+        {"op": "collect", "pattern": "ticks", "data": 3},
+        {"op": "collect", "pattern": "empty", "data": null},
+        {"op": "collect", "pattern": "fails_after", "data": 2},
+        {"op": "send", "pattern": "nobody_serves_this", "data": 1},
+        {"op": "emit", "pattern": "record", "data": {"key": "k1", "value": "求和"}},
+        {"op": "emit", "pattern": {"v": 2, "ev": "record"}, "data": {"key": "k2", "value": 2}},
+    ]);
+    let from_nest = nest_client(&p.node, &p.nest_nats, &calls).await;
+    let from_rust = nest_client(&p.node, &p.rust_nats, &calls).await;
+    eprintln!("Nest ClientNats -> Nest:     {from_nest}");
+    eprintln!("Nest ClientNats -> nestling: {from_rust}");
+    assert_eq!(from_rust, from_nest);
+    assert_eq!(from_nest[0], json!({"ok": 6}), "sanity: {from_nest}");
+
+    // The events arrived, the string and the object pattern alike, to every handler.
+    let check = json!([
+        {"op": "send", "pattern": "recorded", "data": {"key": "k1", "n": 1}},
+        {"op": "send", "pattern": "recorded", "data": {"key": "k1:also", "n": 1}},
+        {"op": "send", "pattern": "recorded", "data": {"key": "k2:obj", "n": 1}},
+    ]);
+    let from_nest = nest_client(&p.node, &p.nest_nats, &check).await;
+    let from_rust = nest_client(&p.node, &p.rust_nats, &check).await;
+    assert_eq!(from_rust, from_nest);
+    assert_eq!(
+        from_nest,
+        json!([{"ok": ["求和"]}, {"ok": ["求和"]}, {"ok": [2]}])
+    );
+}
+
+#[tokio::test]
+async fn nestling_client_calls_nest_over_nats() {
+    let test = "nestling_client_calls_nest_over_nats";
+    let Some(bin) = require_nats(test) else {
+        return;
+    };
+    let Some(node) = require_nest_nats(test) else {
+        return;
+    };
+    let nats = NatsServer::start(&bin).await;
+    let _nest = spawn_nest_nats_service(&node, &nats.url(), None, None).await;
+    let client = Client::builder(nats.url())
+        .request_timeout(Some(Duration::from_secs(10)))
+        .build();
+
+    let sum: i64 = client.send("sum", &[1, 2, 3]).await.unwrap();
+    assert_eq!(sum, 6);
+    let sum: i64 = client.send(json!({"cmd": "sum"}), &[4, 5]).await.unwrap();
+    assert_eq!(sum, 9);
+    let echoed: Value = client.send("echo", &json!({"t": "求和😀"})).await.unwrap();
+    assert_eq!(echoed, json!({"t": "求和😀"}));
+    let items: Vec<u32> = client
+        .send_stream::<_, _, u32>("ticks", &3)
+        .await
+        .unwrap()
+        .map(|i| i.unwrap())
+        .collect()
+        .await;
+    assert_eq!(items, [0, 1, 2]);
+    match client.send::<_, _, i64>("fail_obj", &()).await {
+        Err(ClientError::Remote { error, .. }) => {
+            assert_eq!(error.value(), &json!({"code": 42, "message": "m"}))
+        }
+        other => panic!("expected Nest's error, got {other:?}"),
+    }
+    match client.send::<_, _, i64>("nobody_serves_this", &1).await {
+        Err(ClientError::NoResponders { .. }) => {}
+        other => panic!("expected NoResponders, got {other:?}"),
+    }
+    client
+        .emit("record", &json!({"key": "r1", "value": 1}))
+        .await
+        .unwrap();
+    client
+        .emit(
+            json!({"ev": "record", "v": 2}),
+            &json!({"key": "r2", "value": 2}),
+        )
+        .await
+        .unwrap();
+    let got: Vec<Value> = client
+        .send("recorded", &json!({"key": "r1:also", "n": 1}))
+        .await
+        .unwrap();
+    assert_eq!(got, [json!(1)]);
+    let got: Vec<Value> = client
+        .send("recorded", &json!({"key": "r2:obj", "n": 1}))
+        .await
+        .unwrap();
+    assert_eq!(got, [json!(2)]);
+}
+
+/// Publishes `payload` on `subject` (with a reply subject unless `reply` is false) and
+/// collects the reply payloads until one has `isDisposed` or 300 ms pass without one.
+async fn exchange(nats: &NatsServer, subject: &str, payload: &[u8], reply: bool) -> Vec<String> {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let inbox = client.new_inbox();
+    let mut sub = client.subscribe(inbox.clone()).await.unwrap();
+    let subject = subject.to_owned();
+    let payload = payload.to_vec();
+    if reply {
+        client
+            .publish_with_reply(subject, inbox, payload.into())
+            .await
+            .unwrap();
+    } else {
+        client.publish(subject, payload.into()).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let mut replies = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(300), sub.next()).await {
+        let text = String::from_utf8_lossy(&m.payload).into_owned();
+        let done = text.contains("\"isDisposed\":true") || text.contains("\"err\"");
+        replies.push(text);
+        if done {
+            break;
+        }
+    }
+    replies
+}
+
+#[tokio::test]
+async fn raw_replies_match_nest_byte_for_byte() {
+    let Some(p) = pair("raw_replies_match_nest_byte_for_byte").await else {
+        return;
+    };
+    let cases: &[(&str, &str, bool)] = &[
+        ("sum", r#"{"pattern":"sum","data":[1,2,3],"id":"a1"}"#, true),
+        (
+            r#"{"cmd":"sum"}"#,
+            r#"{"pattern":{"cmd":"sum"},"data":[4,5],"id":"a2"}"#,
+            true,
+        ),
+        (
+            "echo",
+            r#"{"pattern":"echo","data":"求和😀","id":"a3"}"#,
+            true,
+        ),
+        ("echo", r#"{"pattern":"echo","data":null,"id":"a4"}"#, true),
+        ("fail", r#"{"pattern":"fail","data":null,"id":"a5"}"#, true),
+        (
+            "fail_obj",
+            r#"{"pattern":"fail_obj","data":null,"id":"a6"}"#,
+            true,
+        ),
+        ("boom", r#"{"pattern":"boom","data":null,"id":"a7"}"#, true),
+        ("count", r#"{"pattern":"count","data":3,"id":"a8"}"#, true),
+        ("ticks", r#"{"pattern":"ticks","data":2,"id":"a9"}"#, true),
+        (
+            "empty",
+            r#"{"pattern":"empty","data":null,"id":"b1"}"#,
+            true,
+        ),
+        (
+            "fails_after",
+            r#"{"pattern":"fails_after","data":2,"id":"b2"}"#,
+            true,
+        ),
+        // The subject routes, not the body's pattern.
+        ("sum", r#"{"pattern":"echo","data":[2,2],"id":"b3"}"#, true),
+        // A number id is echoed as a number.
+        ("sum", r#"{"pattern":"sum","data":[1],"id":7}"#, true),
+        // No `id`: an event, never answered.
+        ("sum", r#"{"pattern":"sum","data":[1,2]}"#, true),
+        // Not a Nest packet: handed whole to the subject's handler as an event.
+        ("sum", r#"[1,2,3]"#, true),
+        ("echo", r#"{"id":"c1","hello":1}"#, true),
+        // No reply subject: the handler runs, the reply goes nowhere.
+        ("sum", r#"{"pattern":"sum","data":[1],"id":"c2"}"#, false),
+        // Invalid JSON: dropped with a log line; the service goes on.
+        ("sum", r#"{"pattern":"sum","#, true),
+        ("sum", r#"{"pattern":"sum","data":[40,2],"id":"c3"}"#, true),
+    ];
+    let mut mismatches = Vec::new();
+    for (subject, payload, reply) in cases {
+        let nest = exchange(&p.nest_nats, subject, payload.as_bytes(), *reply).await;
+        let rust = exchange(&p.rust_nats, subject, payload.as_bytes(), *reply).await;
+        eprintln!("{subject} {payload}\n  nest:     {nest:?}\n  nestling: {rust:?}");
+        if nest != rust {
+            mismatches.push(format!(
+                "{subject} {payload}: nest {nest:?} vs nestling {rust:?}"
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+}
