@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{stream, Stream, StreamExt};
-use nestling::nats::NatsServe;
+use nestling::nats::{async_nats, NatsServe};
 use nestling::{Client, ClientError, Context, RpcException, Server};
 use serde_json::{json, Value};
 use support::nats::{require_nats, NatsServer};
@@ -50,6 +50,13 @@ impl Users {
     #[message_pattern("where")]
     fn where_(&self, ctx: &Context) -> Value {
         json!({"subject": ctx.subject(), "pattern": ctx.pattern()})
+    }
+
+    /// The value of header `x-tenant`, if the message had it.
+    #[message_pattern("tenant")]
+    fn tenant(&self, ctx: &Context) -> Option<String> {
+        let headers = ctx.nats_headers()?;
+        headers.get("x-tenant").map(|v| v.as_str().to_owned())
     }
 
     #[message_pattern("slow")]
@@ -164,4 +171,96 @@ async fn a_pattern_nobody_serves_fails_fast_with_no_responders() {
         other => panic!("expected NoResponders, got {other:?}"),
     }
     assert!(started.elapsed() < Duration::from_secs(5), "not a timeout");
+}
+
+#[tokio::test]
+async fn handlers_see_nats_headers() {
+    let Some(bin) = require_nats("handlers_see_nats_headers") else {
+        return;
+    };
+    let nats = NatsServer::start(&bin).await;
+    let service = serve(&nats, None).await;
+    let raw = async_nats::connect(nats.url()).await.unwrap();
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert("x-tenant", "acme");
+    let request = br#"{"pattern":"tenant","data":null,"id":"1"}"#.to_vec();
+    let reply = raw
+        .request_with_headers("tenant", headers, request.into())
+        .await
+        .unwrap();
+    assert_eq!(
+        &reply.payload[..],
+        br#"{"response":"acme","isDisposed":true,"id":"1"}"#
+    );
+    // Without headers the handler sees none.
+    let none: Option<String> = client(&nats).send("tenant", &()).await.unwrap();
+    assert_eq!(none, None);
+    let _ = service.stop.send(());
+}
+
+#[tokio::test]
+async fn service_and_client_recover_when_the_nats_server_restarts() {
+    let Some(bin) = require_nats("service_and_client_recover_when_the_nats_server_restarts") else {
+        return;
+    };
+    let mut nats = NatsServer::start(&bin).await;
+    let service = serve(&nats, Some("users")).await;
+    let client = client(&nats);
+    let sum: i64 = client.send("sum", &[1, 2]).await.unwrap();
+    assert_eq!(sum, 3);
+
+    nats.restart().await;
+    // Both ends reconnect and the service resubscribes on its own; calls made meanwhile
+    // may fail (timeout or no responders), none hangs past its timeout.
+    let recovered = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let call = client.send_with_timeout::<_, _, i64>(
+                "sum",
+                &[2, 3],
+                Some(Duration::from_millis(500)),
+            );
+            match call.await {
+                Ok(v) => return v,
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    })
+    .await
+    .expect("calls work again within 20 s of the NATS server restarting");
+    assert_eq!(recovered, 5);
+    client.emit("log", "after restart").await.unwrap();
+    support::eventually(Duration::from_secs(5), || {
+        (service.logged.load(Ordering::SeqCst) == 1).then_some(())
+    })
+    .await
+    .expect("the event after the restart was handled");
+    let _ = service.stop.send(());
+    service.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn graceful_stop_answers_requests_already_delivered() {
+    let Some(bin) = require_nats("graceful_stop_answers_requests_already_delivered") else {
+        return;
+    };
+    let nats = NatsServer::start(&bin).await;
+    let service = serve(&nats, Some("users")).await;
+    let client = client(&nats);
+    let slow = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send::<_, _, u64>("slow", &300).await })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let _ = service.stop.send(());
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        300,
+        "the in-flight request was answered"
+    );
+    service.task.await.unwrap().unwrap();
+    // Unsubscribed: nobody serves the pattern any more.
+    match client.send::<_, _, i64>("sum", &[1]).await {
+        Err(ClientError::NoResponders { .. }) => {}
+        other => panic!("expected NoResponders after the stop, got {other:?}"),
+    }
 }
