@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# The same two services scaled out over NATS: a nats-server, N instances of the user
+# microservice in one queue group, and the HTTP gateway calling them over NATS. Calls the
+# gateway's /whoami to show the spread, then /sum once.
+#   scripts/demo-nats.sh            3 instances, keep running until Ctrl-C
+#   INSTANCES=5 scripts/demo-nats.sh
+#   scripts/demo-nats.sh --once     show the spread and stop (a smoke test)
+# Needs nats-server on PATH (Debian/Ubuntu: apt-get install -y nats-server).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NATS_PORT="${NATS_PORT:-4222}"
+GATEWAY_PORT="${GATEWAY_PORT:-3000}"
+INSTANCES="${INSTANCES:-3}"
+NATS_URL="nats://127.0.0.1:$NATS_PORT"
+
+nats_bin=$(command -v nats-server || ls /usr/sbin/nats-server 2>/dev/null || true)
+if [ -z "$nats_bin" ]; then
+  echo "nats-server not found: install it (apt-get install -y nats-server) or put it on PATH" >&2
+  exit 1
+fi
+
+cargo build --quiet --examples
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+trap cleanup EXIT INT TERM
+
+wait_ready() { # file
+  for _ in $(seq 1 100); do grep -q '^READY' "$1" 2>/dev/null && return 0; sleep 0.1; done
+  echo "service did not start; its output:" >&2; cat "$1" >&2; exit 1
+}
+
+log_dir=$(mktemp -d)
+"$nats_bin" -a 127.0.0.1 -p "$NATS_PORT" >"$log_dir/nats.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 100); do grep -q 'Server is ready' "$log_dir/nats.log" && break; sleep 0.1; done
+grep -q 'Server is ready' "$log_dir/nats.log" || { cat "$log_dir/nats.log" >&2; exit 1; }
+
+for i in $(seq 1 "$INSTANCES"); do
+  NATS_URL="$NATS_URL" INSTANCE="user-$i" ./target/debug/examples/user_service \
+    >"$log_dir/user-$i.out" 2>"$log_dir/user-$i.err" &
+  pids+=($!)
+  wait_ready "$log_dir/user-$i.out"
+done
+PORT="$GATEWAY_PORT" NATS_URL="$NATS_URL" ./target/debug/examples/gateway \
+  >"$log_dir/gateway.out" 2>"$log_dir/gateway.err" &
+pids+=($!)
+wait_ready "$log_dir/gateway.out"
+
+echo "nats-server on $NATS_URL, $INSTANCES user service instances (queue group user-service),"
+echo "gateway (HTTP) on 127.0.0.1:$GATEWAY_PORT"
+echo "\$ for i in \$(seq 30); do curl -s http://127.0.0.1:$GATEWAY_PORT/whoami; echo; done | sort | uniq -c"
+for _ in $(seq 30); do curl -sS "http://127.0.0.1:$GATEWAY_PORT/whoami"; echo; done | sort | uniq -c
+echo "\$ curl 'http://127.0.0.1:$GATEWAY_PORT/sum?num=1,2,3'"
+answer=$(curl -sS "http://127.0.0.1:$GATEWAY_PORT/sum?num=1,2,3")
+echo "$answer"
+[ "$answer" = "6" ] || { echo "unexpected answer: $answer" >&2; exit 1; }
+
+if [ "${1:-}" = "--once" ]; then exit 0; fi
+echo
+echo "Try: curl 'http://127.0.0.1:$GATEWAY_PORT/sum?num=10,20,30'; stop an instance (kill ${pids[1]}) and call again."
+echo "(Ctrl-C to stop everything)"
+wait "${pids[0]}"
