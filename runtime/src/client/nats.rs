@@ -132,3 +132,33 @@ async fn route_replies(
     }
     calls.close("the NATS connection was closed");
 }
+
+#[cfg(test)]
+mod tests {
+    use super::subject;
+    use crate::pattern::Pattern;
+    use serde_json::json;
+
+    #[test]
+    fn subjects_are_nests_normalised_patterns() {
+        let cases = [
+            (json!("sum"), "sum"),
+            (json!("user.created"), "user.created"),
+            (json!({"cmd": "sum"}), r#"{"cmd":"sum"}"#),
+            (
+                json!({"op": "add", "cmd": "calc"}),
+                r#"{"cmd":"calc","op":"add"}"#,
+            ),
+            (json!(["arr", 1]), r#"{"0":"arr","1":1}"#),
+            (json!(42), "42"),
+            (json!("求和"), "求和"),
+        ];
+        for (pattern, expected) in cases {
+            assert_eq!(
+                subject(&Pattern::new(&pattern).unwrap()),
+                expected,
+                "{pattern}"
+            );
+        }
+    }
+}

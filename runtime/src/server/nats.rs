@@ -354,3 +354,37 @@ impl ReplySink for Discard {
         false
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::check_subject;
+    use crate::router::Route;
+
+    #[test]
+    fn route_keys_that_cannot_be_subjects_are_refused() {
+        let route = Route::default();
+        for ok in [
+            "sum",
+            "user.created",
+            "user.*",
+            "orders.>",
+            r#"{"cmd":"sum"}"#,
+            "42",
+            "求和",
+        ] {
+            assert!(check_subject(ok, &route).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "a..b",
+            ".a",
+            "a.",
+            "😀 #1",
+            "tab\there",
+            "\u{0}true",
+            "\u{0}null",
+        ] {
+            assert!(check_subject(bad, &route).is_err(), "{bad:?}");
+        }
+    }
+}
