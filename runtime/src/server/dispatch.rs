@@ -143,11 +143,11 @@ pub(crate) fn handle_event(
             }
             observed.finish(outcome_label(&outcome));
             drop(permit);
-            None
+            // Nothing to send (the sink type is only named, never used).
+            None::<(BytesMut, mpsc::Sender<Bytes>)>
         };
         let task = crate::trace::maybe_scope(trace.clone(), task.instrument(span));
-        // Nothing to send: the sink type only decides the (unused) encoding.
-        run_or_spawn::<mpsc::Sender<Bytes>>(task, None);
+        run_or_spawn(task);
     }
 }
 
@@ -180,8 +180,6 @@ pub(crate) fn handle_request<S: ReplySink>(
     let request = Request::new(data, origin.context(pattern, Some(id.clone()), metadata));
     let message = route.message.clone();
     let events = route.events.clone();
-    let sink = Arc::new(sink);
-    let stream_sink = sink.clone();
     let task = async move {
         let outcome = match message {
             Some(bound) => {
@@ -196,16 +194,18 @@ pub(crate) fn handle_request<S: ReplySink>(
         let label = outcome_label(&outcome);
         let mut out = BytesMut::new();
         match outcome {
-            Ok(Reply::Stream(stream)) => pump_stream(stream, &id, &*stream_sink).await,
+            Ok(Reply::Stream(stream)) => pump_stream(stream, &id, &sink).await,
             Ok(Reply::Value(value)) => S::WIRE.response(&mut out, value.as_deref(), &id),
             Err(failure) => S::WIRE.error(&mut out, &failure.wire_json(), &id),
         }
         observed.finish(label);
         drop(permit);
-        (!out.is_empty()).then_some(out)
+        // The sink goes back with the reply: whoever sends it (see `run_or_spawn`) needs
+        // it, and handing it over costs nothing where a shared copy would cost a clone.
+        (!out.is_empty()).then_some((out, sink))
     };
     let task = crate::trace::maybe_scope(trace, task.instrument(span));
-    run_or_spawn(task, Some(sink))
+    run_or_spawn(task)
 }
 
 /// Sends a streamed reply with Nest's completion rules: completion is merged into the last
@@ -326,18 +326,17 @@ pub(crate) fn no_event_handler(origin: &Origin, pattern: &str) {
 /// completes without waiting (every plain `fn` handler) is answered without the cost of a
 /// task spawn and a context switch, and its reply is returned for the caller to send. A
 /// pending task registered its interest with a no-op waker; the runtime polls it again at
-/// once after the spawn, with a real one, and its reply then goes to `sink`.
+/// once after the spawn, with a real one, and then sends its reply to the sink it returns.
 fn run_or_spawn<S: ReplySink>(
-    task: impl Future<Output = Option<BytesMut>> + Send + 'static,
-    sink: Option<Arc<S>>,
+    task: impl Future<Output = Option<(BytesMut, S)>> + Send + 'static,
 ) -> Option<BytesMut> {
     let mut task = Box::pin(task);
     let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
     match task.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(reply) => reply,
+        std::task::Poll::Ready(reply) => reply.map(|(reply, _sink)| reply),
         std::task::Poll::Pending => {
             tokio::spawn(async move {
-                if let (Some(reply), Some(sink)) = (task.await, sink) {
+                if let Some((reply, sink)) = task.await {
                     // `false` means the peer is gone; the reply has nowhere to go.
                     sink.send(reply.freeze()).await;
                 }
