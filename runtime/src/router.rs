@@ -2,6 +2,8 @@
 
 use std::collections::HashMap;
 
+use rustc_hash::FxBuildHasher;
+
 use crate::error::ServerError;
 use crate::handler::{HandlerKind, Instance};
 use crate::middleware::HandlerService;
@@ -35,7 +37,9 @@ pub(crate) struct Route {
 
 #[derive(Default, Clone)]
 pub(crate) struct Router {
-    routes: HashMap<RouteKey, Route>,
+    /// FxHash: the table is built once from the handlers, never from peer input, so
+    /// hash flooding cannot grow it; lookups only probe.
+    routes: HashMap<RouteKey, Route, FxBuildHasher>,
 }
 
 impl Router {

@@ -107,8 +107,8 @@ pub(crate) fn dispatch(
             let route = pattern.as_ref().and_then(|p| conn.router.lookup(as_str(p)));
             let replies = conn.replies.clone();
             let request = (pattern.unwrap_or_default(), data, id, metadata);
-            if let Some(reply) = handle_request(route, request, &conn.origin, permit, replies) {
-                outbox.unsplit(reply);
+            if let Some(answer) = handle_request(route, request, &conn.origin, permit, replies) {
+                answer.encode(Wire::Tcp, outbox);
             }
         }
     }
@@ -131,9 +131,14 @@ pub(crate) fn handle_event(
     } else {
         &route.events
     };
-    let permit = Arc::new(permit);
+    // One handler (the common case) owns the permit; several share it.
+    let (mut own, shared) = match handlers.len() {
+        1 => (Some(permit), None),
+        _ => (None, Some(Arc::new(permit))),
+    };
     for bound in handlers {
-        let (bound, request, permit) = (bound.clone(), request.clone(), permit.clone());
+        let held = (own.take(), shared.clone());
+        let (bound, request) = (bound.clone(), request.clone());
         let observed = Observed::request("event", &pattern, None, origin.peer, trace.as_deref());
         let span = observed.span.clone();
         let task = async move {
@@ -142,9 +147,9 @@ pub(crate) fn handle_event(
                 log_failure(&bound, failure, "event");
             }
             observed.finish(outcome_label(&outcome));
-            drop(permit);
+            drop(held);
             // Nothing to send (the sink type is only named, never used).
-            None::<(BytesMut, mpsc::Sender<Bytes>)>
+            None::<(Answer, mpsc::Sender<Bytes>)>
         };
         let task = crate::trace::maybe_scope(trace.clone(), task.instrument(span));
         run_or_spawn(task);
@@ -154,6 +159,30 @@ pub(crate) fn handle_event(
 /// A request's raw `pattern`, `data`, `id` and `metadata`.
 pub(crate) type RequestParts = (Bytes, Option<Bytes>, Bytes, Option<Bytes>);
 
+/// A request's reply, not yet encoded: the transport writes it where it goes (straight
+/// into a TCP connection's outbox, for replies ready at once).
+pub(crate) struct Answer {
+    id: Bytes,
+    body: AnswerBody,
+}
+
+enum AnswerBody {
+    Value(Option<Vec<u8>>),
+    Error(Vec<u8>),
+    NoHandler,
+}
+
+impl Answer {
+    /// Appends the reply packet to `dst` in `wire`'s form.
+    pub fn encode(&self, wire: Wire, dst: &mut BytesMut) {
+        match &self.body {
+            AnswerBody::Value(value) => wire.response(dst, value.as_deref(), &self.id),
+            AnswerBody::Error(err) => wire.error(dst, err, &self.id),
+            AnswerBody::NoHandler => wire.no_handler(dst, &self.id),
+        }
+    }
+}
+
 /// Answers a request with the handlers of `route` (no route: Nest's no-handler error).
 /// Returns the reply if it is ready at once; otherwise the reply goes to `sink` later.
 pub(crate) fn handle_request<S: ReplySink>(
@@ -162,11 +191,10 @@ pub(crate) fn handle_request<S: ReplySink>(
     origin: &Origin,
     permit: OwnedSemaphorePermit,
     sink: S,
-) -> Option<BytesMut> {
+) -> Option<Answer> {
     let Some(route) = route.filter(|r| r.message.is_some() || !r.events.is_empty()) else {
-        let mut out = BytesMut::new();
-        S::WIRE.no_handler(&mut out, &id);
-        return Some(out);
+        let body = AnswerBody::NoHandler;
+        return Some(Answer { id, body });
     };
     let trace = crate::trace::from_metadata(metadata.as_deref());
     let observed = Observed::request(
@@ -189,20 +217,24 @@ pub(crate) fn handle_request<S: ReplySink>(
                 }
                 outcome
             }
-            None => run_events_as_request(events, request).await,
+            // Rare paths are boxed: every request's future is only as big as the common
+            // path needs, and it is moved (copied) when it is boxed or spawned.
+            None => Box::pin(run_events_as_request(events, request)).await,
         };
         let label = outcome_label(&outcome);
-        let mut out = BytesMut::new();
-        match outcome {
-            Ok(Reply::Stream(stream)) => pump_stream(stream, &id, &sink).await,
-            Ok(Reply::Value(value)) => S::WIRE.response(&mut out, value.as_deref(), &id),
-            Err(failure) => S::WIRE.error(&mut out, &failure.wire_json(), &id),
-        }
+        let body = match outcome {
+            Ok(Reply::Stream(stream)) => {
+                Box::pin(pump_stream(stream, &id, &sink)).await;
+                None
+            }
+            Ok(Reply::Value(value)) => Some(AnswerBody::Value(value)),
+            Err(failure) => Some(AnswerBody::Error(failure.wire_json())),
+        };
         observed.finish(label);
         drop(permit);
         // The sink goes back with the reply: whoever sends it (see `run_or_spawn`) needs
         // it, and handing it over costs nothing where a shared copy would cost a clone.
-        (!out.is_empty()).then_some((out, sink))
+        body.map(|body| (Answer { id, body }, sink))
     };
     let task = crate::trace::maybe_scope(trace, task.instrument(span));
     run_or_spawn(task)
@@ -299,9 +331,8 @@ async fn run_events_as_request(events: Vec<Bound>, request: Request) -> HandlerO
 async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
     let outcome = match &bound.service {
         Some(service) => {
-            AssertUnwindSafe(call_layered(service, request))
-                .catch_unwind()
-                .await
+            // Boxed: middleware futures are big, and most handlers have none.
+            Box::pin(AssertUnwindSafe(call_layered(service, request)).catch_unwind()).await
         }
         None => {
             AssertUnwindSafe((bound.meta.call)(&bound.instance, request))
@@ -328,17 +359,19 @@ pub(crate) fn no_event_handler(origin: &Origin, pattern: &str) {
 /// pending task registered its interest with a no-op waker; the runtime polls it again at
 /// once after the spawn, with a real one, and then sends its reply to the sink it returns.
 fn run_or_spawn<S: ReplySink>(
-    task: impl Future<Output = Option<(BytesMut, S)>> + Send + 'static,
-) -> Option<BytesMut> {
+    task: impl Future<Output = Option<(Answer, S)>> + Send + 'static,
+) -> Option<Answer> {
     let mut task = Box::pin(task);
     let mut cx = std::task::Context::from_waker(futures_util::task::noop_waker_ref());
     match task.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(reply) => reply.map(|(reply, _sink)| reply),
+        std::task::Poll::Ready(reply) => reply.map(|(answer, _sink)| answer),
         std::task::Poll::Pending => {
             tokio::spawn(async move {
-                if let Some((reply, sink)) = task.await {
+                if let Some((answer, sink)) = task.await {
+                    let mut packet = BytesMut::new();
+                    answer.encode(S::WIRE, &mut packet);
                     // `false` means the peer is gone; the reply has nowhere to go.
-                    sink.send(reply.freeze()).await;
+                    sink.send(packet.freeze()).await;
                 }
             });
             None

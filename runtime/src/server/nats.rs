@@ -339,8 +339,11 @@ fn handle_message(
                 client: client.clone(),
                 subject: reply.clone(),
             };
-            handle_request(Some(route), request, &origin, permit, sink)
-                .map(|packet: BytesMut| (reply, packet.freeze()))
+            handle_request(Some(route), request, &origin, permit, sink).map(|answer| {
+                let mut packet = BytesMut::new();
+                answer.encode(Wire::Bare, &mut packet);
+                (reply, packet.freeze())
+            })
         }
     }
 }
