@@ -23,7 +23,22 @@ pub(crate) struct Bound {
 
 impl Bound {
     pub fn describe(&self) -> String {
-        self.controller.describe(self.meta)
+        self.who().describe()
+    }
+
+    /// Which handler this is, for log lines (two pointers: cheap to keep around).
+    pub fn who(&self) -> Who {
+        Who(self.controller, self.meta)
+    }
+}
+
+/// A handler's identity: `Type::method (file:line)` when displayed.
+#[derive(Clone, Copy)]
+pub(crate) struct Who(&'static ControllerMeta, &'static HandlerMeta);
+
+impl Who {
+    pub fn describe(self) -> String {
+        self.0.describe(self.1)
     }
 }
 

@@ -47,10 +47,18 @@ pub(crate) fn outgoing_metadata() -> Option<Vec<u8>> {
 }
 
 /// Runs `f` in trace `trace_id` when there is one.
-pub(crate) async fn maybe_scope<F: Future>(trace_id: Option<Arc<str>>, f: F) -> F::Output {
+///
+/// A plain function returning `Either`, not an `async fn`: an `async fn` would hold `f`
+/// twice (as its argument and in the branch awaiting it), doubling the size of every
+/// request's future, which is copied when it is boxed.
+pub(crate) fn maybe_scope<F: Future>(
+    trace_id: Option<Arc<str>>,
+    f: F,
+) -> futures_util::future::Either<tokio::task::futures::TaskLocalFuture<Arc<str>, F>, F> {
+    use futures_util::future::Either;
     match trace_id {
-        Some(id) => TRACE_ID.scope(id, f).await,
-        None => f.await,
+        Some(id) => Either::Left(TRACE_ID.scope(id, f)),
+        None => Either::Right(f),
     }
 }
 

@@ -11,11 +11,11 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::Instrument;
 
 use crate::context::Context;
-use crate::handler::{HandlerFailure, HandlerOutcome, Reply, ReplyStream, Request};
+use crate::handler::{HandlerFailure, HandlerFuture, HandlerOutcome, Reply, ReplyStream, Request};
 use crate::middleware::call_layered;
 use crate::observe::Observed;
 use crate::packet::{Inbound, Wire};
-use crate::router::{Bound, Route, Router};
+use crate::router::{Bound, Route, Router, Who};
 
 /// Where the replies of one request go when they are not ready at once (those that are
 /// ready at once are returned to the transport, which batches them): the connection's
@@ -138,13 +138,13 @@ pub(crate) fn handle_event(
     };
     for bound in handlers {
         let held = (own.take(), shared.clone());
-        let (bound, request) = (bound.clone(), request.clone());
         let observed = Observed::request("event", &pattern, None, origin.peer, trace.as_deref());
         let span = observed.span.clone();
+        let (running, who) = (start(bound, request.clone()), bound.who());
         let task = async move {
-            let outcome = run(&bound, request).await;
+            let outcome = finish(running).await;
             if let Err(failure) = &outcome {
-                log_failure(&bound, failure, "event");
+                log_failure(who, failure, "event");
             }
             observed.finish(outcome_label(&outcome));
             drop(held);
@@ -206,21 +206,22 @@ pub(crate) fn handle_request<S: ReplySink>(
     );
     let span = observed.span.clone();
     let request = Request::new(data, origin.context(pattern, Some(id.clone()), metadata));
-    let message = route.message.clone();
-    let events = route.events.clone();
+    // The handler starts here: the request moves into the handler's own (boxed) future, so
+    // this task holds a pointer, not the request. The task is copied when it is boxed or
+    // spawned: keep it small (rare paths are boxed too).
+    let (running, who) = match &route.message {
+        Some(bound) => (start(bound, request), Some(bound.who())),
+        None => {
+            let events: HandlerFuture =
+                Box::pin(run_events_as_request(route.events.clone(), request));
+            (AssertUnwindSafe(events).catch_unwind(), None)
+        }
+    };
     let task = async move {
-        let outcome = match message {
-            Some(bound) => {
-                let outcome = run(&bound, request).await;
-                if let Err(f) = &outcome {
-                    log_failure(&bound, f, "request");
-                }
-                outcome
-            }
-            // Rare paths are boxed: every request's future is only as big as the common
-            // path needs, and it is moved (copied) when it is boxed or spawned.
-            None => Box::pin(run_events_as_request(events, request)).await,
-        };
+        let outcome = finish(running).await;
+        if let (Err(failure), Some(who)) = (&outcome, who) {
+            log_failure(who, failure, "request");
+        }
         let label = outcome_label(&outcome);
         let body = match outcome {
             Ok(Reply::Stream(stream)) => {
@@ -320,32 +321,42 @@ async fn run_events_as_request(events: Vec<Bound>, request: Request) -> HandlerO
     }
     for bound in &events {
         if let Err(f) = run(bound, request.clone()).await {
-            log_failure(bound, &f, "event");
+            log_failure(bound.who(), &f, "event");
         }
     }
     Ok(Reply::Value(Some(b"{}".to_vec())))
 }
 
-/// Runs a handler (through its middleware, if any), turning a panic into Nest's internal
-/// error for this request only.
-async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
-    let outcome = match &bound.service {
+/// A handler started on a request; panics are caught when it is polled.
+type Running = futures_util::future::CatchUnwind<AssertUnwindSafe<HandlerFuture>>;
+
+/// Starts a handler (through its middleware, if any) on `request`. The request moves into
+/// the handler's future, which is boxed: whoever awaits it holds only a pointer.
+fn start(bound: &Bound, request: Request) -> Running {
+    let future: HandlerFuture = match &bound.service {
         Some(service) => {
-            // Boxed: middleware futures are big, and most handlers have none.
-            Box::pin(AssertUnwindSafe(call_layered(service, request)).catch_unwind()).await
+            let service = service.clone();
+            Box::pin(async move { call_layered(&service, request).await })
         }
-        None => {
-            AssertUnwindSafe((bound.meta.call)(&bound.instance, request))
-                .catch_unwind()
-                .await
-        }
+        None => (bound.meta.call)(&bound.instance, request),
     };
-    outcome.unwrap_or_else(|panic| {
+    AssertUnwindSafe(future).catch_unwind()
+}
+
+/// Awaits a started handler, turning a panic into Nest's internal error for this request
+/// only.
+async fn finish(running: Running) -> HandlerOutcome {
+    running.await.unwrap_or_else(|panic| {
         Err(HandlerFailure::Internal(format!(
             "handler panicked: {}",
             panic_message(&*panic)
         )))
     })
+}
+
+/// Runs a handler to completion.
+async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
+    finish(start(bound, request)).await
 }
 
 /// Nest's log line for an event nobody handles (the event is dropped).
@@ -397,16 +408,16 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "non-string panic payload".into())
 }
 
-fn log_failure(bound: &Bound, failure: &HandlerFailure, what: &str) {
+fn log_failure(who: Who, failure: &HandlerFailure, what: &str) {
     match failure {
         HandlerFailure::Internal(cause) => {
-            tracing::error!(handler = %bound.describe(), "{what} handler failed: {cause}")
+            tracing::error!(handler = %who.describe(), "{what} handler failed: {cause}")
         }
         HandlerFailure::BadPayload(msg) => {
-            tracing::warn!(handler = %bound.describe(), "{what} rejected: {msg}")
+            tracing::warn!(handler = %who.describe(), "{what} rejected: {msg}")
         }
         HandlerFailure::Rpc(_) => {
-            tracing::debug!(handler = %bound.describe(), "{what} handler returned an RpcException")
+            tracing::debug!(handler = %who.describe(), "{what} handler returned an RpcException")
         }
     }
 }
