@@ -52,6 +52,10 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerOutcome> + Send>>;
 /// The signature of a generated handler function.
 pub type HandlerFn = fn(&Instance, Request) -> HandlerFuture;
 
+/// The signature of a generated function running a plain (non-`async`) handler to
+/// completion at once: the server calls it directly, without boxing a future.
+pub type HandlerNowFn = fn(&Instance, Request) -> HandlerOutcome;
+
 /// Whether a handler answers requests or consumes events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandlerKind {

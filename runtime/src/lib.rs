@@ -39,8 +39,8 @@ pub use client::{
 pub use context::Context;
 pub use error::{ClientError, RemoteError, RpcException, ServerError, NO_HANDLER_MESSAGE};
 pub use handler::{
-    HandlerFailure, HandlerFn, HandlerFuture, HandlerKind, HandlerOutcome, Instance, IntoRpcError,
-    Reply, ReplyStream as HandlerReplyStream, Request,
+    HandlerFailure, HandlerFn, HandlerFuture, HandlerKind, HandlerNowFn, HandlerOutcome, Instance,
+    IntoRpcError, Reply, ReplyStream as HandlerReplyStream, Request,
 };
 pub use pattern::{IntoPattern, Pattern};
 pub use registry::{all_controllers, Controller, ControllerEntry, ControllerMeta, HandlerMeta};

@@ -70,6 +70,11 @@ impl Observed {
         }
     }
 
+    /// Runs `f` inside the span (a handler's log lines belong to its request).
+    pub fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
+        self.span.in_scope(f)
+    }
+
     /// Records how it ended: `ok`, `error` (an `err` reply), `rejected`, …
     pub fn finish(self, outcome: &'static str) {
         let elapsed = self.start.elapsed();

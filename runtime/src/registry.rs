@@ -6,7 +6,7 @@
 
 use std::any::TypeId;
 
-use crate::handler::{HandlerFn, HandlerKind, Instance};
+use crate::handler::{HandlerFn, HandlerKind, HandlerNowFn, Instance};
 use crate::middleware::DynLayer;
 
 /// One handler method, as declared by a pattern attribute.
@@ -22,6 +22,9 @@ pub struct HandlerMeta {
     pub line: u32,
     /// The generated dispatch function.
     pub call: HandlerFn,
+    /// For plain `fn` handlers: the same, run to completion at once (`call` then only
+    /// wraps it in a future).
+    pub call_now: Option<HandlerNowFn>,
     /// Layers from `#[message_pattern(.., layer = f)]`, outermost first.
     pub layers: &'static [fn() -> DynLayer],
 }

@@ -62,6 +62,14 @@ pub(crate) fn maybe_scope<F: Future>(
     }
 }
 
+/// Runs `f` at once in trace `trace_id` when there is one.
+pub(crate) fn maybe_sync_scope<R>(trace_id: Option<Arc<str>>, f: impl FnOnce() -> R) -> R {
+    match trace_id {
+        Some(id) => TRACE_ID.sync_scope(id, f),
+        None => f(),
+    }
+}
+
 /// The trace id in a packet's raw `metadata` JSON, if any.
 pub(crate) fn from_metadata(metadata: Option<&[u8]>) -> Option<Arc<str>> {
     #[derive(serde::Deserialize)]

@@ -69,6 +69,27 @@ fn handler_fn(n: &TokenStream, self_ty: &Type, h: &Handler) -> TokenStream {
             }
         }
     };
+    if !h.is_async {
+        // A plain `fn` handler runs to completion at once: the server calls `now` directly
+        // (no future, no box); `call` wraps the same function for the generic path.
+        let now_name = format_ident!("__nestling_now_{}", h.method);
+        return quote! {
+            fn #now_name(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerOutcome {
+                let __this = match #n::downcast::<#self_ty>(__instance) {
+                    #n::Ok(this) => this,
+                    #n::Err(e) => return #n::Err(e),
+                };
+                #decode
+                let __out = #call;
+                #reply
+            }
+
+            fn #fn_name(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerFuture {
+                let __outcome = #now_name(__instance, __request);
+                #n::Box::pin(async move { __outcome })
+            }
+        };
+    }
     // The returned future must be `Send`; a handler holding a non-`Send` value across an
     // `.await` is reported on the method's name rather than on the attribute.
     let ret = quote_spanned!(h.method.span()=> __future);
@@ -146,6 +167,12 @@ pub fn expand_registration(n: &TokenStream, c: &Controller) -> TokenStream {
             let method = h.method.to_string();
             let line = h.line as u32;
             let fn_name = format_ident!("__nestling_call_{}", h.method);
+            let call_now = if h.is_async {
+                quote!(#n::None)
+            } else {
+                let now_name = format_ident!("__nestling_now_{}", h.method);
+                quote!(#n::Some(#now_name))
+            };
             h.pattern
                 .value
                 .routes()
@@ -159,6 +186,7 @@ pub fn expand_registration(n: &TokenStream, c: &Controller) -> TokenStream {
                             method: #method,
                             line: #line,
                             call: #fn_name,
+                            call_now: #call_now,
                             layers: &[#(#layers),*],
                         }
                     }

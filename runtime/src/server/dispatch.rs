@@ -11,7 +11,9 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::Instrument;
 
 use crate::context::Context;
-use crate::handler::{HandlerFailure, HandlerFuture, HandlerOutcome, Reply, ReplyStream, Request};
+use crate::handler::{
+    HandlerFailure, HandlerFuture, HandlerNowFn, HandlerOutcome, Reply, ReplyStream, Request,
+};
 use crate::middleware::call_layered;
 use crate::observe::Observed;
 use crate::packet::{Inbound, Wire};
@@ -139,6 +141,19 @@ pub(crate) fn handle_event(
     for bound in handlers {
         let held = (own.take(), shared.clone());
         let observed = Observed::request("event", &pattern, None, origin.peer, trace.as_deref());
+        if let Some((now, bound)) = runs_now(bound) {
+            let request = request.clone();
+            let outcome = observed.in_span(|| {
+                let outcome = call_now(now, bound, request, trace.clone());
+                if let Err(failure) = &outcome {
+                    log_failure(bound.who(), failure, "event");
+                }
+                outcome
+            });
+            observed.finish(outcome_label(&outcome));
+            drop(held);
+            continue;
+        }
         let span = observed.span.clone();
         let (running, who) = (start(bound, request.clone()), bound.who());
         let task = async move {
@@ -204,8 +219,37 @@ pub(crate) fn handle_request<S: ReplySink>(
         origin.peer,
         trace.as_deref(),
     );
-    let span = observed.span.clone();
     let request = Request::new(data, origin.context(pattern, Some(id.clone()), metadata));
+    if let Some((now, bound)) = route.message.as_ref().and_then(runs_now) {
+        // A plain `fn` handler: answered right here, no future, no task.
+        let outcome = observed.in_span(|| {
+            let outcome = call_now(now, bound, request, trace.clone());
+            if let Err(failure) = &outcome {
+                log_failure(bound.who(), failure, "request");
+            }
+            outcome
+        });
+        let label = outcome_label(&outcome);
+        let body = match outcome {
+            Ok(Reply::Value(value)) => AnswerBody::Value(value),
+            Err(failure) => AnswerBody::Error(failure.wire_json()),
+            Ok(Reply::Stream(stream)) => {
+                // Items may take time to come: the stream is pumped by a task of its own.
+                let span = observed.span.clone();
+                let task = async move {
+                    Box::pin(pump_stream(stream, &id, &sink)).await;
+                    observed.finish("stream");
+                    drop(permit);
+                    None::<(Answer, S)>
+                };
+                return run_or_spawn(crate::trace::maybe_scope(trace, task.instrument(span)));
+            }
+        };
+        observed.finish(label);
+        drop(permit);
+        return Some(Answer { id, body });
+    }
+    let span = observed.span.clone();
     // The handler starts here: the request moves into the handler's own (boxed) future, so
     // this task holds a pointer, not the request. The task is copied when it is boxed or
     // spawned: keep it small (rare paths are boxed too).
@@ -338,7 +382,15 @@ fn start(bound: &Bound, request: Request) -> Running {
             let service = service.clone();
             Box::pin(async move { call_layered(&service, request).await })
         }
-        None => (bound.meta.call)(&bound.instance, request),
+        // A plain `fn` handler runs inside `call` itself: catch its panic here too.
+        None => std::panic::catch_unwind(AssertUnwindSafe(|| {
+            (bound.meta.call)(&bound.instance, request)
+        }))
+        .unwrap_or_else(|panic| {
+            let failure =
+                HandlerFailure::Internal(format!("handler panicked: {}", panic_message(&*panic)));
+            Box::pin(std::future::ready(Err(failure)))
+        }),
     };
     AssertUnwindSafe(future).catch_unwind()
 }
@@ -357,6 +409,34 @@ async fn finish(running: Running) -> HandlerOutcome {
 /// Runs a handler to completion.
 async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
     finish(start(bound, request)).await
+}
+
+/// The synchronous entry point of a plain `fn` handler without middleware.
+fn runs_now(bound: &Bound) -> Option<(HandlerNowFn, &Bound)> {
+    match (&bound.service, bound.meta.call_now) {
+        (None, Some(now)) => Some((now, bound)),
+        _ => None,
+    }
+}
+
+/// Runs a plain `fn` handler at once (in the request's trace), turning a panic into
+/// Nest's internal error for this request only.
+fn call_now(
+    now: HandlerNowFn,
+    bound: &Bound,
+    request: Request,
+    trace: Option<std::sync::Arc<str>>,
+) -> HandlerOutcome {
+    let call = || now(&bound.instance, request);
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        crate::trace::maybe_sync_scope(trace, call)
+    }))
+    .unwrap_or_else(|panic| {
+        Err(HandlerFailure::Internal(format!(
+            "handler panicked: {}",
+            panic_message(&*panic)
+        )))
+    })
 }
 
 /// Nest's log line for an event nobody handles (the event is dropped).
