@@ -22,10 +22,7 @@ fn handler_fn(n: &TokenStream, self_ty: &Type, h: &Handler) -> TokenStream {
             // Spanned on the user's type: a payload type that cannot be deserialised is
             // reported there, not in generated code.
             decode = quote_spanned! {*span=>
-                let __payload = match __request.payload::<#ty>() {
-                    #n::Ok(p) => p,
-                    #n::Err(e) => return #n::Err(e),
-                };
+                let __payload = __request.payload::<#ty>()?;
             };
             quote!(__payload)
         }
@@ -75,10 +72,7 @@ fn handler_fn(n: &TokenStream, self_ty: &Type, h: &Handler) -> TokenStream {
         let now_name = format_ident!("__nestling_now_{}", h.method);
         return quote! {
             fn #now_name(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerOutcome {
-                let __this = match #n::downcast::<#self_ty>(__instance) {
-                    #n::Ok(this) => this,
-                    #n::Err(e) => return #n::Err(e),
-                };
+                let __this = #n::downcast::<#self_ty>(__instance)?;
                 #decode
                 let __out = #call;
                 #reply
@@ -97,10 +91,7 @@ fn handler_fn(n: &TokenStream, self_ty: &Type, h: &Handler) -> TokenStream {
         fn #fn_name(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerFuture {
             let __instance = #n::clone_instance(__instance);
             let __future = #n::Box::pin(async move {
-                let __this = match #n::downcast::<#self_ty>(&__instance) {
-                    #n::Ok(this) => this,
-                    #n::Err(e) => return #n::Err(e),
-                };
+                let __this = #n::downcast::<#self_ty>(&__instance)?;
                 #decode
                 let __out = #call;
                 #reply
