@@ -138,11 +138,18 @@ pub(crate) fn handle_event(
         1 => (Some(permit), None),
         _ => (None, Some(Arc::new(permit))),
     };
-    for bound in handlers {
+    // The last handler takes the request itself; earlier ones get copies.
+    let mut request = Some(request);
+    let last = handlers.len().saturating_sub(1);
+    for (i, bound) in handlers.iter().enumerate() {
         let held = (own.take(), shared.clone());
         let observed = Observed::request("event", &pattern, None, origin.peer, trace.as_deref());
+        let request = match i == last {
+            true => request.take(),
+            false => request.clone(),
+        };
+        let Some(request) = request else { break };
         if let Some((now, bound)) = runs_now(bound) {
-            let request = request.clone();
             let outcome = observed.in_span(|| {
                 let outcome = call_now(now, bound, request, trace.clone());
                 if let Err(failure) = &outcome {
@@ -155,7 +162,7 @@ pub(crate) fn handle_event(
             continue;
         }
         let span = observed.span.clone();
-        let (running, who) = (start(bound, request.clone()), bound.who());
+        let (running, who) = (start(bound, request), bound.who());
         let task = async move {
             let outcome = finish(running).await;
             if let Err(failure) = &outcome {
