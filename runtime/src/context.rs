@@ -114,6 +114,23 @@ impl Context {
     }
 
     /// The NATS message's headers (Nest's `NatsContext.getHeaders()`), if it had any.
+    ///
+    /// ```
+    /// use nestling::Context;
+    ///
+    /// #[derive(Default)]
+    /// struct Tenants;
+    ///
+    /// #[nestling::controller]
+    /// impl Tenants {
+    ///     #[message_pattern("tenant")]
+    ///     fn tenant(&self, ctx: &Context) -> Option<String> {
+    ///         let value = ctx.nats_headers()?.get("x-tenant")?;
+    ///         Some(value.as_str().to_owned())
+    ///     }
+    /// }
+    /// # fn main() {}
+    /// ```
     #[cfg(feature = "nats")]
     pub fn nats_headers(&self) -> Option<&async_nats::HeaderMap> {
         self.nats.as_ref().and_then(|o| o.headers.as_ref())

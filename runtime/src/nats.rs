@@ -1,7 +1,7 @@
 //! NATS transport (the `nats` feature): Nest's `Transport.NATS`, wire-compatible.
 //!
-//! The same controllers serve NATS by configuration alone, and the same [`Client`]
-//! (crate::Client) calls NATS services when given a `nats://` address:
+//! The same controllers serve NATS by configuration alone, and the same
+//! [`Client`](crate::Client) calls NATS services when given a `nats://` address:
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {

@@ -67,6 +67,11 @@ impl NatsServe {
     /// Subscribes every pattern in this queue group (Nest's `queue` option): each message
     /// goes to one member of the group, so instances sharing a group share the load.
     /// Without a group every instance receives every message.
+    ///
+    /// ```
+    /// // Run this service N times: each request reaches one of the N.
+    /// let nats = nestling::nats::NatsServe::new("nats://127.0.0.1:4222").queue("user-service");
+    /// ```
     pub fn queue(mut self, group: impl Into<String>) -> Self {
         self.queue = Some(group.into());
         self
@@ -200,6 +205,16 @@ async fn publish(
 
 impl NatsListening {
     /// The subjects subscribed, one per pattern.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), nestling::ServerError> {
+    /// let listening = nestling::Server::builder()
+    ///     .build()?
+    ///     .listen_nats(nestling::nats::NatsServe::new("nats://127.0.0.1:4222"))
+    ///     .await?;
+    /// println!("subscribed: {:?}", listening.subjects()); // e.g. ["sum", "log"]
+    /// # Ok(()) }
+    /// ```
     pub fn subjects(&self) -> &[String] {
         &self.subjects
     }
@@ -211,9 +226,9 @@ impl NatsListening {
 
     /// Serves until `signal` completes, then shuts down gracefully: unsubscribes (so the
     /// queue group's other members take new messages), handles the messages already
-    /// delivered to this instance, waits up to [`ServerConfig::shutdown_grace`]
-    /// (crate::ServerConfig::shutdown_grace) for in-flight requests to reply, and
-    /// closes the connection.
+    /// delivered to this instance, waits up to
+    /// [`ServerConfig::shutdown_grace`](crate::ServerConfig::shutdown_grace) for in-flight
+    /// requests to reply, and closes the connection.
     pub async fn serve_with_shutdown(
         self,
         signal: impl Future<Output = ()>,
