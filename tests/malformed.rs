@@ -890,9 +890,25 @@ struct Peer {
 
 impl Peer {
     async fn connect(addr: &str) -> Result<Self, String> {
-        let sock = TcpStream::connect(addr)
+        // Each connection comes from a loopback address of its own (127.10.x.y): the log
+        // check filters the shared log capture by `peer=`, and an ephemeral port freed by
+        // one test and reused by another (concurrent) one must not mix their lines.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let source = std::net::Ipv4Addr::new(127, 10, (n / 250 % 250) as u8, (n % 250 + 1) as u8);
+        let target: std::net::SocketAddr = tokio::net::lookup_host(addr)
             .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
+            .map_err(|e| format!("resolve {addr}: {e}"))?
+            .find(|a| a.is_ipv4())
+            .ok_or_else(|| format!("{addr}: no IPv4 address"))?;
+        let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+        socket
+            .bind((source, 0).into())
+            .map_err(|e| format!("bind {source}: {e}"))?;
+        let sock = socket
+            .connect(target)
+            .await
+            .map_err(|e| format!("connect {addr} from {source}: {e}"))?;
         sock.set_nodelay(true).map_err(|e| e.to_string())?;
         Ok(Self {
             sock: Some(sock),

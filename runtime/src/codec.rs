@@ -132,6 +132,24 @@ impl NestCodec {
 /// whitespace, an optional sign, digits, and any trailing junk (Nest peers accept
 /// ` 40`, `+40`, `040`, `40abc`, `40.9` and `\r\n40` as 40).
 fn parse_header(header: &[u8], max: usize) -> Result<usize, FrameError> {
+    // The common case, plain digits: no text conversion, no trimming. Up to 18 digits
+    // cannot overflow a u64; anything else takes the general path below.
+    if (1..=18).contains(&header.len()) && header.iter().all(u8::is_ascii_digit) {
+        let len = header
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        return match usize::try_from(len) {
+            Ok(0) => Err(FrameError::InvalidLength {
+                header: String::from_utf8_lossy(header).into_owned(),
+            }),
+            Ok(len) if len <= max => Ok(len),
+            Ok(len) => Err(FrameError::TooLarge { len, max }),
+            Err(_) => Err(FrameError::TooLarge {
+                len: usize::MAX,
+                max,
+            }),
+        };
+    }
     let text = String::from_utf8_lossy(header);
     // JavaScript's whitespace: Unicode White_Space minus NEL (U+0085), plus the BOM.
     let trimmed =
@@ -171,6 +189,43 @@ fn parse_header(header: &[u8], max: usize) -> Result<usize, FrameError> {
         return Err(FrameError::TooLarge { len, max });
     }
     Ok(len)
+}
+
+/// A decoded frame known to be UTF-8 text: only [`NestCodec::decode_text`] makes one, from a
+/// frame the decoder validated while finding its end (or rebuilt with U+FFFD). The packet
+/// parser then reads it as `&str`, without checking every byte a second time.
+#[derive(Debug, Clone)]
+pub(crate) struct FrameText(Bytes);
+
+impl FrameText {
+    /// The frame's bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// The frame as text.
+    pub fn as_str(&self) -> &str {
+        // SAFETY: a `FrameText` is only built by `NestCodec::decode_text` from `decode`'s
+        // output, which is UTF-8: `find_boundary` validated every byte (`valid`), or the
+        // frame was rebuilt with `String::from_utf8_lossy`. The proptests
+        // (`runtime/tests/codec_props.rs`) and the `decode` fuzz target assert this for
+        // every frame they decode.
+        unsafe { std::str::from_utf8_unchecked(&self.0) }
+    }
+}
+
+impl NestCodec {
+    /// [`Decoder::decode`], keeping the fact that the frame is UTF-8 in its type.
+    pub(crate) fn decode_text(
+        &mut self,
+        src: &mut BytesMut,
+    ) -> Result<Option<FrameText>, FrameError> {
+        let frame = self.decode(src)?;
+        debug_assert!(frame
+            .as_ref()
+            .is_none_or(|f| std::str::from_utf8(f).is_ok()));
+        Ok(frame.map(FrameText))
+    }
 }
 
 impl Decoder for NestCodec {

@@ -78,11 +78,14 @@ impl Observed {
     /// Records how it ended: `ok`, `error` (an `err` reply), `rejected`, …
     pub fn finish(self, outcome: &'static str) {
         let elapsed = self.start.elapsed();
-        self.span.record("outcome", outcome);
-        self.span.record(
-            "duration_us",
-            elapsed.as_micros().min(u64::MAX as u128) as u64,
-        );
+        // Nothing listens to a disabled span (the usual case: spans are DEBUG).
+        if !self.span.is_disabled() {
+            self.span.record("outcome", outcome);
+            self.span.record(
+                "duration_us",
+                elapsed.as_micros().min(u64::MAX as u128) as u64,
+            );
+        }
         #[cfg(feature = "metrics")]
         record(self.kind, outcome, elapsed.as_secs_f64());
         #[cfg(not(feature = "metrics"))]

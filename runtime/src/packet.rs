@@ -86,17 +86,16 @@ impl<'de, const N: usize> Visitor<'de> for FieldsSeed<N> {
 }
 
 /// Parses `frame` as an object, keeping `keys`; `Ok(None)` for valid JSON that is not an
-/// object.
+/// object. `text` is `frame` as `&str` when it is known to be UTF-8: serde_json then skips
+/// checking every string a second time.
 fn object_fields<'a, const N: usize>(
     frame: &'a Bytes,
+    text: Option<&'a str>,
     keys: &'static [&'static str; N],
 ) -> Result<Option<Fields<'a, N>>, InvalidJson> {
-    // Frames from the codec are valid UTF-8 (checked there, fast for ASCII); parsing from
-    // `&str` then spares serde_json a second check of every string. Other bytes (a NATS
-    // payload) are parsed, and checked, as bytes.
-    let parsed = match std::str::from_utf8(frame) {
-        Ok(text) => fields_from(serde_json::Deserializer::from_str(text), keys),
-        Err(_) => fields_from(serde_json::Deserializer::from_slice(frame), keys),
+    let parsed = match text {
+        Some(text) => fields_from(serde_json::Deserializer::from_str(text), keys),
+        None => fields_from(serde_json::Deserializer::from_slice(frame), keys),
     };
     match parsed {
         Ok(fields) => Ok(Some(fields)),
@@ -151,6 +150,15 @@ pub struct InvalidJson(#[from] serde_json::Error);
 
 /// Parses a frame's JSON into an [`Inbound`] packet without copying field values.
 pub fn parse_inbound(frame: &Bytes) -> Result<Inbound, InvalidJson> {
+    inbound_from(frame, std::str::from_utf8(frame).ok())
+}
+
+/// [`parse_inbound`] for a frame the codec already knows to be UTF-8.
+pub(crate) fn parse_inbound_frame(frame: &crate::codec::FrameText) -> Result<Inbound, InvalidJson> {
+    inbound_from(frame.bytes(), Some(frame.as_str()))
+}
+
+fn inbound_from(frame: &Bytes, text: Option<&str>) -> Result<Inbound, InvalidJson> {
     let slice = |raw: &RawValue| frame.slice_ref(raw.get().as_bytes());
     // Valid JSON that is not an object is an undefined event in Nest, not a framing
     // error; only unparsable text closes the connection.
@@ -158,7 +166,7 @@ pub fn parse_inbound(frame: &Bytes) -> Result<Inbound, InvalidJson> {
     let Some(Fields {
         values: [pattern, data, id, metadata],
         ..
-    }) = object_fields(frame, &KEYS)?
+    }) = object_fields(frame, text, &KEYS)?
     else {
         return Ok(Inbound::Undefined);
     };
@@ -395,7 +403,7 @@ const REPLY_KEYS: [&str; 5] = ["id", "err", "response", "isDisposed", "status"];
 /// Parses a frame received by a client.
 pub fn parse_reply(frame: &Bytes) -> Result<Reply, InvalidJson> {
     let slice = |raw: &RawValue| frame.slice_ref(raw.get().as_bytes());
-    let fields = object_fields(frame, &REPLY_KEYS)?;
+    let fields = object_fields(frame, std::str::from_utf8(frame).ok(), &REPLY_KEYS)?;
     let id = fields.as_ref().and_then(|f| f.values[0]).map(slice);
     let Some(Fields {
         values: [_, err, response, is_disposed, _],

@@ -10,13 +10,12 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
-use tokio_util::codec::Decoder;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{dispatch, ConnCtx, Origin};
 use super::{ServerConfig, TlsSettings};
 use crate::codec::NestCodec;
-use crate::packet::parse_inbound;
+use crate::packet::parse_inbound_frame;
 use crate::router::Router;
 
 /// Read buffer of a new connection (bytes).
@@ -135,7 +134,7 @@ async fn read_packets<R: AsyncRead + Unpin>(
         // socket bytes → codec → packets, for every complete frame buffered.
         let mut completed = false;
         loop {
-            let frame = match codec.decode(&mut buf) {
+            let frame = match codec.decode_text(&mut buf) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => break,
                 Err(e) => {
@@ -159,7 +158,7 @@ async fn read_packets<R: AsyncRead + Unpin>(
                     }
                 }
             };
-            match parse_inbound(&frame) {
+            match parse_inbound_frame(&frame) {
                 Ok(packet) => dispatch(conn, packet, permit, outbox),
                 Err(e) => {
                     tracing::warn!(%peer, "closing connection: {e}");

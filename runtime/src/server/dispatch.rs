@@ -107,7 +107,7 @@ pub(crate) fn dispatch(
             metadata,
         } => {
             let route = pattern.as_ref().and_then(|p| conn.router.lookup(as_str(p)));
-            let replies = conn.replies.clone();
+            let replies = || conn.replies.clone();
             let request = (pattern.unwrap_or_default(), data, id, metadata);
             if let Some(answer) = handle_request(route, request, &conn.origin, permit, replies) {
                 answer.encode(Wire::Tcp, outbox);
@@ -206,13 +206,14 @@ impl Answer {
 }
 
 /// Answers a request with the handlers of `route` (no route: Nest's no-handler error).
-/// Returns the reply if it is ready at once; otherwise the reply goes to `sink` later.
+/// Returns the reply if it is ready at once; otherwise the reply goes to the sink made by
+/// `sink` (only made when needed: replies ready at once need none).
 pub(crate) fn handle_request<S: ReplySink>(
     route: Option<&Route>,
     (pattern, data, id, metadata): RequestParts,
     origin: &Origin,
     permit: OwnedSemaphorePermit,
-    sink: S,
+    sink: impl FnOnce() -> S,
 ) -> Option<Answer> {
     let Some(route) = route.filter(|r| r.message.is_some() || !r.events.is_empty()) else {
         let body = AnswerBody::NoHandler;
@@ -242,7 +243,7 @@ pub(crate) fn handle_request<S: ReplySink>(
             Err(failure) => AnswerBody::Error(failure.wire_json()),
             Ok(Reply::Stream(stream)) => {
                 // Items may take time to come: the stream is pumped by a task of its own.
-                let span = observed.span.clone();
+                let (span, sink) = (observed.span.clone(), sink());
                 let task = async move {
                     Box::pin(pump_stream(stream, &id, &sink)).await;
                     observed.finish("stream");
@@ -256,7 +257,7 @@ pub(crate) fn handle_request<S: ReplySink>(
         drop(permit);
         return Some(Answer { id, body });
     }
-    let span = observed.span.clone();
+    let (span, sink) = (observed.span.clone(), sink());
     // The handler starts here: the request moves into the handler's own (boxed) future, so
     // this task holds a pointer, not the request. The task is copied when it is boxed or
     // spawned: keep it small (rare paths are boxed too).
