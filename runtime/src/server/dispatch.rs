@@ -144,11 +144,12 @@ pub(crate) fn handle_event(
     for (i, bound) in handlers.iter().enumerate() {
         let held = (own.take(), shared.clone());
         let observed = Observed::request("event", &pattern, None, origin.peer, trace.as_deref());
-        let request = match i == last {
-            true => request.take(),
-            false => request.clone(),
+        let request = if i == last {
+            request.take()
+        } else {
+            request.clone()
         };
-        let Some(request) = request else { break };
+        let Some(request) = request else { break }; // unreachable: `last` is taken once
         if let Some((now, bound)) = runs_now(bound) {
             let outcome = observed.in_span(|| {
                 let outcome = call_now(now, bound, request, trace.clone());
