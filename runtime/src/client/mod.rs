@@ -44,6 +44,10 @@ pub const DEFAULT_MAX_IN_FLIGHT_CALLS: usize = 65_536;
 
 /// A client for a Nest-compatible TCP microservice (a NestJS app or a nestling server).
 ///
+/// With the `nats` feature, a `nats://host:port` address makes the same client call
+/// services over NATS (Nest's `Transport.NATS`) instead: one NATS connection, replies
+/// routed by id, and [`ClientError::NoResponders`] when nobody serves the pattern.
+///
 /// All calls share **one** TCP connection and are matched to replies by id, so any number
 /// of calls can be in flight at once. The connection opens on the first call (or on
 /// [`connect`](Self::connect)); if it drops, every pending call fails at once with
@@ -229,12 +233,14 @@ impl ClientBuilder {
 }
 
 impl Client {
-    /// A client for `addr` (`host:port`) with default settings. Does not connect yet.
+    /// A client for `addr` (`host:port`, or `nats://host:port` with the `nats` feature)
+    /// with default settings. Does not connect yet.
     pub fn new(addr: impl Into<String>) -> Self {
         Self::builder(addr).build()
     }
 
-    /// Starts configuring a client for `addr` (`host:port`).
+    /// Starts configuring a client for `addr` (`host:port`, or `nats://host:port` with the
+    /// `nats` feature).
     pub fn builder(addr: impl Into<String>) -> ClientBuilder {
         ClientBuilder {
             addr: addr.into(),
