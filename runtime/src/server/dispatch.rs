@@ -151,13 +151,7 @@ pub(crate) fn handle_event(
         };
         let Some(request) = request else { break }; // unreachable: `last` is taken once
         if let Some((now, bound)) = runs_now(bound) {
-            let outcome = observed.in_span(|| {
-                let outcome = call_now(now, bound, request, trace.clone());
-                if let Err(failure) = &outcome {
-                    log_failure(bound.who(), failure, "event");
-                }
-                outcome
-            });
+            let outcome = call_now(now, bound, request, trace.clone(), &observed, "event");
             observed.finish(outcome_label(&outcome));
             drop(held);
             continue;
@@ -231,13 +225,7 @@ pub(crate) fn handle_request<S: ReplySink>(
     let request = Request::new(data, origin.context(pattern, Some(id.clone()), metadata));
     if let Some((now, bound)) = route.message.as_ref().and_then(runs_now) {
         // A plain `fn` handler: answered right here, no future, no task.
-        let outcome = observed.in_span(|| {
-            let outcome = call_now(now, bound, request, trace.clone());
-            if let Err(failure) = &outcome {
-                log_failure(bound.who(), failure, "request");
-            }
-            outcome
-        });
+        let outcome = call_now(now, bound, request, trace.clone(), &observed, "request");
         let label = outcome_label(&outcome);
         let body = match outcome {
             Ok(Reply::Value(value)) => AnswerBody::Value(value),
@@ -395,11 +383,7 @@ fn start(bound: &Bound, request: Request) -> Running {
         None => std::panic::catch_unwind(AssertUnwindSafe(|| {
             (bound.meta.call)(&bound.instance, request)
         }))
-        .unwrap_or_else(|panic| {
-            let failure =
-                HandlerFailure::Internal(format!("handler panicked: {}", panic_message(&*panic)));
-            Box::pin(std::future::ready(Err(failure)))
-        }),
+        .unwrap_or_else(|panic| Box::pin(std::future::ready(Err(panicked(&*panic))))),
     };
     AssertUnwindSafe(future).catch_unwind()
 }
@@ -407,12 +391,12 @@ fn start(bound: &Bound, request: Request) -> Running {
 /// Awaits a started handler, turning a panic into Nest's internal error for this request
 /// only.
 async fn finish(running: Running) -> HandlerOutcome {
-    running.await.unwrap_or_else(|panic| {
-        Err(HandlerFailure::Internal(format!(
-            "handler panicked: {}",
-            panic_message(&*panic)
-        )))
-    })
+    running.await.unwrap_or_else(|panic| Err(panicked(&*panic)))
+}
+
+/// Nest's internal error for a handler that panicked; the panic's message is only logged.
+fn panicked(panic: &(dyn std::any::Any + Send)) -> HandlerFailure {
+    HandlerFailure::Internal(format!("handler panicked: {}", panic_message(panic)))
 }
 
 /// Runs a handler to completion.
@@ -428,23 +412,26 @@ fn runs_now(bound: &Bound) -> Option<(HandlerNowFn, &Bound)> {
     }
 }
 
-/// Runs a plain `fn` handler at once (in the request's trace), turning a panic into
-/// Nest's internal error for this request only.
+/// Runs a plain `fn` handler at once, inside the packet's span and trace, turning a panic
+/// into Nest's internal error for this packet only; failures are logged as `what`.
 fn call_now(
     now: HandlerNowFn,
     bound: &Bound,
     request: Request,
     trace: Option<std::sync::Arc<str>>,
+    observed: &Observed,
+    what: &str,
 ) -> HandlerOutcome {
-    let call = || now(&bound.instance, request);
-    std::panic::catch_unwind(AssertUnwindSafe(|| {
-        crate::trace::maybe_sync_scope(trace, call)
-    }))
-    .unwrap_or_else(|panic| {
-        Err(HandlerFailure::Internal(format!(
-            "handler panicked: {}",
-            panic_message(&*panic)
-        )))
+    observed.in_span(|| {
+        let call = || now(&bound.instance, request);
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            crate::trace::maybe_sync_scope(trace, call)
+        }))
+        .unwrap_or_else(|panic| Err(panicked(&*panic)));
+        if let Err(failure) = &outcome {
+            log_failure(bound.who(), failure, what);
+        }
+        outcome
     })
 }
 
