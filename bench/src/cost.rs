@@ -28,7 +28,7 @@ use tokio::time::Instant;
 
 use crate::loadgen::{self, Stats, SumRequest, Times};
 use crate::procs::ServerProc;
-use crate::report::Machine;
+use crate::report::{write_notes, Machine};
 use crate::{Load, Scenario};
 
 /// How a server is started (shared with the timed mode).
@@ -633,14 +633,13 @@ impl CostSummary {
             "- profiles (one per measured phase) in {}; e.g. `callgrind_annotate --inclusive=yes <file>`",
             self.dir.display()
         );
-        for (label, why) in &self.skipped {
-            let _ = writeln!(s, "- skipped server {label}: {why}");
-        }
-        for r in &self.results {
-            if let Some(e) = &r.first_error {
-                let _ = writeln!(s, "- first error, {} / {}: {e}", r.scenario, r.server);
-            }
-        }
+        write_notes(
+            &mut s,
+            &self.skipped,
+            self.results
+                .iter()
+                .map(|r| (r.scenario, r.server.as_str(), r.first_error.as_deref())),
+        );
         s
     }
 

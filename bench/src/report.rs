@@ -407,14 +407,13 @@ impl Summary {
                 rss(*kib)
             );
         }
-        for (label, why) in &self.skipped {
-            let _ = writeln!(s, "- skipped server {label}: {why}");
-        }
-        for r in &self.results {
-            if let Some(e) = &r.first_error {
-                let _ = writeln!(s, "- first error, {} / {}: {e}", r.scenario, r.server);
-            }
-        }
+        write_notes(
+            &mut s,
+            &self.skipped,
+            self.results
+                .iter()
+                .map(|r| (r.scenario, r.server.as_str(), r.first_error.as_deref())),
+        );
         s
     }
 
@@ -479,5 +478,21 @@ impl Summary {
             "peak_rss_kib": self.peak_rss_kib.iter().map(|(l, k)| json!({"server": l, "kib": k})).collect::<Vec<_>>(),
         });
         serde_json::to_string_pretty(&doc).expect("JSON") + "\n"
+    }
+}
+
+/// The notes under a table: servers skipped (and why), and each run's first error.
+pub fn write_notes<'a>(
+    s: &mut String,
+    skipped: &[(String, String)],
+    results: impl Iterator<Item = (&'a str, &'a str, Option<&'a str>)>,
+) {
+    for (label, why) in skipped {
+        let _ = writeln!(s, "- skipped server {label}: {why}");
+    }
+    for (scenario, server, first_error) in results {
+        if let Some(e) = first_error {
+            let _ = writeln!(s, "- first error, {scenario} / {server}: {e}");
+        }
     }
 }
