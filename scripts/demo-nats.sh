@@ -19,17 +19,7 @@ if [ -z "$nats_bin" ]; then
   exit 1
 fi
 
-cargo build --quiet --examples
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
-
-wait_ready() { # file
-  for _ in $(seq 1 100); do grep -q '^READY' "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "service did not start; its output:" >&2; cat "$1" >&2; exit 1
-}
-
-log_dir=$(mktemp -d)
+. scripts/demo-common.sh
 "$nats_bin" -a 127.0.0.1 -p "$NATS_PORT" >"$log_dir/nats.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 100); do grep -q 'Server is ready' "$log_dir/nats.log" && break; sleep 0.1; done

@@ -8,17 +8,7 @@ cd "$(dirname "$0")/.."
 USER_PORT="${USER_PORT:-8888}"
 GATEWAY_PORT="${GATEWAY_PORT:-3000}"
 
-cargo build --quiet --examples
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap cleanup EXIT INT TERM
-
-wait_ready() { # file
-  for _ in $(seq 1 100); do grep -q '^READY' "$1" 2>/dev/null && return 0; sleep 0.1; done
-  echo "service did not start; its output:" >&2; cat "$1" >&2; exit 1
-}
-
-log_dir=$(mktemp -d)
+. scripts/demo-common.sh
 PORT="$USER_PORT" ./target/debug/examples/user_service >"$log_dir/user.out" 2>"$log_dir/user.err" &
 pids+=($!)
 wait_ready "$log_dir/user.out"
