@@ -634,11 +634,13 @@ async fn run_one(
     }
     tokio::time::sleep_until(t.measure_start).await;
     let srv0 = server.cpu_ticks();
+    let kern0 = server.kernel_counts();
     let gen0 = procs::cpu_ticks("/proc/self/stat");
     let all0 = procs::machine_busy_ticks();
     let wall0 = Instant::now();
     tokio::time::sleep_until(t.end).await;
     let srv1 = server.cpu_ticks();
+    let kern1 = server.kernel_counts();
     let gen1 = procs::cpu_ticks("/proc/self/stat");
     let all1 = procs::machine_busy_ticks();
     let wall = wall0.elapsed().as_secs_f64();
@@ -691,6 +693,10 @@ async fn run_one(
         });
     }
     result.finish(stats, window.as_secs_f64());
+    result.kernel_per_100 = match (kern0, kern1) {
+        (Some(a), Some(b)) => b.per_100(&a, result.completed),
+        _ => None,
+    };
     result.peak_rss_kib = server.peak_rss_kib();
     if let Some(status) = server.exited() {
         result.fail(format!(

@@ -12,7 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use super::dispatch::{dispatch, ConnCtx, Origin};
+use super::dispatch::{dispatch, ConnCtx, Origin, Slot};
 use super::{ServerConfig, TlsSettings};
 use crate::codec::NestCodec;
 use crate::packet::parse_inbound_frame;
@@ -128,6 +128,7 @@ async fn read_packets<R: AsyncRead + Unpin>(
     let mut codec = NestCodec::with_max_frame_len(config.max_frame_len);
     let mut buf = BytesMut::with_capacity(INITIAL_BUFFER);
     let in_flight = Arc::new(Semaphore::new(config.max_in_flight_per_connection.max(1)));
+    let mut slot: Slot = None;
     // When the frame now being received started; bounds slow senders (slowloris).
     let mut frame_started: Option<Instant> = None;
     loop {
@@ -144,22 +145,25 @@ async fn read_packets<R: AsyncRead + Unpin>(
             };
             completed = true;
             // Backpressure: no further packet is read until a slot is free (and what is
-            // ready meanwhile is written rather than held).
-            let permit = match in_flight.clone().try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    flush(conn, outbox).await;
-                    tokio::select! {
-                        _ = shutdown.cancelled() => return,
-                        p = in_flight.clone().acquire_owned() => match p {
-                            Ok(p) => p,
-                            Err(_) => return,
-                        },
+            // ready meanwhile is written rather than held). Inline work leaves the slot
+            // filled, so this is usually a no-op.
+            if slot.is_none() {
+                slot = match in_flight.clone().try_acquire_owned() {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        flush(conn, outbox).await;
+                        tokio::select! {
+                            _ = shutdown.cancelled() => return,
+                            p = in_flight.clone().acquire_owned() => match p {
+                                Ok(p) => Some(p),
+                                Err(_) => return,
+                            },
+                        }
                     }
-                }
-            };
+                };
+            }
             match parse_inbound_frame(&frame) {
-                Ok(packet) => dispatch(conn, packet, permit, outbox),
+                Ok(packet) => dispatch(conn, packet, &mut slot, outbox),
                 Err(e) => {
                     tracing::warn!(%peer, "closing connection: {e}");
                     return;

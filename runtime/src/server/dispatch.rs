@@ -63,6 +63,13 @@ impl Origin {
     }
 }
 
+/// The in-flight slot (backpressure permit) of the packet being dispatched. Work that
+/// finishes during dispatch (plain `fn` handlers, unknown patterns) leaves it in place for
+/// the next packet, so a connection served inline does no semaphore traffic per packet;
+/// work that outlives dispatch (a spawned handler, a stream) takes it and frees it when
+/// done. The transport refills an empty slot, waiting while all slots are busy.
+pub(crate) type Slot = Option<OwnedSemaphorePermit>;
+
 /// Shared by every packet of one TCP connection.
 pub(crate) struct ConnCtx {
     pub router: Arc<Router>,
@@ -79,12 +86,7 @@ fn as_str(b: &Bytes) -> &str {
 /// (plain `fn` handlers, unknown patterns) are appended to `outbox`, which the connection
 /// writes once per batch of packets read; later replies go through the connection's reply
 /// channel.
-pub(crate) fn dispatch(
-    conn: &ConnCtx,
-    packet: Inbound,
-    permit: OwnedSemaphorePermit,
-    outbox: &mut BytesMut,
-) {
+pub(crate) fn dispatch(conn: &ConnCtx, packet: Inbound, slot: &mut Slot, outbox: &mut BytesMut) {
     match packet {
         Inbound::Undefined => no_event_handler(&conn.origin, "undefined"),
         Inbound::Event {
@@ -98,7 +100,7 @@ pub(crate) fn dispatch(
             let Some(route) = conn.router.lookup(as_str(&pattern)) else {
                 return no_event_handler(&conn.origin, as_str(&pattern));
             };
-            handle_event(route, pattern, data, metadata, &conn.origin, permit);
+            handle_event(route, pattern, data, metadata, &conn.origin, slot);
         }
         Inbound::Request {
             pattern,
@@ -109,7 +111,7 @@ pub(crate) fn dispatch(
             let route = pattern.as_ref().and_then(|p| conn.router.lookup(as_str(p)));
             let replies = || conn.replies.clone();
             let request = (pattern.unwrap_or_default(), data, id, metadata);
-            if let Some(answer) = handle_request(route, request, &conn.origin, permit, replies) {
+            if let Some(answer) = handle_request(route, request, &conn.origin, slot, replies) {
                 answer.encode(Wire::Tcp, outbox);
             }
         }
@@ -124,7 +126,7 @@ pub(crate) fn handle_event(
     data: Option<Bytes>,
     metadata: Option<Bytes>,
     origin: &Origin,
-    permit: OwnedSemaphorePermit,
+    slot: &mut Slot,
 ) {
     let trace = crate::trace::from_metadata(metadata.as_deref());
     let request = Request::new(data, origin.context(pattern.clone(), None, metadata));
@@ -133,16 +135,17 @@ pub(crate) fn handle_event(
     } else {
         &route.events
     };
-    // One handler (the common case) owns the permit; several share it.
-    let (mut own, shared) = match handlers.len() {
-        1 => (Some(permit), None),
-        _ => (None, Some(Arc::new(permit))),
+    // Handlers that run at once need no slot. One that becomes a task (the common async
+    // case) owns it; several share it.
+    let (mut own, shared) = match handlers.iter().filter(|b| runs_now(b).is_none()).count() {
+        0 => (None, None),
+        1 => (slot.take(), None),
+        _ => (None, slot.take().map(Arc::new)),
     };
     // The last handler takes the request itself; earlier ones get copies.
     let mut request = Some(request);
     let last = handlers.len().saturating_sub(1);
     for (i, bound) in handlers.iter().enumerate() {
-        let held = (own.take(), shared.clone());
         let observed = Observed::request("event", &pattern, None, origin.peer, trace.as_deref());
         let request = if i == last {
             request.take()
@@ -153,9 +156,9 @@ pub(crate) fn handle_event(
         if let Some((now, bound)) = runs_now(bound) {
             let outcome = call_now(now, bound, request, trace.clone(), &observed, "event");
             observed.finish(outcome_label(&outcome));
-            drop(held);
             continue;
         }
+        let held = (own.take(), shared.clone());
         let span = observed.span.clone();
         let (running, who) = (start(bound, request), bound.who());
         let task = async move {
@@ -207,7 +210,7 @@ pub(crate) fn handle_request<S: ReplySink>(
     route: Option<&Route>,
     (pattern, data, id, metadata): RequestParts,
     origin: &Origin,
-    permit: OwnedSemaphorePermit,
+    slot: &mut Slot,
     sink: impl FnOnce() -> S,
 ) -> Option<Answer> {
     let Some(route) = route.filter(|r| r.message.is_some() || !r.events.is_empty()) else {
@@ -232,7 +235,7 @@ pub(crate) fn handle_request<S: ReplySink>(
             Err(failure) => AnswerBody::Error(failure.wire_json()),
             Ok(Reply::Stream(stream)) => {
                 // Items may take time to come: the stream is pumped by a task of its own.
-                let (span, sink) = (observed.span.clone(), sink());
+                let (span, sink, permit) = (observed.span.clone(), sink(), slot.take());
                 let task = async move {
                     Box::pin(pump_stream(stream, &id, &sink)).await;
                     observed.finish("stream");
@@ -243,10 +246,9 @@ pub(crate) fn handle_request<S: ReplySink>(
             }
         };
         observed.finish(label);
-        drop(permit);
         return Some(Answer { id, body });
     }
-    let (span, sink) = (observed.span.clone(), sink());
+    let (span, sink, permit) = (observed.span.clone(), sink(), slot.take());
     // The handler starts here: the request moves into the handler's own (boxed) future, so
     // this task holds a pointer, not the request. The task is copied when it is boxed or
     // spawned: keep it small (rare paths are boxed too).

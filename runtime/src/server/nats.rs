@@ -12,7 +12,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SelectAll, StreamExt};
 use tokio::sync::Semaphore;
 
-use super::dispatch::{handle_event, handle_request, Origin, ReplySink};
+use super::dispatch::{handle_event, handle_request, Origin, ReplySink, Slot};
 use super::Server;
 use crate::context::NatsOrigin;
 use crate::error::ServerError;
@@ -252,6 +252,7 @@ impl NatsListening {
         );
         tokio::pin!(signal);
         let mut draining = false;
+        let mut slot: Slot = None;
         loop {
             let next = tokio::select! {
                 _ = &mut signal, if !draining => {
@@ -268,14 +269,19 @@ impl NatsListening {
                 next = incoming.next() => next,
             };
             let Some((route, message)) = next else { break };
-            // Backpressure: no further message is taken until a slot is free.
-            let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                break;
-            };
-            if let Some((subject, packet)) = handle_message(&route, message, &client, permit) {
+            // Backpressure: no further message is taken until a slot is free (inline work
+            // leaves the slot filled, see `Slot`).
+            if slot.is_none() {
+                let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                    break;
+                };
+                slot = Some(permit);
+            }
+            if let Some((subject, packet)) = handle_message(&route, message, &client, &mut slot) {
                 publish(&client, &subject, packet).await;
             }
         }
+        drop(slot);
         let all = u32::try_from(limit).unwrap_or(u32::MAX);
         if tokio::time::timeout(server.config.shutdown_grace, in_flight.acquire_many(all))
             .await
@@ -296,7 +302,7 @@ fn handle_message(
     route: &Route,
     message: async_nats::Message,
     client: &async_nats::Client,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    slot: &mut Slot,
 ) -> Option<(async_nats::Subject, Bytes)> {
     let async_nats::Message {
         subject,
@@ -325,7 +331,7 @@ fn handle_message(
         // Not a Nest packet (e.g. `nats pub sum '[1,2]'`): Nest hands the whole message to
         // the subject's handler as an event.
         Inbound::Undefined => {
-            handle_event(route, subject_json(), Some(payload), None, &origin, permit);
+            handle_event(route, subject_json(), Some(payload), None, &origin, slot);
             None
         }
         Inbound::Event {
@@ -334,7 +340,7 @@ fn handle_message(
             metadata,
         } => {
             let pattern = pattern.unwrap_or_else(subject_json);
-            handle_event(route, pattern, data, metadata, &origin, permit);
+            handle_event(route, pattern, data, metadata, &origin, slot);
             None
         }
         Inbound::Request {
@@ -347,14 +353,14 @@ fn handle_message(
             let request = (pattern, data, id, metadata);
             let Some(reply) = reply else {
                 // Nobody to answer: Nest runs the handler and drops the result.
-                let _ = handle_request(Some(route), request, &origin, permit, || Discard);
+                let _ = handle_request(Some(route), request, &origin, slot, || Discard);
                 return None;
             };
             let sink = NatsReply {
                 client: client.clone(),
                 subject: reply.clone(),
             };
-            handle_request(Some(route), request, &origin, permit, || sink).map(|answer| {
+            handle_request(Some(route), request, &origin, slot, || sink).map(|answer| {
                 let mut packet = BytesMut::new();
                 answer.encode(Wire::Bare, &mut packet);
                 (reply, packet.freeze())
