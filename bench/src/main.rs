@@ -634,13 +634,13 @@ async fn run_one(
     }
     tokio::time::sleep_until(t.measure_start).await;
     let srv0 = server.cpu_ticks();
-    let kern0 = server.kernel_counts();
+    let sleeps0 = server.sleeps();
     let gen0 = procs::cpu_ticks("/proc/self/stat");
     let all0 = procs::machine_busy_ticks();
     let wall0 = Instant::now();
     tokio::time::sleep_until(t.end).await;
     let srv1 = server.cpu_ticks();
-    let kern1 = server.kernel_counts();
+    let sleeps1 = server.sleeps();
     let gen1 = procs::cpu_ticks("/proc/self/stat");
     let all1 = procs::machine_busy_ticks();
     let wall = wall0.elapsed().as_secs_f64();
@@ -693,8 +693,10 @@ async fn run_one(
         });
     }
     result.finish(stats, window.as_secs_f64());
-    result.kernel_per_100 = match (kern0, kern1) {
-        (Some(a), Some(b)) => b.per_100(&a, result.completed),
+    result.sleeps_per_100 = match (sleeps0, sleeps1) {
+        (Some(a), Some(b)) if result.completed > 0 => {
+            Some(b.saturating_sub(a) as f64 * 100.0 / result.completed as f64)
+        }
         _ => None,
     };
     result.peak_rss_kib = server.peak_rss_kib();

@@ -186,9 +186,9 @@ impl ServerProc {
         cpu_ticks(&format!("/proc/{}/stat", self.pid))
     }
 
-    /// Kernel activity counters of the process so far: see [`KernelCounts`].
-    pub fn kernel_counts(&self) -> Option<KernelCounts> {
-        KernelCounts::of(self.pid)
+    /// Voluntary context switches of the process so far: see [`sleeps`].
+    pub fn sleeps(&self) -> Option<u64> {
+        sleeps(self.pid)
     }
 
     /// Peak resident set size (VmHWM) in KiB.
@@ -293,62 +293,24 @@ pub fn cpu_ticks(stat_path: &str) -> Option<u64> {
     Some(utime + stime)
 }
 
-/// How often a process entered the kernel for I/O and went to sleep: the part of a
-/// server's cost that callgrind does not see. Differences of two readings are reported
-/// per request, so a server that writes in smaller batches or parks more often shows it.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct KernelCounts {
-    /// `read`-family system calls (`syscr` in `/proc/<pid>/io`).
-    pub reads: u64,
-    /// `write`-family system calls (`syscw`).
-    pub writes: u64,
-    /// Voluntary context switches of all threads (the process blocked, e.g. in `epoll_wait`
-    /// with nothing ready).
-    pub sleeps: u64,
-}
-
-impl KernelCounts {
-    /// Reads the counters of `pid` (`None` if `/proc` does not have them).
-    pub fn of(pid: u32) -> Option<KernelCounts> {
-        let io = std::fs::read_to_string(format!("/proc/{pid}/io")).ok()?;
-        let field = |name: &str| -> Option<u64> {
-            io.lines()
-                .find_map(|l| l.strip_prefix(name))?
-                .trim()
-                .parse()
-                .ok()
-        };
-        let mut sleeps = 0;
-        for task in std::fs::read_dir(format!("/proc/{pid}/task"))
-            .ok()?
-            .flatten()
-        {
-            let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
-            sleeps += status
-                .lines()
-                .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-                .unwrap_or(0);
-        }
-        Some(KernelCounts {
-            reads: field("syscr:")?,
-            writes: field("syscw:")?,
-            sleeps,
-        })
+/// Voluntary context switches of all threads of `pid`: how often the process blocked
+/// (e.g. in `epoll_wait` with nothing ready). A server that parks and wakes more often
+/// per request pays kernel time that callgrind does not see. (Socket reads and writes are
+/// not countable this way: `/proc/<pid>/io` skips `recv`/`send`.)
+pub fn sleeps(pid: u32) -> Option<u64> {
+    let mut total = 0;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+    {
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        total += status
+            .lines()
+            .find_map(|l| l.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
     }
-
-    /// `self - earlier`, per `units` (requests or events), times 100.
-    pub fn per_100(&self, earlier: &KernelCounts, units: u64) -> Option<[f64; 3]> {
-        if units == 0 {
-            return None;
-        }
-        let per = |a: u64, b: u64| a.saturating_sub(b) as f64 * 100.0 / units as f64;
-        Some([
-            per(self.reads, earlier.reads),
-            per(self.writes, earlier.writes),
-            per(self.sleeps, earlier.sleeps),
-        ])
-    }
+    Some(total)
 }
 
 /// Busy time of the whole machine (all CPUs, clock ticks): the first line of `/proc/stat`

@@ -122,9 +122,9 @@ pub struct RunResult {
     /// CPU used by everything else during the window (% of one core, all cores summed).
     pub other_cpu_pct: Option<f64>,
     pub peak_rss_kib: Option<u64>,
-    /// The server's read and write system calls and sleeps (voluntary context switches)
-    /// per 100 requests or events, during the window.
-    pub kernel_per_100: Option<[f64; 3]>,
+    /// The server's sleeps (voluntary context switches) per 100 requests or events,
+    /// during the window.
+    pub sleeps_per_100: Option<f64>,
     pub events: Option<EventCheck>,
 }
 
@@ -155,7 +155,7 @@ impl RunResult {
             gen_cpu_pct: None,
             other_cpu_pct: None,
             peak_rss_kib: None,
-            kernel_per_100: None,
+            sleeps_per_100: None,
             events: None,
         }
     }
@@ -341,7 +341,7 @@ impl Summary {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "| scenario | server | conns×in-flight | payload B | rate /s | p50 µs | p99 µs | p99.9 µs | errors | server CPU % | gen CPU % | other CPU % | server peak RSS MiB | server reads/writes/sleeps per 100 |"
+            "| scenario | server | conns×in-flight | payload B | rate /s | p50 µs | p99 µs | p99.9 µs | errors | server CPU % | gen CPU % | other CPU % | server peak RSS MiB | server sleeps per 100 |"
         );
         let _ = writeln!(
             s,
@@ -370,10 +370,7 @@ impl Summary {
                 opt(r.gen_cpu_pct, 0),
                 opt(r.other_cpu_pct, 0),
                 rss(r.peak_rss_kib),
-                match r.kernel_per_100 {
-                    Some([rd, wr, sl]) => format!("{rd:.1}/{wr:.1}/{sl:.1}"),
-                    None => "-".into(),
-                },
+                opt(r.sleeps_per_100, 2),
             );
         }
         let events: Vec<&RunResult> = self.results.iter().filter(|r| r.events.is_some()).collect();
@@ -454,9 +451,7 @@ impl Summary {
                     "generator_cpu_pct": r.gen_cpu_pct,
                     "other_cpu_pct": r.other_cpu_pct,
                     "server_peak_rss_kib": r.peak_rss_kib,
-                    "server_kernel_per_100": r.kernel_per_100.map(|[rd, wr, sl]| json!({
-                        "reads": rd, "writes": wr, "sleeps": sl,
-                    })),
+                    "server_sleeps_per_100": r.sleeps_per_100,
                     "events": r.events.map(|e| json!({
                         "sent": e.sent, "printed": e.printed,
                         "lost": e.sent.saturating_sub(e.printed),

@@ -8,17 +8,44 @@
 //! `nestling_server_request_duration_seconds{kind}`, `nestling_server_connections`,
 //! `nestling_server_in_flight`, `nestling_client_calls_total{outcome}`,
 //! `nestling_client_call_duration_seconds`.
+//!
+//! Metric handles are registered with the recorder once per process, when the first
+//! connection, request or call is observed (the `metrics` crate's advice for hot paths):
+//! a request then costs a few atomic adds instead of a recorder lookup and a key hash per
+//! metric. A recorder must therefore be installed before the first one — at the top of
+//! `main`, as every exporter's documentation shows.
 
 use std::time::Instant;
 
 use tracing::field::Empty;
 use tracing::Span;
 
+/// What is being observed: a server packet, or a client call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// A request (message pattern) served.
+    Request,
+    /// An event served.
+    Event,
+    /// A call made by the client.
+    Call,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Request => "request",
+            Kind::Event => "event",
+            Kind::Call => "call",
+        }
+    }
+}
+
 /// A request (or call) being observed.
 pub(crate) struct Observed {
     pub span: Span,
     start: Instant,
-    kind: &'static str,
+    kind: Kind,
 }
 
 fn text(raw: &[u8]) -> &str {
@@ -28,7 +55,7 @@ fn text(raw: &[u8]) -> &str {
 impl Observed {
     /// Server side: one packet handled.
     pub fn request(
-        kind: &'static str,
+        kind: Kind,
         pattern: &[u8],
         id: Option<&[u8]>,
         peer: std::net::SocketAddr,
@@ -36,7 +63,7 @@ impl Observed {
     ) -> Self {
         let span = tracing::debug_span!(
             "nestling.request",
-            kind,
+            kind = kind.as_str(),
             pattern = text(pattern),
             id = id.map(text),
             %peer,
@@ -45,7 +72,7 @@ impl Observed {
             duration_us = Empty,
         );
         #[cfg(feature = "metrics")]
-        metrics::gauge!("nestling_server_in_flight").increment(1.0);
+        handles::get().in_flight.increment(1.0);
         Self {
             span,
             start: Instant::now(),
@@ -66,7 +93,7 @@ impl Observed {
         Self {
             span,
             start: Instant::now(),
-            kind: "call",
+            kind: Kind::Call,
         }
     }
 
@@ -87,55 +114,111 @@ impl Observed {
             );
         }
         #[cfg(feature = "metrics")]
-        record(self.kind, outcome, elapsed.as_secs_f64());
+        handles::get().record(self.kind, outcome, elapsed.as_secs_f64());
         #[cfg(not(feature = "metrics"))]
         let _ = self.kind;
-    }
-}
-
-/// Records one finished request or call. Labels are literals in every arm so the
-/// `metrics` macros build their keys statically: no allocation per request.
-#[cfg(feature = "metrics")]
-fn record(kind: &'static str, outcome: &'static str, seconds: f64) {
-    macro_rules! server {
-        ($kind:literal, $($outcome:literal)|*) => {{
-            metrics::gauge!("nestling_server_in_flight").decrement(1.0);
-            metrics::histogram!("nestling_server_request_duration_seconds", "kind" => $kind)
-                .record(seconds);
-            match outcome {
-                $($outcome => metrics::counter!(
-                    "nestling_server_requests_total", "kind" => $kind, "outcome" => $outcome
-                ).increment(1),)*
-                _ => {}
-            }
-        }};
-    }
-    match kind {
-        "call" => {
-            metrics::histogram!("nestling_client_call_duration_seconds").record(seconds);
-            match outcome {
-                "ok" => {
-                    metrics::counter!("nestling_client_calls_total", "outcome" => "ok").increment(1)
-                }
-                "error" => metrics::counter!("nestling_client_calls_total", "outcome" => "error")
-                    .increment(1),
-                "timeout" => {
-                    metrics::counter!("nestling_client_calls_total", "outcome" => "timeout")
-                        .increment(1)
-                }
-                _ => metrics::counter!("nestling_client_calls_total", "outcome" => "failed")
-                    .increment(1),
-            }
-        }
-        "request" => server!("request", "ok" | "stream" | "error" | "internal"),
-        _ => server!("event", "ok" | "stream" | "error" | "internal"),
     }
 }
 
 /// Counts an accepted (`+1`) or closed (`-1`) server connection.
 pub(crate) fn connection(delta: f64) {
     #[cfg(feature = "metrics")]
-    metrics::gauge!("nestling_server_connections").increment(delta);
+    handles::get().connections.increment(delta);
     #[cfg(not(feature = "metrics"))]
     let _ = delta;
+}
+
+/// Every metric nestling records, registered once (see the module docs).
+#[cfg(feature = "metrics")]
+mod handles {
+    use std::sync::OnceLock;
+
+    use metrics::{counter, gauge, histogram, Counter, Gauge, Histogram};
+
+    use super::Kind;
+
+    /// One server kind's duration histogram and outcome counters.
+    pub struct Served {
+        duration: Histogram,
+        /// `ok`, `stream`, `error`, `internal`, in this order.
+        outcomes: [Counter; 4],
+    }
+
+    pub struct Handles {
+        pub in_flight: Gauge,
+        pub connections: Gauge,
+        request: Served,
+        event: Served,
+        call_duration: Histogram,
+        /// `ok`, `error`, `timeout`, `failed`, in this order.
+        calls: [Counter; 4],
+    }
+
+    static HANDLES: OnceLock<Handles> = OnceLock::new();
+
+    /// The handles, registered with the current recorder on first use.
+    pub fn get() -> &'static Handles {
+        HANDLES.get_or_init(register)
+    }
+
+    /// Labels are literals so the keys are built statically.
+    fn register() -> Handles {
+        macro_rules! served {
+            ($kind:literal) => {
+                Served {
+                    duration: histogram!("nestling_server_request_duration_seconds", "kind" => $kind),
+                    outcomes: [
+                        counter!("nestling_server_requests_total", "kind" => $kind, "outcome" => "ok"),
+                        counter!("nestling_server_requests_total", "kind" => $kind, "outcome" => "stream"),
+                        counter!("nestling_server_requests_total", "kind" => $kind, "outcome" => "error"),
+                        counter!("nestling_server_requests_total", "kind" => $kind, "outcome" => "internal"),
+                    ],
+                }
+            };
+        }
+        Handles {
+            in_flight: gauge!("nestling_server_in_flight"),
+            connections: gauge!("nestling_server_connections"),
+            request: served!("request"),
+            event: served!("event"),
+            call_duration: histogram!("nestling_client_call_duration_seconds"),
+            calls: [
+                counter!("nestling_client_calls_total", "outcome" => "ok"),
+                counter!("nestling_client_calls_total", "outcome" => "error"),
+                counter!("nestling_client_calls_total", "outcome" => "timeout"),
+                counter!("nestling_client_calls_total", "outcome" => "failed"),
+            ],
+        }
+    }
+
+    impl Handles {
+        /// Records one finished request, event or call.
+        pub fn record(&self, kind: Kind, outcome: &str, seconds: f64) {
+            let served = match kind {
+                Kind::Call => {
+                    self.call_duration.record(seconds);
+                    let i = match outcome {
+                        "ok" => 0,
+                        "error" => 1,
+                        "timeout" => 2,
+                        _ => 3,
+                    };
+                    self.calls[i].increment(1);
+                    return;
+                }
+                Kind::Request => &self.request,
+                Kind::Event => &self.event,
+            };
+            self.in_flight.decrement(1.0);
+            served.duration.record(seconds);
+            let i = match outcome {
+                "ok" => 0,
+                "stream" => 1,
+                "error" => 2,
+                "internal" => 3,
+                _ => return,
+            };
+            served.outcomes[i].increment(1);
+        }
+    }
 }

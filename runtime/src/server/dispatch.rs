@@ -15,7 +15,7 @@ use crate::handler::{
     HandlerFailure, HandlerFuture, HandlerNowFn, HandlerOutcome, Reply, ReplyStream, Request,
 };
 use crate::middleware::call_layered;
-use crate::observe::Observed;
+use crate::observe::{Kind, Observed};
 use crate::packet::{Inbound, Wire};
 use crate::router::{Bound, Route, Router, Who};
 
@@ -146,7 +146,8 @@ pub(crate) fn handle_event(
     let mut request = Some(request);
     let last = handlers.len().saturating_sub(1);
     for (i, bound) in handlers.iter().enumerate() {
-        let observed = Observed::request("event", &pattern, None, origin.peer, trace.as_deref());
+        let observed =
+            Observed::request(Kind::Event, &pattern, None, origin.peer, trace.as_deref());
         let request = if i == last {
             request.take()
         } else {
@@ -219,7 +220,7 @@ pub(crate) fn handle_request<S: ReplySink>(
     };
     let trace = crate::trace::from_metadata(metadata.as_deref());
     let observed = Observed::request(
-        "request",
+        Kind::Request,
         &pattern,
         Some(&id),
         origin.peer,
