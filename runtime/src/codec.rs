@@ -4,7 +4,7 @@
 //! Decoded frames are the JSON text as UTF-8 [`Bytes`] (invalid UTF-8 is replaced with
 //! U+FFFD exactly as Node's `StringDecoder` does), ready for the packet layer.
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::utf16::{find_boundary, utf16_len_bytes, Boundary};
@@ -320,23 +320,34 @@ impl Decoder for NestCodec {
 /// assert_eq!(&buf[..], "15#{\"data\":\"a😀b\"}".as_bytes());
 /// ```
 pub fn encode_frame(json: &str, dst: &mut BytesMut) {
-    encode_frame_parts(dst, &[json.as_bytes()]);
+    // The text is a value, not a literal: it goes at an odd position to be counted.
+    encode_frame_parts(dst, &[b"", json.as_bytes()]);
 }
 
 /// Writes one frame whose JSON text is the concatenation of `parts`, straight into `dst`:
 /// the length is counted over the parts, so packets are framed without first being
 /// assembled in a buffer of their own. Every part must be UTF-8 (literals, serde_json
-/// output, or slices of decoded frames).
+/// output, or slices of decoded frames), and the parts at even positions must be ASCII
+/// literals (`{"response":`, `,"id":`, …): their UTF-16 length is their byte length, so
+/// only the values between them are counted, in the same pass that sums the bytes.
 pub(crate) fn encode_frame_parts(dst: &mut BytesMut, parts: &[&[u8]]) {
-    let units: usize = parts.iter().map(|p| utf16_len_bytes(p)).sum();
-    let bytes: usize = parts.iter().map(|p| p.len()).sum();
+    let (mut units, mut bytes) = (0, 0);
+    for (i, part) in parts.iter().enumerate() {
+        bytes += part.len();
+        units += if i % 2 == 0 {
+            debug_assert!(part.is_ascii(), "even parts are ASCII literals");
+            part.len()
+        } else {
+            utf16_len_bytes(part)
+        };
+    }
     let mut header = itoa::Buffer::new();
     let header = header.format(units);
     dst.reserve(header.len() + 1 + bytes);
-    dst.put_slice(header.as_bytes());
-    dst.put_u8(b'#');
-    for p in parts {
-        dst.put_slice(p);
+    dst.extend_from_slice(header.as_bytes());
+    dst.extend_from_slice(b"#");
+    for part in parts {
+        dst.extend_from_slice(part);
     }
 }
 

@@ -214,7 +214,8 @@ pub enum Wire {
 }
 
 impl Wire {
-    /// Appends one packet made of `parts` (all UTF-8) to `dst`.
+    /// Appends one packet made of `parts` (all UTF-8; ASCII literals at even positions,
+    /// values between them, see [`encode_frame_parts`]) to `dst`.
     fn put(self, dst: &mut BytesMut, parts: &[&[u8]]) {
         match self {
             Wire::Tcp => encode_frame_parts(dst, parts),

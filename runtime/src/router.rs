@@ -52,9 +52,17 @@ pub(crate) struct Route {
 
 #[derive(Default, Clone)]
 pub(crate) struct Router {
-    /// FxHash: the table is built once from the handlers, never from peer input, so
-    /// hash flooding cannot grow it; lookups only probe.
-    routes: HashMap<RouteKey, Route, FxBuildHasher>,
+    /// The handlers of each route; the maps below index into it.
+    table: Vec<Route>,
+    /// Normalised pattern → route. FxHash: the table is built once from the handlers,
+    /// never from peer input, so hash flooding cannot grow it; lookups only probe.
+    by_key: HashMap<RouteKey, usize, FxBuildHasher>,
+    /// The pattern's JSON text as a sender usually writes it (`"sum"`, quotes included) →
+    /// route: the common case is found straight from the packet's bytes, without
+    /// normalising. Only texts that normalise to their route's key are entered, so a hit
+    /// is always the route the slow path would find; anything else (escapes, object
+    /// patterns written with other spacing) falls back to it.
+    by_wire: HashMap<Box<[u8]>, usize, FxBuildHasher>,
 }
 
 impl Router {
@@ -65,7 +73,21 @@ impl Router {
                 pattern: bound.meta.pattern.to_owned(),
                 source,
             })?;
-        let route = self.routes.entry(key).or_default();
+        let index = match self.by_key.get(&key) {
+            Some(&i) => i,
+            None => {
+                let i = self.table.len();
+                self.table.push(Route::default());
+                if let Ok(wire) = serde_json::to_string(&key) {
+                    if incoming_route(&wire) == key.as_str() {
+                        self.by_wire.insert(wire.into_bytes().into(), i);
+                    }
+                }
+                self.by_key.insert(key, i);
+                i
+            }
+        };
+        let route = &mut self.table[index];
         match bound.meta.kind {
             HandlerKind::Message => {
                 if let Some(existing) = &route.message {
@@ -82,19 +104,106 @@ impl Router {
         Ok(())
     }
 
-    /// Finds the handlers for a pattern received on the wire.
-    pub fn lookup(&self, pattern_json: &str) -> Option<&Route> {
-        let key = incoming_route(pattern_json);
-        self.routes.get(key.as_ref())
+    /// Finds the handlers for a pattern received on the wire (its raw JSON text).
+    pub fn lookup(&self, pattern_json: &[u8]) -> Option<&Route> {
+        if let Some(&i) = self.by_wire.get(pattern_json) {
+            return self.table.get(i);
+        }
+        // Frames are valid UTF-8 (the codec guarantees it); anything else matches nothing.
+        let text = std::str::from_utf8(pattern_json).ok()?;
+        let key = incoming_route(text);
+        self.table.get(*self.by_key.get(key.as_ref())?)
     }
 
     /// Every route, with its key (Nest's normalised pattern).
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub fn routes(&self) -> impl Iterator<Item = (&RouteKey, &Route)> {
-        self.routes.iter()
+        self.by_key.iter().map(|(key, &i)| (key, &self.table[i]))
     }
 
     pub fn len(&self) -> usize {
-        self.routes.len()
+        self.table.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::handler::{HandlerFuture, Request};
+    use crate::registry::{ControllerMeta, HandlerMeta};
+
+    fn never(_: &Instance, _: Request) -> HandlerFuture {
+        Box::pin(std::future::pending())
+    }
+
+    const fn meta(pattern: &'static str, method: &'static str) -> HandlerMeta {
+        HandlerMeta {
+            kind: HandlerKind::Message,
+            pattern,
+            method,
+            line: 1,
+            call: never,
+            call_now: None,
+            layers: &[],
+        }
+    }
+
+    static HANDLERS: [HandlerMeta; 3] = [
+        meta("\"sum\"", "sum"),
+        meta(r#"{"cmd":"sum"}"#, "cmd"),
+        meta("42", "number"),
+    ];
+
+    static CONTROLLER: ControllerMeta = ControllerMeta {
+        name: "Test",
+        file: file!(),
+        type_id: std::any::TypeId::of::<()>,
+        auto: || None,
+        handlers: &HANDLERS,
+        layers: &[],
+    };
+
+    fn router() -> Router {
+        let mut router = Router::default();
+        let instance: Instance = Arc::new(());
+        for handler in &HANDLERS {
+            router
+                .add(Bound {
+                    instance: instance.clone(),
+                    controller: &CONTROLLER,
+                    meta: handler,
+                    service: None,
+                })
+                .unwrap();
+        }
+        router
+    }
+
+    fn found(router: &Router, wire: &[u8]) -> Option<&'static str> {
+        router
+            .lookup(wire)
+            .and_then(|r| r.message.as_ref())
+            .map(|b| b.meta.method)
+    }
+
+    /// The wire-text index answers the common form; every other spelling that Nest
+    /// routes to the same handler still finds it by normalising.
+    #[test]
+    fn lookup_by_wire_text_and_by_normalising_agree() {
+        let router = router();
+        assert_eq!(router.len(), 3);
+        assert!(router.by_wire.contains_key(&b"\"sum\""[..]));
+        assert_eq!(found(&router, b"\"sum\""), Some("sum"));
+        assert_eq!(found(&router, br#""\u0073um""#), Some("sum"));
+        assert_eq!(found(&router, br#"{"cmd":"sum"}"#), Some("cmd"));
+        assert_eq!(found(&router, br#"{ "cmd" : "sum" }"#), Some("cmd"));
+        assert_eq!(found(&router, br#""{\"cmd\":\"sum\"}""#), Some("cmd"));
+        assert_eq!(found(&router, b"42"), Some("number"));
+        assert_eq!(found(&router, b"\"42\""), Some("number"));
+        assert_eq!(found(&router, b"\"nope\""), None);
+        assert_eq!(found(&router, b"\"sum"), None);
+        assert_eq!(found(&router, &[b'"', 0xff, b'"']), None);
     }
 }

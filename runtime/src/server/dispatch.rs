@@ -77,11 +77,6 @@ pub(crate) struct ConnCtx {
     pub replies: mpsc::Sender<Bytes>,
 }
 
-fn as_str(b: &Bytes) -> &str {
-    // Frames are valid UTF-8 (the codec guarantees it); fall back to an unmatched route.
-    std::str::from_utf8(b).unwrap_or("\u{0}invalid")
-}
-
 /// Routes one packet received on a TCP connection by its `pattern`. Replies ready at once
 /// (plain `fn` handlers, unknown patterns) are appended to `outbox`, which the connection
 /// writes once per batch of packets read; later replies go through the connection's reply
@@ -97,8 +92,8 @@ pub(crate) fn dispatch(conn: &ConnCtx, packet: Inbound, slot: &mut Slot, outbox:
             let Some(pattern) = pattern else {
                 return no_event_handler(&conn.origin, "undefined");
             };
-            let Some(route) = conn.router.lookup(as_str(&pattern)) else {
-                return no_event_handler(&conn.origin, as_str(&pattern));
+            let Some(route) = conn.router.lookup(&pattern) else {
+                return no_event_handler(&conn.origin, &String::from_utf8_lossy(&pattern));
             };
             handle_event(route, pattern, data, metadata, &conn.origin, slot);
         }
@@ -108,7 +103,7 @@ pub(crate) fn dispatch(conn: &ConnCtx, packet: Inbound, slot: &mut Slot, outbox:
             id,
             metadata,
         } => {
-            let route = pattern.as_ref().and_then(|p| conn.router.lookup(as_str(p)));
+            let route = pattern.as_ref().and_then(|p| conn.router.lookup(p));
             let replies = || conn.replies.clone();
             let request = (pattern.unwrap_or_default(), data, id, metadata);
             if let Some(answer) = handle_request(route, request, &conn.origin, slot, replies) {
@@ -159,22 +154,40 @@ pub(crate) fn handle_event(
             observed.finish(outcome_label(&outcome));
             continue;
         }
-        let held = (own.take(), shared.clone());
-        let span = observed.span.clone();
-        let (running, who) = (start(bound, request), bound.who());
-        let task = async move {
-            let outcome = finish(running).await;
-            if let Err(failure) = &outcome {
-                log_failure(who, failure, "event");
-            }
-            observed.finish(outcome_label(&outcome));
-            drop(held);
-            // Nothing to send (the sink type is only named, never used).
-            None::<(Answer, mpsc::Sender<Bytes>)>
-        };
-        let task = crate::trace::maybe_scope(trace.clone(), task.instrument(span));
-        run_or_spawn(task);
+        spawn_event(
+            bound,
+            request,
+            observed,
+            trace.clone(),
+            (own.take(), shared.clone()),
+        );
     }
+}
+
+/// One `async` (or layered) event handler: started here, finished by a task when it does
+/// not complete at once. Out of line: the inline event path stays compact.
+#[inline(never)]
+fn spawn_event(
+    bound: &Bound,
+    request: Request,
+    observed: Observed,
+    trace: Option<Arc<str>>,
+    held: (Slot, Option<Arc<OwnedSemaphorePermit>>),
+) {
+    let span = observed.span.clone();
+    let (running, who) = (start(bound, request), bound.who());
+    let task = async move {
+        let outcome = finish(running).await;
+        if let Err(failure) = &outcome {
+            log_failure(who, failure, "event");
+        }
+        observed.finish(outcome_label(&outcome));
+        drop(held);
+        // Nothing to send (the sink type is only named, never used).
+        None::<(Answer, mpsc::Sender<Bytes>)>
+    };
+    let task = crate::trace::maybe_scope(trace, task.instrument(span));
+    run_or_spawn(task);
 }
 
 /// A request's raw `pattern`, `data`, `id` and `metadata`.
@@ -235,21 +248,50 @@ pub(crate) fn handle_request<S: ReplySink>(
             Ok(Reply::Value(value)) => AnswerBody::Value(value),
             Err(failure) => AnswerBody::Error(failure.wire_json()),
             Ok(Reply::Stream(stream)) => {
-                // Items may take time to come: the stream is pumped by a task of its own.
-                let (span, sink, permit) = (observed.span.clone(), sink(), slot.take());
-                let task = async move {
-                    Box::pin(pump_stream(stream, &id, &sink)).await;
-                    observed.finish("stream");
-                    drop(permit);
-                    None::<(Answer, S)>
-                };
-                return run_or_spawn(crate::trace::maybe_scope(trace, task.instrument(span)));
+                return pump_later(stream, id, observed, trace, slot.take(), sink());
             }
         };
         observed.finish(label);
         return Some(Answer { id, body });
     }
-    let (span, sink, permit) = (observed.span.clone(), sink(), slot.take());
+    run_later(route, request, id, observed, trace, slot.take(), sink())
+}
+
+/// A plain `fn` handler returned a stream: items may take time to come, so the stream is
+/// pumped by a task of its own. Out of line (like [`run_later`]): the inline path above
+/// stays compact in the instruction cache.
+#[inline(never)]
+fn pump_later<S: ReplySink>(
+    stream: ReplyStream,
+    id: Bytes,
+    observed: Observed,
+    trace: Option<Arc<str>>,
+    permit: Slot,
+    sink: S,
+) -> Option<Answer> {
+    let span = observed.span.clone();
+    let task = async move {
+        Box::pin(pump_stream(stream, &id, &sink)).await;
+        observed.finish("stream");
+        drop(permit);
+        None::<(Answer, S)>
+    };
+    run_or_spawn(crate::trace::maybe_scope(trace, task.instrument(span)))
+}
+
+/// A request for an `async` handler, a handler with middleware, or event handlers only:
+/// started here, finished by a task when it does not complete at once.
+#[inline(never)]
+fn run_later<S: ReplySink>(
+    route: &Route,
+    request: Request,
+    id: Bytes,
+    observed: Observed,
+    trace: Option<Arc<str>>,
+    permit: Slot,
+    sink: S,
+) -> Option<Answer> {
+    let span = observed.span.clone();
     // The handler starts here: the request moves into the handler's own (boxed) future, so
     // this task holds a pointer, not the request. The task is copied when it is boxed or
     // spawned: keep it small (rare paths are boxed too).
@@ -398,6 +440,7 @@ async fn finish(running: Running) -> HandlerOutcome {
 }
 
 /// Nest's internal error for a handler that panicked; the panic's message is only logged.
+#[cold]
 fn panicked(panic: &(dyn std::any::Any + Send)) -> HandlerFailure {
     HandlerFailure::Internal(format!("handler panicked: {}", panic_message(panic)))
 }
@@ -439,6 +482,7 @@ fn call_now(
 }
 
 /// Nest's log line for an event nobody handles (the event is dropped).
+#[cold]
 pub(crate) fn no_event_handler(origin: &Origin, pattern: &str) {
     tracing::error!(peer = %origin.peer, %pattern, "There is no matching event handler defined in the remote service. Event pattern: {pattern}");
 }
@@ -487,6 +531,7 @@ fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .unwrap_or_else(|| "non-string panic payload".into())
 }
 
+#[cold]
 fn log_failure(who: Who, failure: &HandlerFailure, what: &str) {
     match failure {
         HandlerFailure::Internal(cause) => {
