@@ -255,7 +255,7 @@ pub async fn run(
                 continue;
             }
         };
-        let wrapper = vec![
+        let mut wrapper = vec![
             "valgrind".to_string(),
             "--tool=callgrind".to_string(),
             "--quiet".to_string(),
@@ -269,6 +269,11 @@ pub async fn run(
             "--vgdb=yes".to_string(),
             format!("--vgdb-prefix={}", cfg.dir.join("vgdb-pipe").display()),
         ];
+        // Extra callgrind options, e.g. `--cache-sim=yes` for instruction-cache misses
+        // (the profiles' `summary:` line then has I1mr; see PROFILE.md).
+        if let Ok(extra) = std::env::var("NESTLING_BENCH_CALLGRIND_ARGS") {
+            wrapper.extend(extra.split_whitespace().map(str::to_string));
+        }
         let t0 = std::time::Instant::now();
         // node needs ~30 s to start under valgrind.
         let started = ServerProc::start_wrapped(
