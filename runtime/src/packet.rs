@@ -159,6 +159,88 @@ pub(crate) fn parse_inbound_frame(frame: &crate::codec::FrameText) -> Result<Inb
 }
 
 fn inbound_from(frame: &Bytes, text: Option<&str>) -> Result<Inbound, InvalidJson> {
+    if let Some(packet) = text.and_then(|t| nest_shaped(frame, t)) {
+        return Ok(packet);
+    }
+    inbound_general(frame, text)
+}
+
+/// Every packet Nest's clients (and nestling's) write has one shape:
+/// `{"pattern":P,"data":D,"id":I}` for a request, `{"pattern":P,"data":D}` for an event —
+/// these keys in this order, no whitespace, `P` a string. A frame of exactly that shape is
+/// cut at its fixed tokens, and serde only checks that `D` is one JSON value; anything else
+/// (other key order, whitespace, escapes in `P` or `I`, `metadata`, …) returns `None` and
+/// takes the general parse. The cut is exact, not a guess: the text is then the fixed
+/// tokens around one valid value and simple strings, which JSON's grammar reads only one
+/// way — the way the general parse reads it (`tests::shaped_agrees_with_general`).
+fn nest_shaped(frame: &Bytes, text: &str) -> Option<Inbound> {
+    const PATTERN: &[u8] = b"{\"pattern\":\"";
+    const DATA: &[u8] = b",\"data\":";
+    const ID: &[u8] = b",\"id\":";
+    let b = text.as_bytes();
+    if !b.starts_with(PATTERN) || b.last() != Some(&b'}') {
+        return None;
+    }
+    // P: a string without escapes (it ends at the first quote).
+    let p_end = PATTERN.len() + simple_string_len(&b[PATTERN.len()..])?;
+    let data_start = p_end + 1 + DATA.len();
+    if b.get(p_end + 1..data_start)? != DATA {
+        return None;
+    }
+    let body = &b[..b.len() - 1];
+    // I: a string without escapes, or a plain non-negative integer, after `,"id":`.
+    // (`None` here only means "no id": the frame may still be an event.)
+    let id_start = match body.last() {
+        Some(b'"') => body[..body.len() - 1]
+            .iter()
+            .rposition(|&c| c == b'"')
+            .filter(|&open| simple_string_len(&body[open + 1..]).is_some()),
+        Some(c) if c.is_ascii_digit() => body
+            .iter()
+            .rposition(|c| !c.is_ascii_digit())
+            .map(|last| last + 1)
+            .filter(|&start| body.len() - start == 1 || body[start] != b'0'),
+        _ => None,
+    };
+    let (data_end, id) = match id_start {
+        Some(start) if body[..start].ends_with(ID) => (start - ID.len(), Some(start)),
+        _ => (body.len(), None),
+    };
+    // D: one JSON value, nothing around it (the general parse's slice has no whitespace).
+    let data = text.get(data_start..data_end)?;
+    let edge = |c: Option<&u8>| c.is_some_and(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
+    if !edge(data.as_bytes().first()) || !edge(data.as_bytes().last()) {
+        return None;
+    }
+    serde_json::from_str::<de::IgnoredAny>(data).ok()?;
+    let pattern = Some(frame.slice(PATTERN.len() - 1..p_end + 1));
+    let data = Some(frame.slice(data_start..data_end));
+    Some(match id {
+        Some(start) => Inbound::Request {
+            pattern,
+            data,
+            id: frame.slice(start..body.len()),
+            metadata: None,
+        },
+        None => Inbound::Event {
+            pattern,
+            data,
+            metadata: None,
+        },
+    })
+}
+
+/// Length of a JSON string's content up to its closing quote, if it has no escapes and no
+/// control characters (then the content is the string itself).
+fn simple_string_len(b: &[u8]) -> Option<usize> {
+    let end = b
+        .iter()
+        .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+    (b[end] == b'"').then_some(end)
+}
+
+/// The general packet parse: any key order, whitespace, escapes, extra keys, non-objects.
+fn inbound_general(frame: &Bytes, text: Option<&str>) -> Result<Inbound, InvalidJson> {
     let slice = |raw: &RawValue| frame.slice_ref(raw.get().as_bytes());
     // Valid JSON that is not an object is an undefined event in Nest, not a framing
     // error; only unparsable text closes the connection.
@@ -403,8 +485,17 @@ const REPLY_KEYS: [&str; 5] = ["id", "err", "response", "isDisposed", "status"];
 
 /// Parses a frame received by a client.
 pub fn parse_reply(frame: &Bytes) -> Result<Reply, InvalidJson> {
+    reply_from(frame, std::str::from_utf8(frame).ok())
+}
+
+/// [`parse_reply`] for a frame the codec already validated as UTF-8.
+pub(crate) fn parse_reply_frame(frame: &crate::codec::FrameText) -> Result<Reply, InvalidJson> {
+    reply_from(frame.bytes(), Some(frame.as_str()))
+}
+
+fn reply_from(frame: &Bytes, text: Option<&str>) -> Result<Reply, InvalidJson> {
     let slice = |raw: &RawValue| frame.slice_ref(raw.get().as_bytes());
-    let fields = object_fields(frame, std::str::from_utf8(frame).ok(), &REPLY_KEYS)?;
+    let fields = object_fields(frame, text, &REPLY_KEYS)?;
     let id = fields.as_ref().and_then(|f| f.values[0]).map(slice);
     let Some(Fields {
         values: [_, err, response, is_disposed, _],

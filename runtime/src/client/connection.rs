@@ -11,8 +11,8 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use super::pending::PendingCalls;
-use crate::codec::NestCodec;
-use crate::packet::parse_reply;
+use crate::codec::{FrameError, FrameText, NestCodec};
+use crate::packet::parse_reply_frame;
 
 /// A frame queued for the writer, with an optional "handed to the socket" notice.
 struct Outbound {
@@ -136,7 +136,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
 }
 
 async fn read_loop<R: AsyncRead + Unpin>(rd: R, max_frame_len: usize, conn: Arc<Connection>) {
-    let mut frames = FramedRead::new(rd, NestCodec::with_max_frame_len(max_frame_len));
+    let mut frames = FramedRead::new(rd, TextFrames(NestCodec::with_max_frame_len(max_frame_len)));
     let reason = loop {
         let item = tokio::select! {
             _ = conn.stop.cancelled() => return,
@@ -148,7 +148,7 @@ async fn read_loop<R: AsyncRead + Unpin>(rd: R, max_frame_len: usize, conn: Arc<
                 tracing::warn!("closing client connection: {e}");
                 break e.to_string();
             }
-            Some(Ok(frame)) => match parse_reply(&frame) {
+            Some(Ok(frame)) => match parse_reply_frame(&frame) {
                 Ok(reply) => conn.calls.on_reply(reply),
                 Err(e) => {
                     tracing::warn!("closing client connection: {e}");
@@ -158,4 +158,17 @@ async fn read_loop<R: AsyncRead + Unpin>(rd: R, max_frame_len: usize, conn: Arc<
         }
     };
     conn.close(reason);
+}
+
+/// The codec yielding frames as validated text, so replies are parsed without checking
+/// their UTF-8 a second time (as the server does).
+struct TextFrames(NestCodec);
+
+impl tokio_util::codec::Decoder for TextFrames {
+    type Item = FrameText;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<FrameText>, FrameError> {
+        self.0.decode_text(src)
+    }
 }

@@ -69,7 +69,8 @@ impl PendingCall {
 struct Table {
     /// Set once the link is over: later registrations fail immediately.
     closed: Option<String>,
-    calls: HashMap<u64, PendingCall>,
+    /// FxHash: the ids are this client's own counter; a reply's id is only looked up.
+    calls: HashMap<u64, PendingCall, rustc_hash::FxBuildHasher>,
 }
 
 /// Calls awaiting replies on one link (a TCP connection or a NATS connection).

@@ -710,3 +710,126 @@ fn encoded_responses_parse_back() {
         ]
     );
 }
+
+// ---------------------------------------------------------------------------
+// The Nest-shaped fast path agrees with the general parse
+// ---------------------------------------------------------------------------
+
+mod shaped {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The fast path's answer, if it takes the frame, must be the general parse's.
+    fn check(json: &str) -> Option<Inbound> {
+        let frame = frame(json);
+        // The text must be the frame's own bytes: the parsers slice the frame by address.
+        let text = std::str::from_utf8(&frame).expect("test frames are UTF-8");
+        let fast = nest_shaped(&frame, text)?;
+        let general = inbound_general(&frame, Some(text))
+            .unwrap_or_else(|e| panic!("fast path took invalid JSON {json:?}: {e}"));
+        assert_eq!(fast, general, "{json}");
+        Some(fast)
+    }
+
+    #[test]
+    fn takes_the_packets_nest_writes() {
+        for json in [
+            r#"{"pattern":"sum","data":[1,2,3],"id":"c0d2a6e1-1c1b-4e2f-9d7e-2a5a0a7c3f11"}"#,
+            r#"{"pattern":"sum","data":[1,2,3],"id":"7"}"#,
+            r#"{"pattern":"sum","data":[1,2,3],"id":7}"#,
+            r#"{"pattern":"log","data":"求和1111"}"#,
+            r#"{"pattern":"{\"cmd\":\"sum\"}","data":{"a":[1,{"b":"}"}]},"id":"1"}"#,
+            r#"{"pattern":"log","data":{"x":1,"id":"2"}}"#,
+            r#"{"pattern":"log","data":",\"id\":\"3\""}"#,
+            r#"{"pattern":"p","data":null,"id":0}"#,
+        ] {
+            // (The object pattern above has escapes: it takes the general path.)
+            if json.contains(r#""{\"cmd"#) {
+                assert!(check(json).is_none(), "{json}");
+            } else {
+                assert!(check(json).is_some(), "fast path missed {json}");
+            }
+        }
+    }
+
+    #[test]
+    fn leaves_everything_else_to_the_general_parse() {
+        for json in [
+            r#"{"pattern":"sum","data":[1,2,3],"id":"7","metadata":{"traceId":"t"}}"#,
+            r#"{"pattern":"sum","data":[1,2,3],"id":null}"#,
+            r#"{"pattern":"sum","data":[1,2,3],"id":-1}"#,
+            r#"{"pattern":"sum","data":[1,2,3],"id":007}"#,
+            r#"{"pattern":"sum","data":[1,2,3],"id":"a\"b"}"#,
+            r#"{"pattern":"sum","data": [1,2,3],"id":"7"}"#,
+            r#"{"pattern":"sum","data":[1,2,3] ,"id":"7"}"#,
+            r#"{"pattern":"s\u0075m","data":1}"#,
+            r#"{"data":1,"pattern":"sum"}"#,
+            r#"{"pattern":"sum","data":}"#,
+            r#"{"pattern":"sum","data":[1,2,"id":"7"}"#,
+            r#"{"pattern":"sum","data":1,"id":"7"} "#,
+            r#"{"pattern":"sum","data":1,"data":2}"#,
+        ] {
+            assert!(check(json).is_none(), "fast path took {json}");
+        }
+    }
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        let leaf = prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            "[a-z\"\\\\,:{}\\[\\] 求😀]{0,6}".prop_map(serde_json::Value::from),
+        ];
+        leaf.prop_recursive(3, 16, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(serde_json::Value::from),
+                prop::collection::btree_map("[a-z\",:]{0,3}", inner, 0..3)
+                    .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A token that may appear in a frame: the fast path's own tokens, in pieces, so
+    /// that random concatenations often look almost like a Nest packet.
+    fn token() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(r#"{"pattern":"#.to_string()),
+            Just(r#",\"data\":"#.replace('\\', "")),
+            Just(r#","id":"#.to_string()),
+            Just("\"".to_string()),
+            Just("}".to_string()),
+            Just(" ".to_string()),
+            Just("\\".to_string()),
+            "[0-9]{1,3}",
+            "[a-z,:\\[\\]{}]{1,3}",
+            json_value().prop_map(|v| v.to_string()),
+        ]
+    }
+
+    proptest! {
+        /// Well-formed packets in Nest's shape: always taken, always equal.
+        #[test]
+        fn shaped_agrees_with_general(
+            pattern in "[a-z:{}\\[\\] 求]{0,8}",
+            data in json_value(),
+            id in prop::option::of(prop_oneof![
+                "[a-z0-9-]{0,12}".prop_map(serde_json::Value::from),
+                (0u64..1_000_000).prop_map(serde_json::Value::from),
+            ]),
+        ) {
+            let mut json = format!(r#"{{"pattern":{},"data":{}"#, serde_json::Value::from(pattern), data);
+            if let Some(id) = &id {
+                json.push_str(&format!(r#","id":{id}"#));
+            }
+            json.push('}');
+            prop_assert!(check(&json).is_some(), "fast path missed {}", json);
+        }
+
+        /// Anything built from the fast path's tokens: if taken, equal to the general parse.
+        #[test]
+        fn never_disagrees_on_near_misses(parts in prop::collection::vec(token(), 1..10)) {
+            let json: String = parts.concat();
+            check(&json);
+        }
+    }
+}
