@@ -172,7 +172,7 @@ fn inbound_from(frame: &Bytes, text: Option<&str>) -> Result<Inbound, InvalidJso
 /// (other key order, whitespace, escapes in `P` or `I`, `metadata`, …) returns `None` and
 /// takes the general parse. The cut is exact, not a guess: the text is then the fixed
 /// tokens around one valid value and simple strings, which JSON's grammar reads only one
-/// way — the way the general parse reads it (`tests::shaped_agrees_with_general`).
+/// way — the way the general parse reads it (`tests::shaped`).
 fn nest_shaped(frame: &Bytes, text: &str) -> Option<Inbound> {
     const PATTERN: &[u8] = b"{\"pattern\":\"";
     const DATA: &[u8] = b",\"data\":";
