@@ -4,6 +4,8 @@
 //!
 //! Checked properties, besides "never panics":
 //!
+//! * `parse_inbound` (with its shortcut for Nest-shaped packets) gives the same result as
+//!   the general parse, `parse_inbound_general`;
 //! * `encode_response`, `encode_stream_item`, `encode_error`, `encode_no_handler` and
 //!   `encode_outbound` produce exactly one frame that `NestCodec` decodes back to the
 //!   packet text, with nothing left over;
@@ -19,7 +21,7 @@ use libfuzzer_sys::fuzz_target;
 use nestling_runtime::codec::NestCodec;
 use nestling_runtime::packet::{
     encode_error, encode_no_handler, encode_outbound, encode_response, encode_stream_item,
-    parse_inbound, parse_reply, Inbound, Reply,
+    parse_inbound, parse_inbound_general, parse_reply, Inbound, Reply,
 };
 use nestling_runtime::NO_HANDLER_MESSAGE;
 use serde_json::value::RawValue;
@@ -210,6 +212,12 @@ fuzz_target!(|data: &[u8]| {
     let frame = Bytes::copy_from_slice(data);
     let inbound = parse_inbound(&frame);
     let _ = parse_reply(&frame);
+    // The shortcut for Nest-shaped packets never changes the result.
+    match (&inbound, parse_inbound_general(&frame)) {
+        (Ok(fast), Ok(general)) => assert_eq!(fast, &general, "shortcut differs on {data:?}"),
+        (Err(_), Err(_)) => {}
+        (fast, general) => panic!("shortcut {fast:?} vs general {general:?} on {data:?}"),
+    }
 
     // The encoders take raw JSON slices of a decoded frame, and decoded frames are always
     // UTF-8 (the codec replaces invalid bytes). `IgnoredAny` alone does not check UTF-8

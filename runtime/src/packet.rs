@@ -239,6 +239,13 @@ fn simple_string_len(b: &[u8]) -> Option<usize> {
     (b[end] == b'"').then_some(end)
 }
 
+/// [`parse_inbound`] without the shortcut for Nest-shaped packets: what the shortcut must
+/// always agree with (the `packet` fuzz target checks it).
+#[doc(hidden)]
+pub fn parse_inbound_general(frame: &Bytes) -> Result<Inbound, InvalidJson> {
+    inbound_general(frame, std::str::from_utf8(frame).ok())
+}
+
 /// The general packet parse: any key order, whitespace, escapes, extra keys, non-objects.
 fn inbound_general(frame: &Bytes, text: Option<&str>) -> Result<Inbound, InvalidJson> {
     let slice = |raw: &RawValue| frame.slice_ref(raw.get().as_bytes());
