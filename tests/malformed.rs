@@ -389,6 +389,45 @@ fn case_invalid_json() -> Case {
     )
 }
 
+/// Nest's own packet shape around a `data` that is not JSON. nestling cuts such packets at
+/// their fixed tokens and checks only `data`: the frame must still close the connection,
+/// with one log line and no reply.
+fn case_shaped_request_data_not_json() -> Case {
+    same(
+        r#"{"pattern":"echo","data":[1,2,],"id":"1"} (Nest's shape, data not JSON)"#,
+        [
+            Send(frame(r#"{"pattern":"echo","data":[1,2,],"id":"1"}"#)),
+            Closed,
+        ],
+        Log::Line(NOT_JSON),
+        Log::Line(NEST_INVALID),
+    )
+}
+
+fn case_shaped_event_data_not_json() -> Case {
+    same(
+        r#"{"pattern":"log","data":[1,} (Nest's event shape, data not JSON)"#,
+        [Send(frame(r#"{"pattern":"log","data":[1,}"#)), Closed],
+        Log::Line(NOT_JSON),
+        Log::Line(NEST_INVALID),
+    )
+}
+
+/// Looks like Nest's shape cut at the last `,"id":`, but is an object with `id` twice: the
+/// last one counts (as in `JSON.parse`).
+fn case_repeated_id_key() -> Case {
+    same(
+        r#"{"pattern":"echo","data":40,"id":"x","id":"y"} (repeated key)"#,
+        [
+            Send(frame(r#"{"pattern":"echo","data":40,"id":"x","id":"y"}"#)),
+            Replies(vec![reply("40", r#""y""#)]),
+            Serves,
+        ],
+        Log::Quiet,
+        Log::Quiet,
+    )
+}
+
 fn non_object(name: &'static str, json: &str) -> Case {
     same(
         name,
@@ -1291,6 +1330,9 @@ matrix! {
     length_too_long_swallows_next_frame => case_length_too_long,
     utf8_byte_count_instead_of_utf16_units => case_utf8_byte_count,
     invalid_json => case_invalid_json,
+    shaped_request_data_not_json => case_shaped_request_data_not_json,
+    shaped_event_data_not_json => case_shaped_event_data_not_json,
+    repeated_id_key => case_repeated_id_key,
     json_number_is_an_undefined_event => case_json_number,
     json_array_is_an_undefined_event => case_json_array,
     json_string_is_an_undefined_event => case_json_string,
