@@ -102,6 +102,15 @@ impl Observed {
         self.span.in_scope(f)
     }
 
+    /// Forgets a packet that turned out not to be one (its `data` was not JSON, see
+    /// `packet::Parsed`): it is handled again from the general parse, and counted then.
+    pub fn abandon(self) {
+        #[cfg(feature = "metrics")]
+        if self.kind != Kind::Call {
+            handles::get().in_flight.decrement(1.0);
+        }
+    }
+
     /// Records how it ended: `ok`, `error` (an `err` reply), `rejected`, …
     pub fn finish(self, outcome: &'static str) {
         let elapsed = self.start.elapsed();

@@ -153,13 +153,38 @@ pub fn parse_inbound(frame: &Bytes) -> Result<Inbound, InvalidJson> {
     inbound_from(frame, std::str::from_utf8(frame).ok())
 }
 
-/// [`parse_inbound`] for a frame the codec already knows to be UTF-8.
-pub(crate) fn parse_inbound_frame(frame: &crate::codec::FrameText) -> Result<Inbound, InvalidJson> {
-    inbound_from(frame.bytes(), Some(frame.as_str()))
+/// A packet parsed from a TCP frame, whose `data` may still need checking.
+pub(crate) struct Parsed {
+    pub packet: Inbound,
+    /// `data` was cut from a Nest-shaped packet without checking that it is one JSON value.
+    /// Whoever uses it must check it — a handler decoding its payload does — and hand the
+    /// frame to the general parse if it is not (see `server::dispatch`).
+    pub data_unchecked: bool,
+}
+
+/// [`parse_inbound`] for a frame the codec already knows to be UTF-8; a Nest-shaped
+/// packet's `data` is left for the dispatcher to check (see [`Parsed`]).
+pub(crate) fn parse_inbound_frame(frame: &crate::codec::FrameText) -> Result<Parsed, InvalidJson> {
+    if let Some((packet, data_unchecked)) = nest_shaped(frame.bytes(), frame.as_str(), true) {
+        return Ok(Parsed {
+            packet,
+            data_unchecked,
+        });
+    }
+    Ok(Parsed {
+        packet: inbound_general(frame.bytes(), Some(frame.as_str()))?,
+        data_unchecked: false,
+    })
+}
+
+/// Whether `data` is one JSON value: what the general parse checks and
+/// [`Parsed::data_unchecked`] defers.
+pub(crate) fn data_is_json(data: &[u8]) -> bool {
+    serde_json::from_slice::<de::IgnoredAny>(data).is_ok()
 }
 
 fn inbound_from(frame: &Bytes, text: Option<&str>) -> Result<Inbound, InvalidJson> {
-    if let Some(packet) = text.and_then(|t| nest_shaped(frame, t)) {
+    if let Some((packet, _)) = text.and_then(|t| nest_shaped(frame, t, false)) {
         return Ok(packet);
     }
     inbound_general(frame, text)
@@ -173,7 +198,12 @@ fn inbound_from(frame: &Bytes, text: Option<&str>) -> Result<Inbound, InvalidJso
 /// takes the general parse. The cut is exact, not a guess: the text is then the fixed
 /// tokens around one valid value and simple strings, which JSON's grammar reads only one
 /// way — the way the general parse reads it (`tests::shaped`).
-fn nest_shaped(frame: &Bytes, text: &str) -> Option<Inbound> {
+///
+/// With `may_defer`, the check of `D` may be left to the caller (the flag returned is then
+/// `true`), except where `D` holds `"metadata"`: Nest writes `metadata` between `data` and
+/// `id`, and such packets, whose cut `D` is not one value, must take the general parse at
+/// once rather than after a failed payload decode.
+fn nest_shaped(frame: &Bytes, text: &str, may_defer: bool) -> Option<(Inbound, bool)> {
     const PATTERN: &[u8] = b"{\"pattern\":\"";
     const DATA: &[u8] = b",\"data\":";
     const ID: &[u8] = b",\"id\":";
@@ -212,10 +242,13 @@ fn nest_shaped(frame: &Bytes, text: &str) -> Option<Inbound> {
     if !edge(data.as_bytes().first()) || !edge(data.as_bytes().last()) {
         return None;
     }
-    serde_json::from_str::<de::IgnoredAny>(data).ok()?;
+    let deferred = may_defer && !data.contains("\"metadata\"");
+    if !deferred && !data_is_json(data.as_bytes()) {
+        return None;
+    }
     let pattern = Some(frame.slice(PATTERN.len() - 1..p_end + 1));
     let data = Some(frame.slice(data_start..data_end));
-    Some(match id {
+    let packet = match id {
         Some(start) => Inbound::Request {
             pattern,
             data,
@@ -227,7 +260,8 @@ fn nest_shaped(frame: &Bytes, text: &str) -> Option<Inbound> {
             data,
             metadata: None,
         },
-    })
+    };
+    Some((packet, deferred))
 }
 
 /// Length of a JSON string's content up to its closing quote, if it has no escapes and no

@@ -25,6 +25,10 @@ pub struct HandlerMeta {
     /// For plain `fn` handlers: the same, run to completion at once (`call` then only
     /// wraps it in a future).
     pub call_now: Option<HandlerNowFn>,
+    /// Whether the handler takes a payload: its first act is then to decode `data` with
+    /// serde_json, a strict parse that fails on invalid JSON, so the server may leave the
+    /// checking of `data` to it.
+    pub decodes_data: bool,
     /// Layers from `#[message_pattern(.., layer = f)]`, outermost first.
     pub layers: &'static [fn() -> DynLayer],
 }

@@ -146,6 +146,7 @@ mod tests {
             line: 1,
             call: never,
             call_now: None,
+            decodes_data: false,
             layers: &[],
         }
     }

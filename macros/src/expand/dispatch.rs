@@ -164,6 +164,7 @@ pub fn expand_registration(n: &TokenStream, c: &Controller) -> TokenStream {
                 let now_name = format_ident!("__nestling_now_{}", h.method);
                 quote!(#n::Some(#now_name))
             };
+            let decodes_data = h.params.iter().any(|p| matches!(p, Param::Payload { .. }));
             h.pattern
                 .value
                 .routes()
@@ -178,6 +179,7 @@ pub fn expand_registration(n: &TokenStream, c: &Controller) -> TokenStream {
                             line: #line,
                             call: #fn_name,
                             call_now: #call_now,
+                            decodes_data: #decodes_data,
                             layers: &[#(#layers),*],
                         }
                     }

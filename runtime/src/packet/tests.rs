@@ -724,11 +724,48 @@ mod shaped {
         let frame = frame(json);
         // The text must be the frame's own bytes: the parsers slice the frame by address.
         let text = std::str::from_utf8(&frame).expect("test frames are UTF-8");
-        let fast = nest_shaped(&frame, text)?;
+        let (fast, _) = nest_shaped(&frame, text, false)?;
         let general = inbound_general(&frame, Some(text))
             .unwrap_or_else(|e| panic!("fast path took invalid JSON {json:?}: {e}"));
         assert_eq!(fast, general, "{json}");
         Some(fast)
+    }
+
+    /// With the check of `data` deferred, the cut is the general parse's whenever `data`
+    /// turns out to be one JSON value (what the dispatcher relies on), and a packet with
+    /// `metadata` is never deferred.
+    fn check_deferred(json: &str) {
+        let frame = frame(json);
+        let text = std::str::from_utf8(&frame).expect("test frames are UTF-8");
+        let Some((packet, deferred)) = nest_shaped(&frame, text, true) else {
+            return;
+        };
+        let data = match &packet {
+            Inbound::Request { data, .. } | Inbound::Event { data, .. } => data.clone(),
+            Inbound::Undefined => None,
+        };
+        let data = data.expect("a shaped packet has data");
+        if !deferred || data_is_json(&data) {
+            assert_eq!(
+                Ok(packet),
+                inbound_general(&frame, Some(text)).map_err(|_| ()),
+                "{json}"
+            );
+        }
+    }
+
+    #[test]
+    fn deferred_check_of_data() {
+        check_deferred(r#"{"pattern":"sum","data":[1,2,3],"id":"7"}"#);
+        check_deferred(r#"{"pattern":"sum","data":[1],"metadata":{"traceId":"t"},"id":"7"}"#);
+        check_deferred(r#"{"pattern":"sum","data":{"a":1},"metadata":{"t":1},"id":"7"}"#);
+        check_deferred(r#"{"pattern":"sum","data":1,"id":"x","id":"y"}"#);
+        let frame = frame(r#"{"pattern":"sum","data":{"a":1},"metadata":{"t":1},"id":"7"}"#);
+        let text = std::str::from_utf8(&frame).unwrap();
+        assert!(
+            nest_shaped(&frame, text, true).is_none(),
+            "metadata packets are not cut"
+        );
     }
 
     #[test]
@@ -830,6 +867,7 @@ mod shaped {
         fn never_disagrees_on_near_misses(parts in prop::collection::vec(token(), 1..10)) {
             let json: String = parts.concat();
             check(&json);
+            check_deferred(&json);
         }
     }
 }

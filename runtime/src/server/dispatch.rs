@@ -16,7 +16,7 @@ use crate::handler::{
 };
 use crate::middleware::call_layered;
 use crate::observe::{Kind, Observed};
-use crate::packet::{Inbound, Wire};
+use crate::packet::{data_is_json, Inbound, Parsed, Wire};
 use crate::router::{Bound, Route, Router, Who};
 
 /// Where the replies of one request go when they are not ready at once (those that are
@@ -77,11 +77,32 @@ pub(crate) struct ConnCtx {
     pub replies: mpsc::Sender<Bytes>,
 }
 
+/// The `data` of a Nest-shaped packet turned out not to be one JSON value (see
+/// [`Parsed::data_unchecked`]): nothing was answered, logged or counted, and the
+/// connection's reader hands the frame to the general parse.
+pub(crate) struct DataNotJson;
+
 /// Routes one packet received on a TCP connection by its `pattern`. Replies ready at once
 /// (plain `fn` handlers, unknown patterns) are appended to `outbox`, which the connection
 /// writes once per batch of packets read; later replies go through the connection's reply
 /// channel.
-pub(crate) fn dispatch(conn: &ConnCtx, packet: Inbound, slot: &mut Slot, outbox: &mut BytesMut) {
+///
+/// Unchecked `data` is checked here before anything happens, except for a plain `fn`
+/// handler that decodes it: its strict serde parse is the check (success proves `data` is
+/// one JSON value), and `data` is checked on its own only if the handler rejects it.
+pub(crate) fn dispatch(
+    conn: &ConnCtx,
+    Parsed {
+        packet,
+        data_unchecked,
+    }: Parsed,
+    slot: &mut Slot,
+    outbox: &mut BytesMut,
+) -> Result<(), DataNotJson> {
+    let check = |data: &Option<Bytes>| match data {
+        Some(d) if data_unchecked && !data_is_json(d) => Err(DataNotJson),
+        _ => Ok(()),
+    };
     match packet {
         Inbound::Undefined => no_event_handler(&conn.origin, "undefined"),
         Inbound::Event {
@@ -89,11 +110,14 @@ pub(crate) fn dispatch(conn: &ConnCtx, packet: Inbound, slot: &mut Slot, outbox:
             data,
             metadata,
         } => {
+            check(&data)?;
             let Some(pattern) = pattern else {
-                return no_event_handler(&conn.origin, "undefined");
+                no_event_handler(&conn.origin, "undefined");
+                return Ok(());
             };
             let Some(route) = conn.router.lookup(&pattern) else {
-                return no_event_handler(&conn.origin, &String::from_utf8_lossy(&pattern));
+                no_event_handler(&conn.origin, &String::from_utf8_lossy(&pattern));
+                return Ok(());
             };
             handle_event(route, pattern, data, metadata, &conn.origin, slot);
         }
@@ -104,13 +128,36 @@ pub(crate) fn dispatch(conn: &ConnCtx, packet: Inbound, slot: &mut Slot, outbox:
             metadata,
         } => {
             let route = pattern.as_ref().and_then(|p| conn.router.lookup(p));
+            let decoded_by_handler = route
+                .and_then(|r| r.message.as_ref())
+                .is_some_and(|b| b.meta.decodes_data && runs_now(b).is_some());
+            // Kept to check it if the handler rejects it (two reference counts).
+            let unchecked = match data_unchecked && decoded_by_handler {
+                true => data.clone(),
+                false => {
+                    check(&data)?;
+                    None
+                }
+            };
             let replies = || conn.replies.clone();
             let request = (pattern.unwrap_or_default(), data, id, metadata);
-            if let Some(answer) = handle_request(route, request, &conn.origin, slot, replies) {
+            let answer = handle_request(
+                route,
+                request,
+                &conn.origin,
+                slot,
+                replies,
+                unchecked.as_ref(),
+            );
+            if let Some(answer) = answer {
+                if let AnswerBody::NotJson = answer.body {
+                    return Err(DataNotJson);
+                }
                 answer.encode(Wire::Tcp, outbox);
             }
         }
     }
+    Ok(())
 }
 
 /// Runs every handler of `route` for an event. Nest runs every event handler; an event
@@ -150,8 +197,9 @@ pub(crate) fn handle_event(
         };
         let Some(request) = request else { break }; // unreachable: `last` is taken once
         if let Some((now, bound)) = runs_now(bound) {
-            let outcome = call_now(now, bound, request, trace.clone(), &observed, "event");
-            observed.finish(outcome_label(&outcome));
+            // (`None` only for unchecked data, which events never carry.)
+            let outcome = call_now(now, bound, request, trace.clone(), &observed, "event", None);
+            observed.finish(outcome.as_ref().map_or("internal", outcome_label));
             continue;
         }
         spawn_event(
@@ -204,6 +252,8 @@ enum AnswerBody {
     Value(Option<Vec<u8>>),
     Error(Vec<u8>),
     NoHandler,
+    /// Not an answer: unchecked `data` was not JSON (see [`DataNotJson`]).
+    NotJson,
 }
 
 impl Answer {
@@ -213,6 +263,8 @@ impl Answer {
             AnswerBody::Value(value) => wire.response(dst, value.as_deref(), &self.id),
             AnswerBody::Error(err) => wire.error(dst, err, &self.id),
             AnswerBody::NoHandler => wire.no_handler(dst, &self.id),
+            // Never encoded: `dispatch` turns it into `DataNotJson` first.
+            AnswerBody::NotJson => {}
         }
     }
 }
@@ -226,6 +278,7 @@ pub(crate) fn handle_request<S: ReplySink>(
     origin: &Origin,
     slot: &mut Slot,
     sink: impl FnOnce() -> S,
+    unchecked: Option<&Bytes>,
 ) -> Option<Answer> {
     let Some(route) = route.filter(|r| r.message.is_some() || !r.events.is_empty()) else {
         let body = AnswerBody::NoHandler;
@@ -242,7 +295,20 @@ pub(crate) fn handle_request<S: ReplySink>(
     let request = Request::new(data, origin.context(pattern, Some(id.clone()), metadata));
     if let Some((now, bound)) = route.message.as_ref().and_then(runs_now) {
         // A plain `fn` handler: answered right here, no future, no task.
-        let outcome = call_now(now, bound, request, trace.clone(), &observed, "request");
+        let outcome = call_now(
+            now,
+            bound,
+            request,
+            trace.clone(),
+            &observed,
+            "request",
+            unchecked,
+        );
+        let Some(outcome) = outcome else {
+            observed.abandon();
+            let body = AnswerBody::NotJson;
+            return Some(Answer { id, body });
+        };
         let label = outcome_label(&outcome);
         let body = match outcome {
             Ok(Reply::Value(value)) => AnswerBody::Value(value),
@@ -460,6 +526,8 @@ fn runs_now(bound: &Bound) -> Option<(HandlerNowFn, &Bound)> {
 
 /// Runs a plain `fn` handler at once, inside the packet's span and trace, turning a panic
 /// into Nest's internal error for this packet only; failures are logged as `what`.
+/// `None`: the handler rejected `unchecked` data that is not JSON at all — not the
+/// handler's failure to report; the frame goes to the general parse instead.
 fn call_now(
     now: HandlerNowFn,
     bound: &Bound,
@@ -467,7 +535,8 @@ fn call_now(
     trace: Option<std::sync::Arc<str>>,
     observed: &Observed,
     what: &str,
-) -> HandlerOutcome {
+    unchecked: Option<&Bytes>,
+) -> Option<HandlerOutcome> {
     observed.in_span(|| {
         let call = || now(&bound.instance, request);
         let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
@@ -475,9 +544,14 @@ fn call_now(
         }))
         .unwrap_or_else(|panic| Err(panicked(&*panic)));
         if let Err(failure) = &outcome {
+            if matches!(failure, HandlerFailure::BadPayload(_))
+                && unchecked.is_some_and(|d| !data_is_json(d))
+            {
+                return None;
+            }
             log_failure(bound.who(), failure, what);
         }
-        outcome
+        Some(outcome)
     })
 }
 

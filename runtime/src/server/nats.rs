@@ -353,14 +353,14 @@ fn handle_message(
             let request = (pattern, data, id, metadata);
             let Some(reply) = reply else {
                 // Nobody to answer: Nest runs the handler and drops the result.
-                let _ = handle_request(Some(route), request, &origin, slot, || Discard);
+                let _ = handle_request(Some(route), request, &origin, slot, || Discard, None);
                 return None;
             };
             let sink = NatsReply {
                 client: client.clone(),
                 subject: reply.clone(),
             };
-            handle_request(Some(route), request, &origin, slot, || sink).map(|answer| {
+            handle_request(Some(route), request, &origin, slot, || sink, None).map(|answer| {
                 let mut packet = BytesMut::new();
                 answer.encode(Wire::Bare, &mut packet);
                 (reply, packet.freeze())
