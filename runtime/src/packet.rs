@@ -199,10 +199,10 @@ fn inbound_from(frame: &Bytes, text: Option<&str>) -> Result<Inbound, InvalidJso
 /// tokens around one valid value and simple strings, which JSON's grammar reads only one
 /// way — the way the general parse reads it (`tests::shaped`).
 ///
-/// With `may_defer`, the check of `D` may be left to the caller (the flag returned is then
-/// `true`), except where `D` holds `"metadata"`: Nest writes `metadata` between `data` and
-/// `id`, and such packets, whose cut `D` is not one value, must take the general parse at
-/// once rather than after a failed payload decode.
+/// With `may_defer`, the check of a request's `D` may be left to the caller (the flag
+/// returned is then `true`), except where `D` holds `"metadata"`: Nest writes `metadata`
+/// between `data` and `id`, and such packets, whose cut `D` is not one value, must take the
+/// general parse at once rather than after a failed payload decode.
 fn nest_shaped(frame: &Bytes, text: &str, may_defer: bool) -> Option<(Inbound, bool)> {
     const PATTERN: &[u8] = b"{\"pattern\":\"";
     const DATA: &[u8] = b",\"data\":";
@@ -242,8 +242,10 @@ fn nest_shaped(frame: &Bytes, text: &str, may_defer: bool) -> Option<(Inbound, b
     if !edge(data.as_bytes().first()) || !edge(data.as_bytes().last()) {
         return None;
     }
-    let deferred = may_defer && !data.contains("\"metadata\"");
-    if !deferred && !data_is_json(data.as_bytes()) {
+    // Events are checked here: only a request's handler can decode `data` first. (`from_str`:
+    // the frame is known UTF-8, so strings are not checked again.)
+    let deferred = may_defer && id.is_some() && !data.contains("\"metadata\"");
+    if !deferred && serde_json::from_str::<de::IgnoredAny>(data).is_err() {
         return None;
     }
     let pattern = Some(frame.slice(PATTERN.len() - 1..p_end + 1));
