@@ -4,8 +4,9 @@
 //!
 //! Checked properties, besides "never panics":
 //!
-//! * `parse_inbound` (with its shortcut for Nest-shaped packets) gives the same result as
-//!   the general parse, `parse_inbound_general`;
+//! * `parse_inbound` and `parse_reply` (with their shortcuts for Nest-shaped packets and
+//!   value replies) give the same results as the general parses, `parse_inbound_general`
+//!   and `parse_reply_general`;
 //! * `encode_response`, `encode_stream_item`, `encode_error`, `encode_no_handler` and
 //!   `encode_outbound` produce exactly one frame that `NestCodec` decodes back to the
 //!   packet text, with nothing left over;
@@ -21,7 +22,7 @@ use libfuzzer_sys::fuzz_target;
 use nestling_runtime::codec::NestCodec;
 use nestling_runtime::packet::{
     encode_error, encode_no_handler, encode_outbound, encode_response, encode_stream_item,
-    parse_inbound, parse_inbound_general, parse_reply, Inbound, Reply,
+    parse_inbound, parse_inbound_general, parse_reply, parse_reply_general, Inbound, Reply,
 };
 use nestling_runtime::NO_HANDLER_MESSAGE;
 use serde_json::value::RawValue;
@@ -211,8 +212,12 @@ fn check_outbound(value: &[u8]) {
 fuzz_target!(|data: &[u8]| {
     let frame = Bytes::copy_from_slice(data);
     let inbound = parse_inbound(&frame);
-    let _ = parse_reply(&frame);
-    // The shortcut for Nest-shaped packets never changes the result.
+    // The shortcuts for Nest-shaped packets and replies never change the result.
+    match (parse_reply(&frame), parse_reply_general(&frame)) {
+        (Ok(fast), Ok(general)) => assert_eq!(fast, general, "reply shortcut differs on {data:?}"),
+        (Err(_), Err(_)) => {}
+        (fast, general) => panic!("reply shortcut {fast:?} vs general {general:?} on {data:?}"),
+    }
     match (&inbound, parse_inbound_general(&frame)) {
         (Ok(fast), Ok(general)) => assert_eq!(fast, &general, "shortcut differs on {data:?}"),
         (Err(_), Err(_)) => {}

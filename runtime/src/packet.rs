@@ -218,28 +218,13 @@ fn nest_shaped(frame: &Bytes, text: &str, may_defer: bool) -> Option<(Inbound, b
         return None;
     }
     let body = &b[..b.len() - 1];
-    // I: a string without escapes, or a plain non-negative integer, after `,"id":`.
-    // (`None` here only means "no id": the frame may still be an event.)
-    let id_start = match body.last() {
-        Some(b'"') => body[..body.len() - 1]
-            .iter()
-            .rposition(|&c| c == b'"')
-            .filter(|&open| simple_string_len(&body[open + 1..]).is_some()),
-        Some(c) if c.is_ascii_digit() => body
-            .iter()
-            .rposition(|c| !c.is_ascii_digit())
-            .map(|last| last + 1)
-            .filter(|&start| body.len() - start == 1 || body[start] != b'0'),
-        _ => None,
-    };
-    let (data_end, id) = match id_start {
+    // I after `,"id":`; without it the frame may still be an event.
+    let (data_end, id) = match trailing_id_start(body) {
         Some(start) if body[..start].ends_with(ID) => (start - ID.len(), Some(start)),
         _ => (body.len(), None),
     };
-    // D: one JSON value, nothing around it (the general parse's slice has no whitespace).
     let data = text.get(data_start..data_end)?;
-    let edge = |c: Option<&u8>| c.is_some_and(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
-    if !edge(data.as_bytes().first()) || !edge(data.as_bytes().last()) {
+    if !unpadded(data) {
         return None;
     }
     // Events are checked here: only a request's handler can decode `data` first. (`from_str`:
@@ -264,6 +249,55 @@ fn nest_shaped(frame: &Bytes, text: &str, may_defer: bool) -> Option<(Inbound, b
         },
     };
     Some((packet, deferred))
+}
+
+/// Where the id that ends `body` (a packet's text without its closing `}`) starts: a string
+/// without escapes, or a plain non-negative integer. `None`: no such id ends it.
+fn trailing_id_start(body: &[u8]) -> Option<usize> {
+    match body.last() {
+        Some(b'"') => body[..body.len() - 1]
+            .iter()
+            .rposition(|&c| c == b'"')
+            .filter(|&open| simple_string_len(&body[open + 1..]).is_some()),
+        Some(c) if c.is_ascii_digit() => body
+            .iter()
+            .rposition(|c| !c.is_ascii_digit())
+            .map(|last| last + 1)
+            .filter(|&start| body.len() - start == 1 || body[start] != b'0'),
+        _ => None,
+    }
+}
+
+/// A value cut from a shaped packet has no whitespace around it: the general parse's slice
+/// of the same value would not include any.
+fn unpadded(value: &str) -> bool {
+    let edge = |c: Option<&u8>| c.is_some_and(|c| !matches!(c, b' ' | b'\t' | b'\n' | b'\r'));
+    edge(value.as_bytes().first()) && edge(value.as_bytes().last())
+}
+
+/// The reply Nest's servers (and nestling's) write for a value,
+/// `{"response":R,"isDisposed":true,"id":I}`, cut at its fixed tokens like
+/// [`nest_shaped`] cuts requests: serde only checks that `R` is one JSON value, and anything
+/// else (errors, streamed items, other spellings) takes the general parse.
+fn reply_shaped(frame: &Bytes, text: &str) -> Option<Reply> {
+    const RESPONSE: &[u8] = b"{\"response\":";
+    const TAIL: &[u8] = b",\"isDisposed\":true,\"id\":";
+    let b = text.as_bytes();
+    if !b.starts_with(RESPONSE) || b.last() != Some(&b'}') {
+        return None;
+    }
+    let body = &b[..b.len() - 1];
+    let id_start = trailing_id_start(body).filter(|&start| body[..start].ends_with(TAIL))?;
+    let response_end = id_start - TAIL.len();
+    let response = text.get(RESPONSE.len()..response_end)?;
+    if !unpadded(response) || serde_json::from_str::<de::IgnoredAny>(response).is_err() {
+        return None;
+    }
+    Some(Reply::Value {
+        id: Some(frame.slice(id_start..body.len())),
+        response: Some(frame.slice(RESPONSE.len()..response_end)),
+        disposed: true,
+    })
 }
 
 /// Length of a JSON string's content up to its closing quote, if it has no escapes and no
@@ -537,6 +571,21 @@ pub(crate) fn parse_reply_frame(frame: &crate::codec::FrameText) -> Result<Reply
 }
 
 fn reply_from(frame: &Bytes, text: Option<&str>) -> Result<Reply, InvalidJson> {
+    if let Some(reply) = text.and_then(|t| reply_shaped(frame, t)) {
+        return Ok(reply);
+    }
+    reply_general(frame, text)
+}
+
+/// [`parse_reply`] without the shortcut for value replies: what the shortcut must always
+/// agree with (the `packet` fuzz target checks it).
+#[doc(hidden)]
+pub fn parse_reply_general(frame: &Bytes) -> Result<Reply, InvalidJson> {
+    reply_general(frame, std::str::from_utf8(frame).ok())
+}
+
+/// The general reply parse: any key order, whitespace, escapes, errors, foreign payloads.
+fn reply_general(frame: &Bytes, text: Option<&str>) -> Result<Reply, InvalidJson> {
     let slice = |raw: &RawValue| frame.slice_ref(raw.get().as_bytes());
     let fields = object_fields(frame, text, &REPLY_KEYS)?;
     let id = fields.as_ref().and_then(|f| f.values[0]).map(slice);

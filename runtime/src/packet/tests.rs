@@ -843,7 +843,73 @@ mod shaped {
         ]
     }
 
+    /// The reply shortcut's answer, if it takes the frame, must be the general parse's.
+    fn check_reply(json: &str) -> Option<Reply> {
+        let frame = frame(json);
+        let text = std::str::from_utf8(&frame).expect("test frames are UTF-8");
+        let fast = reply_shaped(&frame, text)?;
+        let general = reply_general(&frame, Some(text))
+            .unwrap_or_else(|e| panic!("reply shortcut took invalid JSON {json:?}: {e}"));
+        assert_eq!(fast, general, "{json}");
+        Some(fast)
+    }
+
+    #[test]
+    fn reply_shortcut_takes_value_replies_only() {
+        for json in [
+            r#"{"response":6,"isDisposed":true,"id":"1"}"#,
+            r#"{"response":{"a":[1,"}"]},"isDisposed":true,"id":7}"#,
+            r#"{"response":"求和","isDisposed":true,"id":"c0d2a6e1"}"#,
+        ] {
+            assert!(check_reply(json).is_some(), "missed {json}");
+        }
+        for json in [
+            r#"{"err":"x","isDisposed":true,"id":"1"}"#,
+            r#"{"response":6,"id":"1"}"#,
+            r#"{"response":6,"isDisposed":false,"id":"1"}"#,
+            r#"{"response":1,"err":"x","isDisposed":true,"id":"1"}"#,
+            r#"{"response": 6,"isDisposed":true,"id":"1"}"#,
+            r#"{"response":6,"isDisposed":true,"id":"a\"b"}"#,
+            r#"{"isDisposed":true,"id":"1"}"#,
+        ] {
+            assert!(check_reply(json).is_none(), "took {json}");
+        }
+    }
+
+    fn reply_token() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just(r#"{"response":"#.to_string()),
+            Just(r#","isDisposed":true,"id":"#.to_string()),
+            Just(r#","err":"#.to_string()),
+            Just("\"".to_string()),
+            Just("}".to_string()),
+            Just(" ".to_string()),
+            "[0-9]{1,3}",
+            "[a-z,:\\[\\]{}]{1,3}",
+            json_value().prop_map(|v| v.to_string()),
+        ]
+    }
+
     proptest! {
+        /// Value replies as Nest writes them: always taken, always equal.
+        #[test]
+        fn reply_shaped_agrees_with_general(
+            response in json_value(),
+            id in prop_oneof![
+                "[a-z0-9-]{0,12}".prop_map(serde_json::Value::from),
+                (0u64..1_000_000).prop_map(serde_json::Value::from),
+            ],
+        ) {
+            let json = format!(r#"{{"response":{response},"isDisposed":true,"id":{id}}}"#);
+            prop_assert!(check_reply(&json).is_some(), "reply shortcut missed {}", json);
+        }
+
+        /// Near misses built from the reply's own tokens: if taken, equal to the general parse.
+        #[test]
+        fn reply_never_disagrees_on_near_misses(parts in prop::collection::vec(reply_token(), 1..10)) {
+            check_reply(&parts.concat());
+        }
+
         /// Well-formed packets in Nest's shape: always taken, always equal.
         #[test]
         fn shaped_agrees_with_general(
