@@ -413,6 +413,22 @@ fn case_shaped_event_data_not_json() -> Case {
     )
 }
 
+/// Looks like Nest's event shape, but what follows `"data":` is not one value: a valid
+/// packet with one more key. The `log` handler's payload decoding rejects the cut `data`;
+/// the frame is then read whole, and the event is handled once with its real `data`.
+fn case_event_with_extra_key() -> Case {
+    same(
+        r#"{"pattern":"log","data":7,"x":"y"} (event shape with an extra key)"#,
+        [
+            Send(frame(r#"{"pattern":"log","data":7,"x":"y"}"#)),
+            Event(json!(7)),
+            Serves,
+        ],
+        Log::Quiet,
+        Log::Quiet,
+    )
+}
+
 /// Looks like Nest's shape cut at the last `,"id":`, but is an object with `id` twice: the
 /// last one counts (as in `JSON.parse`).
 fn case_repeated_id_key() -> Case {
@@ -1332,6 +1348,7 @@ matrix! {
     invalid_json => case_invalid_json,
     shaped_request_data_not_json => case_shaped_request_data_not_json,
     shaped_event_data_not_json => case_shaped_event_data_not_json,
+    event_with_extra_key => case_event_with_extra_key,
     repeated_id_key => case_repeated_id_key,
     json_number_is_an_undefined_event => case_json_number,
     json_array_is_an_undefined_event => case_json_array,

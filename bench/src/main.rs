@@ -270,6 +270,8 @@ struct Target {
     label: &'static str,
     proc: Option<ServerProc>,
     skipped: Option<String>,
+    /// Resident set size once started, before any load (the idle-RSS target).
+    idle_rss_kib: Option<u64>,
 }
 
 async fn run(
@@ -306,6 +308,11 @@ async fn run(
             )
         });
         targets.push(target(label, t));
+    }
+    // Idle RSS: once every server is up and has settled, before the first load.
+    settle().await;
+    for t in targets.iter_mut() {
+        t.idle_rss_kib = t.proc.as_ref().and_then(ServerProc::rss_kib);
     }
     for t in &targets {
         match (&t.proc, &t.skipped) {
@@ -373,6 +380,11 @@ async fn run(
                 .map(|p| (t.label.to_string(), p.peak_rss_kib()))
         })
         .collect();
+    let idle: Vec<(String, Option<u64>)> = targets
+        .iter()
+        .filter(|t| t.proc.is_some())
+        .map(|t| (t.label.to_string(), t.idle_rss_kib))
+        .collect();
     let summary = report::Summary {
         machine,
         pinning: pinning.is_some(),
@@ -383,6 +395,7 @@ async fn run(
         results,
         skipped,
         peak_rss_kib: peak,
+        idle_rss_kib: idle,
     };
     println!();
     print!("{}", summary.table());
@@ -520,11 +533,13 @@ fn target(label: &'static str, started: Result<ServerProc, String>) -> Target {
             label,
             proc: Some(p),
             skipped: None,
+            idle_rss_kib: None,
         },
         Err(e) => Target {
             label,
             proc: None,
             skipped: Some(e),
+            idle_rss_kib: None,
         },
     }
 }

@@ -193,7 +193,12 @@ impl ServerProc {
 
     /// Peak resident set size (VmHWM) in KiB.
     pub fn peak_rss_kib(&self) -> Option<u64> {
-        peak_rss_kib(&format!("/proc/{}/status", self.pid))
+        status_kib(&format!("/proc/{}/status", self.pid), "VmHWM:")
+    }
+
+    /// Resident set size now (VmRSS) in KiB.
+    pub fn rss_kib(&self) -> Option<u64> {
+        status_kib(&format!("/proc/{}/status", self.pid), "VmRSS:")
     }
 
     /// Sends SIGTERM and waits up to `grace` for the process to exit (valgrind then
@@ -327,10 +332,10 @@ pub fn machine_busy_ticks() -> Option<u64> {
     Some(busy)
 }
 
-/// VmHWM (KiB) from a `/proc/<pid>/status` file.
-pub fn peak_rss_kib(status_path: &str) -> Option<u64> {
+/// A KiB figure (`VmHWM:`, `VmRSS:`, …) from a `/proc/<pid>/status` file.
+fn status_kib(status_path: &str, key: &str) -> Option<u64> {
     let text = std::fs::read_to_string(status_path).ok()?;
-    let line = text.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
     line.split_whitespace().nth(1)?.parse().ok()
 }
 

@@ -222,6 +222,8 @@ pub struct Summary {
     pub results: Vec<RunResult>,
     pub skipped: Vec<(String, String)>,
     pub peak_rss_kib: Vec<(String, Option<u64>)>,
+    /// RSS of each server once started, before any load.
+    pub idle_rss_kib: Vec<(String, Option<u64>)>,
 }
 
 fn opt(v: Option<f64>, prec: usize) -> String {
@@ -408,6 +410,13 @@ impl Summary {
             }
         }
         let _ = writeln!(s);
+        for (label, kib) in &self.idle_rss_kib {
+            let _ = writeln!(
+                s,
+                "- idle RSS after start (before any load), {label}: {} MiB",
+                rss(*kib)
+            );
+        }
         for (label, kib) in &self.peak_rss_kib {
             let _ = writeln!(
                 s,
@@ -485,6 +494,7 @@ impl Summary {
             "ratios": ratios,
             "skipped": self.skipped.iter().map(|(l, w)| json!({"server": l, "reason": w})).collect::<Vec<_>>(),
             "peak_rss_kib": self.peak_rss_kib.iter().map(|(l, k)| json!({"server": l, "kib": k})).collect::<Vec<_>>(),
+            "idle_rss_kib": self.idle_rss_kib.iter().map(|(l, k)| json!({"server": l, "kib": k})).collect::<Vec<_>>(),
         });
         serde_json::to_string_pretty(&doc).expect("JSON") + "\n"
     }

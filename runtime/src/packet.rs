@@ -199,7 +199,7 @@ fn inbound_from(frame: &Bytes, text: Option<&str>) -> Result<Inbound, InvalidJso
 /// tokens around one valid value and simple strings, which JSON's grammar reads only one
 /// way — the way the general parse reads it (`tests::shaped`).
 ///
-/// With `may_defer`, the check of a request's `D` may be left to the caller (the flag
+/// With `may_defer`, the check of `D` (a request's or an event's) may be left to the caller (the flag
 /// returned is then `true`), except where `D` holds `"metadata"`: Nest writes `metadata`
 /// between `data` and `id`, and such packets, whose cut `D` is not one value, must take the
 /// general parse at once rather than after a failed payload decode.
@@ -227,9 +227,9 @@ fn nest_shaped(frame: &Bytes, text: &str, may_defer: bool) -> Option<(Inbound, b
     if !unpadded(data) {
         return None;
     }
-    // Events are checked here: only a request's handler can decode `data` first. (`from_str`:
-    // the frame is known UTF-8, so strings are not checked again.)
-    let deferred = may_defer && id.is_some() && !data.contains("\"metadata\"");
+    // (`from_str`: the frame is known UTF-8, so strings are not checked again.)
+    // (Nest's `metadata` is an object: only a cut ending in `}` can hold it.)
+    let deferred = may_defer && !(data.ends_with('}') && data.contains("\"metadata\""));
     if !deferred && serde_json::from_str::<de::IgnoredAny>(data).is_err() {
         return None;
     }
@@ -255,10 +255,12 @@ fn nest_shaped(frame: &Bytes, text: &str, may_defer: bool) -> Option<(Inbound, b
 /// without escapes, or a plain non-negative integer. `None`: no such id ends it.
 fn trailing_id_start(body: &[u8]) -> Option<usize> {
     match body.last() {
-        Some(b'"') => body[..body.len() - 1]
-            .iter()
-            .rposition(|&c| c == b'"')
-            .filter(|&open| simple_string_len(&body[open + 1..]).is_some()),
+        // The last quote before the closing one opens the string if nothing between them
+        // needs an escape. (`memrchr` and a branch-free check: ids are 20–36 characters.)
+        Some(b'"') => {
+            let rest = &body[..body.len() - 1];
+            memchr::memrchr(b'"', rest).filter(|&open| no_escapes(&rest[open + 1..]))
+        }
         Some(c) if c.is_ascii_digit() => body
             .iter()
             .rposition(|c| !c.is_ascii_digit())
@@ -266,6 +268,14 @@ fn trailing_id_start(body: &[u8]) -> Option<usize> {
             .filter(|&start| body.len() - start == 1 || body[start] != b'0'),
         _ => None,
     }
+}
+
+/// Whether `content` can stand in a JSON string as it is: no escape and no control
+/// character. Folded without early exit, so the compiler checks many bytes per step.
+fn no_escapes(content: &[u8]) -> bool {
+    !content
+        .iter()
+        .fold(false, |bad, &c| bad | (c < 0x20) | (c == b'\\'))
 }
 
 /// A value cut from a shaped packet has no whitespace around it: the general parse's slice

@@ -50,6 +50,18 @@ pub(crate) struct Route {
     pub events: Vec<Bound>,
 }
 
+impl Route {
+    /// The handlers an event runs: its event handlers, or (Nest) the message handler when
+    /// there are none, whose result is then discarded.
+    pub fn event_handlers(&self) -> &[Bound] {
+        if self.events.is_empty() {
+            self.message.as_slice()
+        } else {
+            &self.events
+        }
+    }
+}
+
 #[derive(Default, Clone)]
 pub(crate) struct Router {
     /// The handlers of each route; the maps below index into it.

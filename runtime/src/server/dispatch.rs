@@ -110,16 +110,24 @@ pub(crate) fn dispatch(
             data,
             metadata,
         } => {
-            check(&data)?;
-            let Some(pattern) = pattern else {
-                no_event_handler(&conn.origin, "undefined");
+            let route = pattern.as_ref().and_then(|p| conn.router.lookup(p));
+            let Some(route) = route else {
+                check(&data)?;
+                let name = pattern.as_deref().map(String::from_utf8_lossy);
+                no_event_handler(&conn.origin, name.as_deref().unwrap_or("undefined"));
                 return Ok(());
             };
-            let Some(route) = conn.router.lookup(&pattern) else {
-                no_event_handler(&conn.origin, &String::from_utf8_lossy(&pattern));
-                return Ok(());
-            };
-            handle_event(route, pattern, data, metadata, &conn.origin, slot);
+            let handlers = route.event_handlers();
+            let unchecked =
+                match data_unchecked && matches!(handlers, [only] if decodes_at_once(only)) {
+                    true => data.clone(),
+                    false => {
+                        check(&data)?;
+                        None
+                    }
+                };
+            let event = (pattern.unwrap_or_default(), data, metadata);
+            return handle_event(handlers, event, &conn.origin, slot, unchecked.as_ref());
         }
         Inbound::Request {
             pattern,
@@ -128,11 +136,9 @@ pub(crate) fn dispatch(
             metadata,
         } => {
             let route = pattern.as_ref().and_then(|p| conn.router.lookup(p));
-            let decoded_by_handler = route
-                .and_then(|r| r.message.as_ref())
-                .is_some_and(|b| b.meta.decodes_data && runs_now(b).is_some());
+            let handler = route.and_then(|r| r.message.as_ref());
             // Kept to check it if the handler rejects it (two reference counts).
-            let unchecked = match data_unchecked && decoded_by_handler {
+            let unchecked = match data_unchecked && handler.is_some_and(decodes_at_once) {
                 true => data.clone(),
                 false => {
                     check(&data)?;
@@ -160,23 +166,23 @@ pub(crate) fn dispatch(
     Ok(())
 }
 
-/// Runs every handler of `route` for an event. Nest runs every event handler; an event
-/// that reaches only a message handler runs it and discards the result.
+/// An event's raw `pattern`, `data` and `metadata`.
+pub(crate) type EventParts = (Bytes, Option<Bytes>, Option<Bytes>);
+
+/// Runs an event's `handlers` (see [`Route::event_handlers`]): Nest runs every one.
+///
+/// `unchecked` (see [`dispatch`]) is only passed for a sole plain `fn` handler that
+/// decodes `data`; if it rejects data that is not JSON, nothing ran and nothing was
+/// counted, and the transport hands the frame to the general parse.
 pub(crate) fn handle_event(
-    route: &Route,
-    pattern: Bytes,
-    data: Option<Bytes>,
-    metadata: Option<Bytes>,
+    handlers: &[Bound],
+    (pattern, data, metadata): EventParts,
     origin: &Origin,
     slot: &mut Slot,
-) {
+    unchecked: Option<&Bytes>,
+) -> Result<(), DataNotJson> {
     let trace = crate::trace::from_metadata(metadata.as_deref());
     let request = Request::new(data, origin.context(pattern.clone(), None, metadata));
-    let handlers: &[Bound] = if route.events.is_empty() {
-        route.message.as_slice()
-    } else {
-        &route.events
-    };
     // Handlers that run at once need no slot. One that becomes a task (the common async
     // case) owns it; several share it.
     let (mut own, shared) = match handlers.iter().filter(|b| runs_now(b).is_none()).count() {
@@ -197,9 +203,20 @@ pub(crate) fn handle_event(
         };
         let Some(request) = request else { break }; // unreachable: `last` is taken once
         if let Some((now, bound)) = runs_now(bound) {
-            // (`None` only for unchecked data, which events never carry.)
-            let outcome = call_now(now, bound, request, trace.clone(), &observed, "event", None);
-            observed.finish(outcome.as_ref().map_or("internal", outcome_label));
+            let call = call_now(
+                now,
+                bound,
+                request,
+                trace.clone(),
+                &observed,
+                "event",
+                unchecked,
+            );
+            let Some(outcome) = call else {
+                observed.abandon();
+                return Err(DataNotJson);
+            };
+            observed.finish(outcome_label(&outcome));
             continue;
         }
         spawn_event(
@@ -210,6 +227,7 @@ pub(crate) fn handle_event(
             (own.take(), shared.clone()),
         );
     }
+    Ok(())
 }
 
 /// One `async` (or layered) event handler: started here, finished by a task when it does
@@ -514,6 +532,12 @@ fn panicked(panic: &(dyn std::any::Any + Send)) -> HandlerFailure {
 /// Runs a handler to completion.
 async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
     finish(start(bound, request)).await
+}
+
+/// A plain `fn` handler without middleware that decodes `data`: its strict payload
+/// decoding can stand in for the check of unchecked `data` (see [`dispatch`]).
+fn decodes_at_once(bound: &Bound) -> bool {
+    bound.meta.decodes_data && runs_now(bound).is_some()
 }
 
 /// The synchronous entry point of a plain `fn` handler without middleware.

@@ -327,21 +327,22 @@ fn handle_message(
             return None;
         }
     };
+    // NATS packets are fully parsed (`parse_inbound`): their `data` needs no check.
+    let event = |parts, slot: &mut Slot| {
+        let _ = handle_event(route.event_handlers(), parts, &origin, slot, None);
+        None
+    };
     match packet {
         // Not a Nest packet (e.g. `nats pub sum '[1,2]'`): Nest hands the whole message to
         // the subject's handler as an event.
-        Inbound::Undefined => {
-            handle_event(route, subject_json(), Some(payload), None, &origin, slot);
-            None
-        }
+        Inbound::Undefined => event((subject_json(), Some(payload), None), slot),
         Inbound::Event {
             pattern,
             data,
             metadata,
         } => {
             let pattern = pattern.unwrap_or_else(subject_json);
-            handle_event(route, pattern, data, metadata, &origin, slot);
-            None
+            event((pattern, data, metadata), slot)
         }
         Inbound::Request {
             pattern,
