@@ -74,6 +74,14 @@ impl Context {
         self
     }
 
+    pub(crate) fn id(&self) -> Option<&Bytes> {
+        self.id.as_ref()
+    }
+
+    pub(crate) fn into_id(self) -> Option<Bytes> {
+        self.id
+    }
+
     /// The pattern in the sender's form, as Nest's `TcpContext.getPattern()` returns it:
     /// a string pattern as is, any other pattern as its JSON text.
     pub fn pattern(&self) -> String {

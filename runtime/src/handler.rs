@@ -53,8 +53,9 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = HandlerOutcome> + Send>>;
 pub type HandlerFn = fn(&Instance, Request) -> HandlerFuture;
 
 /// The signature of a generated function running a plain (non-`async`) handler to
-/// completion at once: the server calls it directly, without boxing a future.
-pub type HandlerNowFn = fn(&Instance, Request) -> HandlerOutcome;
+/// completion at once: the server calls it directly, without boxing a future, and keeps
+/// the request (it answers with the request's `id`).
+pub type HandlerNowFn = fn(&Instance, &Request) -> HandlerOutcome;
 
 /// Whether a handler answers requests or consumes events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -105,6 +106,16 @@ impl Request {
     /// Splits the request into its raw data and context.
     pub fn into_parts(self) -> (Option<Bytes>, Context) {
         (self.data, self.ctx)
+    }
+
+    /// The raw `data` JSON, if the packet had `data`.
+    pub(crate) fn data(&self) -> Option<&Bytes> {
+        self.data.as_ref()
+    }
+
+    /// The request's `id`, taken out as the request ends (to address its reply).
+    pub(crate) fn into_id(self) -> Option<Bytes> {
+        self.ctx.into_id()
     }
 }
 

@@ -68,10 +68,12 @@ fn handler_fn(n: &TokenStream, self_ty: &Type, h: &Handler) -> TokenStream {
     };
     if !h.is_async {
         // A plain `fn` handler runs to completion at once: the server calls `now` directly
-        // (no future, no box); `call` wraps the same function for the generic path.
+        // (no future, no box) and keeps the request, whose `id` and `data` it still needs
+        // (no reference-count traffic to share them); `call` wraps the same function for
+        // the generic path.
         let now_name = format_ident!("__nestling_now_{}", h.method);
         return quote! {
-            fn #now_name(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerOutcome {
+            fn #now_name(__instance: &#n::Instance, __request: &#n::Request) -> #n::HandlerOutcome {
                 let __this = #n::downcast::<#self_ty>(__instance)?;
                 #decode
                 let __out = #call;
@@ -79,7 +81,7 @@ fn handler_fn(n: &TokenStream, self_ty: &Type, h: &Handler) -> TokenStream {
             }
 
             fn #fn_name(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerFuture {
-                let __outcome = #now_name(__instance, __request);
+                let __outcome = #now_name(__instance, &__request);
                 #n::Box::pin(async move { __outcome })
             }
         };

@@ -118,16 +118,12 @@ pub(crate) fn dispatch(
                 return Ok(());
             };
             let handlers = route.event_handlers();
-            let unchecked =
-                match data_unchecked && matches!(handlers, [only] if decodes_at_once(only)) {
-                    true => data.clone(),
-                    false => {
-                        check(&data)?;
-                        None
-                    }
-                };
+            let unchecked = data_unchecked && matches!(handlers, [only] if decodes_at_once(only));
+            if !unchecked {
+                check(&data)?;
+            }
             let event = (pattern.unwrap_or_default(), data, metadata);
-            return handle_event(handlers, event, &conn.origin, slot, unchecked.as_ref());
+            return handle_event(handlers, event, &conn.origin, slot, unchecked);
         }
         Inbound::Request {
             pattern,
@@ -137,24 +133,13 @@ pub(crate) fn dispatch(
         } => {
             let route = pattern.as_ref().and_then(|p| conn.router.lookup(p));
             let handler = route.and_then(|r| r.message.as_ref());
-            // Kept to check it if the handler rejects it (two reference counts).
-            let unchecked = match data_unchecked && handler.is_some_and(decodes_at_once) {
-                true => data.clone(),
-                false => {
-                    check(&data)?;
-                    None
-                }
-            };
+            let unchecked = data_unchecked && handler.is_some_and(decodes_at_once);
+            if !unchecked {
+                check(&data)?;
+            }
             let replies = || conn.replies.clone();
             let request = (pattern.unwrap_or_default(), data, id, metadata);
-            let answer = handle_request(
-                route,
-                request,
-                &conn.origin,
-                slot,
-                replies,
-                unchecked.as_ref(),
-            );
+            let answer = handle_request(route, request, &conn.origin, slot, replies, unchecked);
             if let Some(answer) = answer {
                 if let AnswerBody::NotJson = answer.body {
                     return Err(DataNotJson);
@@ -171,18 +156,18 @@ pub(crate) type EventParts = (Bytes, Option<Bytes>, Option<Bytes>);
 
 /// Runs an event's `handlers` (see [`Route::event_handlers`]): Nest runs every one.
 ///
-/// `unchecked` (see [`dispatch`]) is only passed for a sole plain `fn` handler that
-/// decodes `data`; if it rejects data that is not JSON, nothing ran and nothing was
-/// counted, and the transport hands the frame to the general parse.
+/// `unchecked` data (see [`dispatch`]) is only passed to a sole plain `fn` handler that
+/// decodes it; if it rejects data that is not JSON, nothing ran and nothing was counted,
+/// and the transport hands the frame to the general parse.
 pub(crate) fn handle_event(
     handlers: &[Bound],
     (pattern, data, metadata): EventParts,
     origin: &Origin,
     slot: &mut Slot,
-    unchecked: Option<&Bytes>,
+    unchecked: bool,
 ) -> Result<(), DataNotJson> {
     let trace = crate::trace::from_metadata(metadata.as_deref());
-    let request = Request::new(data, origin.context(pattern.clone(), None, metadata));
+    let request = Request::new(data, origin.context(pattern, None, metadata));
     // Handlers that run at once need no slot. One that becomes a task (the common async
     // case) owns it; several share it.
     let (mut own, shared) = match handlers.iter().filter(|b| runs_now(b).is_none()).count() {
@@ -190,23 +175,21 @@ pub(crate) fn handle_event(
         1 => (slot.take(), None),
         _ => (None, slot.take().map(Arc::new)),
     };
-    // The last handler takes the request itself; earlier ones get copies.
+    // Handlers that run at once borrow the request. A task needs its own: the last
+    // handler takes the request itself, earlier ones get copies.
     let mut request = Some(request);
     let last = handlers.len().saturating_sub(1);
     for (i, bound) in handlers.iter().enumerate() {
-        let observed =
-            Observed::request(Kind::Event, &pattern, None, origin.peer, trace.as_deref());
-        let request = if i == last {
-            request.take()
-        } else {
-            request.clone()
-        };
-        let Some(request) = request else { break }; // unreachable: `last` is taken once
+        let Some(borrowed) = request.as_ref() else {
+            break;
+        }; // unreachable: taken last
+        let pattern = borrowed.context().pattern_json();
+        let observed = Observed::request(Kind::Event, pattern, None, origin.peer, trace.as_deref());
         if let Some((now, bound)) = runs_now(bound) {
             let call = call_now(
                 now,
                 bound,
-                request,
+                borrowed,
                 trace.clone(),
                 &observed,
                 "event",
@@ -219,9 +202,15 @@ pub(crate) fn handle_event(
             observed.finish(outcome_label(&outcome));
             continue;
         }
+        let owned = if i == last {
+            request.take()
+        } else {
+            request.clone()
+        };
+        let Some(owned) = owned else { break };
         spawn_event(
             bound,
-            request,
+            owned,
             observed,
             trace.clone(),
             (own.take(), shared.clone()),
@@ -296,7 +285,7 @@ pub(crate) fn handle_request<S: ReplySink>(
     origin: &Origin,
     slot: &mut Slot,
     sink: impl FnOnce() -> S,
-    unchecked: Option<&Bytes>,
+    unchecked: bool,
 ) -> Option<Answer> {
     let Some(route) = route.filter(|r| r.message.is_some() || !r.events.is_empty()) else {
         let body = AnswerBody::NoHandler;
@@ -310,18 +299,20 @@ pub(crate) fn handle_request<S: ReplySink>(
         origin.peer,
         trace.as_deref(),
     );
-    let request = Request::new(data, origin.context(pattern, Some(id.clone()), metadata));
+    let request = Request::new(data, origin.context(pattern, Some(id), metadata));
     if let Some((now, bound)) = route.message.as_ref().and_then(runs_now) {
-        // A plain `fn` handler: answered right here, no future, no task.
+        // A plain `fn` handler: answered right here, no future, no task. It borrows the
+        // request; the reply takes the `id` back from it.
         let outcome = call_now(
             now,
             bound,
-            request,
+            &request,
             trace.clone(),
             &observed,
             "request",
             unchecked,
         );
+        let id = request.into_id().unwrap_or_default(); // set above
         let Some(outcome) = outcome else {
             observed.abandon();
             let body = AnswerBody::NotJson;
@@ -338,7 +329,7 @@ pub(crate) fn handle_request<S: ReplySink>(
         observed.finish(label);
         return Some(Answer { id, body });
     }
-    run_later(route, request, id, observed, trace, slot.take(), sink())
+    run_later(route, request, observed, trace, slot.take(), sink())
 }
 
 /// A plain `fn` handler returned a stream: items may take time to come, so the stream is
@@ -369,16 +360,16 @@ fn pump_later<S: ReplySink>(
 fn run_later<S: ReplySink>(
     route: &Route,
     request: Request,
-    id: Bytes,
     observed: Observed,
     trace: Option<Arc<str>>,
     permit: Slot,
     sink: S,
 ) -> Option<Answer> {
     let span = observed.span.clone();
-    // The handler starts here: the request moves into the handler's own (boxed) future, so
-    // this task holds a pointer, not the request. The task is copied when it is boxed or
-    // spawned: keep it small (rare paths are boxed too).
+    let id = request.context().id().cloned().unwrap_or_default(); // a request has one
+                                                                  // The handler starts here: the request moves into the handler's own (boxed) future, so
+                                                                  // this task holds a pointer, not the request. The task is copied when it is boxed or
+                                                                  // spawned: keep it small (rare paths are boxed too).
     let (running, who) = match &route.message {
         Some(bound) => (start(bound, request), Some(bound.who())),
         None => {
@@ -555,11 +546,11 @@ fn runs_now(bound: &Bound) -> Option<(HandlerNowFn, &Bound)> {
 fn call_now(
     now: HandlerNowFn,
     bound: &Bound,
-    request: Request,
+    request: &Request,
     trace: Option<std::sync::Arc<str>>,
     observed: &Observed,
     what: &str,
-    unchecked: Option<&Bytes>,
+    unchecked: bool,
 ) -> Option<HandlerOutcome> {
     observed.in_span(|| {
         let call = || now(&bound.instance, request);
@@ -569,7 +560,8 @@ fn call_now(
         .unwrap_or_else(|panic| Err(panicked(&*panic)));
         if let Err(failure) = &outcome {
             if matches!(failure, HandlerFailure::BadPayload(_))
-                && unchecked.is_some_and(|d| !data_is_json(d))
+                && unchecked
+                && request.data().is_some_and(|d| !data_is_json(d))
             {
                 return None;
             }

@@ -329,7 +329,7 @@ fn handle_message(
     };
     // NATS packets are fully parsed (`parse_inbound`): their `data` needs no check.
     let event = |parts, slot: &mut Slot| {
-        let _ = handle_event(route.event_handlers(), parts, &origin, slot, None);
+        let _ = handle_event(route.event_handlers(), parts, &origin, slot, false);
         None
     };
     match packet {
@@ -354,14 +354,14 @@ fn handle_message(
             let request = (pattern, data, id, metadata);
             let Some(reply) = reply else {
                 // Nobody to answer: Nest runs the handler and drops the result.
-                let _ = handle_request(Some(route), request, &origin, slot, || Discard, None);
+                let _ = handle_request(Some(route), request, &origin, slot, || Discard, false);
                 return None;
             };
             let sink = NatsReply {
                 client: client.clone(),
                 subject: reply.clone(),
             };
-            handle_request(Some(route), request, &origin, slot, || sink, None).map(|answer| {
+            handle_request(Some(route), request, &origin, slot, || sink, false).map(|answer| {
                 let mut packet = BytesMut::new();
                 answer.encode(Wire::Bare, &mut packet);
                 (reply, packet.freeze())
