@@ -53,12 +53,13 @@ fn text(raw: &[u8]) -> &str {
 }
 
 impl Observed {
-    /// Server side: one packet handled.
+    /// Server side: one packet from `peer` handled, timed from `received` (when the
+    /// transport received it).
     pub fn request(
         kind: Kind,
         pattern: &[u8],
         id: Option<&[u8]>,
-        peer: std::net::SocketAddr,
+        (peer, received): (std::net::SocketAddr, Instant),
         trace_id: Option<&str>,
     ) -> Self {
         let span = tracing::debug_span!(
@@ -75,7 +76,7 @@ impl Observed {
         handles::get().in_flight.increment(1.0);
         Self {
             span,
-            start: Instant::now(),
+            start: received,
             kind,
         }
     }
@@ -113,6 +114,11 @@ impl Observed {
 
     /// Records how it ended: `ok`, `error` (an `err` reply), `rejected`, …
     pub fn finish(self, outcome: &'static str) {
+        // Without metrics, only an enabled span wants the duration: no clock read.
+        #[cfg(not(feature = "metrics"))]
+        if self.span.is_disabled() {
+            return;
+        }
         let elapsed = self.start.elapsed();
         // Nothing listens to a disabled span (the usual case: spans are DEBUG).
         if !self.span.is_disabled() {

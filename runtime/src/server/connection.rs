@@ -78,12 +78,12 @@ async fn serve_halves<R, W>(
     W: AsyncWrite + Unpin,
 {
     let (tx, rx) = mpsc::channel::<Bytes>(config.max_in_flight_per_connection.max(1));
-    let conn = ConnCtx {
+    let mut conn = ConnCtx {
         router,
         origin: Origin::tcp(peer),
         replies: tx,
     };
-    let reader = read_loop(rd, &conn, &config, &shutdown);
+    let reader = read_loop(rd, &mut conn, &config, &shutdown);
     let writer = write_loop(wr, rx, peer);
     tokio::pin!(writer);
     // The reader finishes first (EOF, bad frame or shutdown); the writer then drains the
@@ -98,7 +98,7 @@ async fn serve_halves<R, W>(
 
 async fn read_loop<R: AsyncRead + Unpin>(
     rd: R,
-    conn: &ConnCtx,
+    conn: &mut ConnCtx,
     config: &ServerConfig,
     shutdown: &CancellationToken,
 ) {
@@ -119,7 +119,7 @@ async fn flush(conn: &ConnCtx, outbox: &mut BytesMut) {
 
 async fn read_packets<R: AsyncRead + Unpin>(
     mut rd: R,
-    conn: &ConnCtx,
+    conn: &mut ConnCtx,
     config: &ServerConfig,
     shutdown: &CancellationToken,
     outbox: &mut BytesMut,
@@ -194,7 +194,8 @@ async fn read_packets<R: AsyncRead + Unpin>(
             // A large frame grew the buffer; do not keep that memory on an idle connection.
             buf = BytesMut::with_capacity(INITIAL_BUFFER);
         }
-        let now = Instant::now();
+        // When the bytes just processed were read.
+        let now = conn.origin.received;
         frame_started = match (partial, completed) {
             (false, _) => None,
             (true, true) => Some(now),
@@ -224,6 +225,8 @@ async fn read_packets<R: AsyncRead + Unpin>(
             }
             read = rd.read_buf(&mut buf) => read,
         };
+        // The arrival time of every packet in what was just read (see `Origin::received`).
+        conn.origin.received = Instant::now();
         match read {
             Ok(0) => {
                 // Whitespace after the last frame (a trailing newline) is harmless at EOF.

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
@@ -36,12 +37,17 @@ impl ReplySink for mpsc::Sender<Bytes> {
     }
 }
 
-/// Who sent a packet, as far as the transport knows: becomes the handler's [`Context`].
+/// Who sent a packet, as far as the transport knows (becomes the handler's [`Context`]),
+/// and when it arrived.
 #[derive(Clone)]
 pub(crate) struct Origin {
     pub peer: std::net::SocketAddr,
     #[cfg(feature = "nats")]
     pub nats: Option<Arc<crate::context::NatsOrigin>>,
+    /// When the transport received the packet: a request's duration is measured from
+    /// here. On TCP, the read that brought it (one clock read per batch of packets, not
+    /// one per packet).
+    pub received: Instant,
 }
 
 impl Origin {
@@ -50,6 +56,7 @@ impl Origin {
             peer,
             #[cfg(feature = "nats")]
             nats: None,
+            received: Instant::now(),
         }
     }
 
@@ -184,7 +191,8 @@ pub(crate) fn handle_event(
             break;
         }; // unreachable: taken last
         let pattern = borrowed.context().pattern_json();
-        let observed = Observed::request(Kind::Event, pattern, None, origin.peer, trace.as_deref());
+        let from = (origin.peer, origin.received);
+        let observed = Observed::request(Kind::Event, pattern, None, from, trace.as_deref());
         if let Some((now, bound)) = runs_now(bound) {
             let call = call_now(
                 now,
@@ -296,7 +304,7 @@ pub(crate) fn handle_request<S: ReplySink>(
         Kind::Request,
         &pattern,
         Some(&id),
-        origin.peer,
+        (origin.peer, origin.received),
         trace.as_deref(),
     );
     let request = Request::new(data, origin.context(pattern, Some(id), metadata));

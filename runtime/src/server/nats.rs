@@ -317,6 +317,7 @@ fn handle_message(
             subject: subject.clone(),
             headers,
         })),
+        received: std::time::Instant::now(),
     };
     // The subscription's subject names the pattern for a packet that has none.
     let subject_json = || Bytes::from(serde_json::to_vec(subject.as_str()).unwrap_or_default());
