@@ -5,6 +5,16 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::packet::Span;
+
+/// Where a received packet's fields lie in its frame.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PacketFields {
+    pub pattern: Span,
+    pub id: Option<Span>,
+    pub metadata: Option<Span>,
+}
+
 /// What a handler can know about the packet it is serving, besides its payload (Nest's
 /// `TcpContext` and `NatsContext` in one).
 ///
@@ -27,10 +37,13 @@ use serde::de::DeserializeOwned;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Context {
-    pattern: Bytes,
+    /// The packet's frame; the fields below are spans of it. One reference to the frame
+    /// (not one per field) is what a request costs in reference counting.
+    frame: Bytes,
+    pattern: Span,
     peer: SocketAddr,
-    id: Option<Bytes>,
-    metadata: Option<Bytes>,
+    id: Option<Span>,
+    metadata: Option<Span>,
     /// Set for packets that came over NATS.
     #[cfg(feature = "nats")]
     nats: Option<std::sync::Arc<NatsOrigin>>,
@@ -52,8 +65,10 @@ impl Context {
     /// assert_eq!(ctx.pattern(), "sum");
     /// ```
     pub fn new(pattern_json: impl Into<Bytes>, peer: SocketAddr) -> Self {
+        let frame = pattern_json.into();
         Self {
-            pattern: pattern_json.into(),
+            pattern: Span::all(frame.len()),
+            frame,
             peer,
             id: None,
             metadata: None,
@@ -62,30 +77,34 @@ impl Context {
         }
     }
 
+    /// A received packet's context: its fields are spans of `frame`.
+    pub(crate) fn in_frame(frame: Bytes, fields: PacketFields, peer: SocketAddr) -> Self {
+        Self {
+            frame,
+            pattern: fields.pattern,
+            peer,
+            id: fields.id,
+            metadata: fields.metadata,
+            #[cfg(feature = "nats")]
+            nats: None,
+        }
+    }
+
+    /// The frame the context's fields are spans of.
+    pub(crate) fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
     #[cfg(feature = "nats")]
     pub(crate) fn with_nats(mut self, origin: std::sync::Arc<NatsOrigin>) -> Self {
         self.nats = Some(origin);
         self
     }
 
-    pub(crate) fn with_packet(mut self, id: Option<Bytes>, metadata: Option<Bytes>) -> Self {
-        self.id = id;
-        self.metadata = metadata;
-        self
-    }
-
-    pub(crate) fn id(&self) -> Option<&Bytes> {
-        self.id.as_ref()
-    }
-
-    pub(crate) fn into_id(self) -> Option<Bytes> {
-        self.id
-    }
-
     /// The pattern in the sender's form, as Nest's `TcpContext.getPattern()` returns it:
     /// a string pattern as is, any other pattern as its JSON text.
     pub fn pattern(&self) -> String {
-        let text = String::from_utf8_lossy(&self.pattern);
+        let text = String::from_utf8_lossy(self.pattern_json());
         if text.starts_with('"') {
             if let Ok(s) = serde_json::from_str::<String>(&text) {
                 return s;
@@ -96,7 +115,7 @@ impl Context {
 
     /// The raw JSON of the `pattern` field as received.
     pub fn pattern_json(&self) -> &[u8] {
-        &self.pattern
+        self.pattern.get(&self.frame)
     }
 
     /// Address of the peer that sent the packet. Over NATS the sender is behind the
@@ -146,7 +165,7 @@ impl Context {
 
     /// The raw JSON of the request `id`, or `None` for an event.
     pub fn id_json(&self) -> Option<&[u8]> {
-        self.id.as_deref()
+        self.id.map(|s| s.get(&self.frame))
     }
 
     /// True when the packet is an event (no `id`, no reply expected).
@@ -157,14 +176,11 @@ impl Context {
     /// The raw JSON of the packet's `metadata` field (sent by Nest 12 clients with a
     /// dispatch hook), if any.
     pub fn metadata_json(&self) -> Option<&[u8]> {
-        self.metadata.as_deref()
+        self.metadata.map(|s| s.get(&self.frame))
     }
 
     /// The packet's `metadata` deserialised into `T`; `Ok(None)` when absent.
     pub fn metadata<T: DeserializeOwned>(&self) -> Result<Option<T>, serde_json::Error> {
-        self.metadata
-            .as_deref()
-            .map(serde_json::from_slice)
-            .transpose()
+        self.metadata_json().map(serde_json::from_slice).transpose()
     }
 }

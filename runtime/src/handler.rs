@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::context::Context;
 use crate::error::RpcException;
+use crate::packet::Span;
 
 /// A controller instance, shared by all requests it serves.
 pub type Instance = Arc<dyn Any + Send + Sync>;
@@ -69,8 +70,17 @@ pub enum HandlerKind {
 /// One incoming packet as a handler sees it: raw payload plus context.
 #[derive(Debug, Clone)]
 pub struct Request {
-    data: Option<Bytes>,
+    data: Option<Data>,
     ctx: Context,
+}
+
+/// Where a request's `data` JSON is.
+#[derive(Debug, Clone)]
+enum Data {
+    /// In the packet's frame, which the context holds (a received packet).
+    InFrame(Span),
+    /// In a buffer of its own (a request built with [`Request::new`]).
+    Own(Bytes),
 }
 
 impl Request {
@@ -83,13 +93,24 @@ impl Request {
     /// assert_eq!(nums, [1, 2, 3]);
     /// ```
     pub fn new(data: Option<Bytes>, ctx: Context) -> Self {
-        Self { data, ctx }
+        Self {
+            data: data.map(Data::Own),
+            ctx,
+        }
+    }
+
+    /// A received packet's request: `data` is a span of the context's frame.
+    pub(crate) fn in_frame(data: Option<Span>, ctx: Context) -> Self {
+        Self {
+            data: data.map(Data::InFrame),
+            ctx,
+        }
     }
 
     /// Deserialises the payload into the handler's type. A missing `data` field is
     /// treated as `null`, so `Option<T>` and `()` payloads accept it.
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, HandlerFailure> {
-        let raw: &[u8] = self.data.as_deref().unwrap_or(b"null");
+        let raw: &[u8] = self.data().unwrap_or(b"null");
         serde_json::from_slice(raw).map_err(|e| {
             HandlerFailure::BadPayload(format!(
                 "invalid payload for pattern {}: {e}",
@@ -105,17 +126,24 @@ impl Request {
 
     /// Splits the request into its raw data and context.
     pub fn into_parts(self) -> (Option<Bytes>, Context) {
-        (self.data, self.ctx)
+        let data = self.data.map(|data| match data {
+            Data::InFrame(s) => self.ctx.frame().slice(s.start..s.end),
+            Data::Own(bytes) => bytes,
+        });
+        (data, self.ctx)
     }
 
     /// The raw `data` JSON, if the packet had `data`.
-    pub(crate) fn data(&self) -> Option<&Bytes> {
-        self.data.as_ref()
+    pub(crate) fn data(&self) -> Option<&[u8]> {
+        self.data.as_ref().map(|data| match data {
+            Data::InFrame(s) => s.get(self.ctx.frame()),
+            Data::Own(bytes) => &bytes[..],
+        })
     }
 
-    /// The request's `id`, taken out as the request ends (to address its reply).
-    pub(crate) fn into_id(self) -> Option<Bytes> {
-        self.ctx.into_id()
+    /// The request's context, kept as the request ends (its reply needs the `id`).
+    pub(crate) fn into_context(self) -> Context {
+        self.ctx
     }
 }
 

@@ -116,31 +116,96 @@ fn fields_from<'a, R: serde_json::de::Read<'a>, const N: usize>(
 }
 
 /// A packet received by a server, classified as Nest's `ServerTCP` classifies it.
+///
+/// Each field is the raw JSON of that key: a [`Bytes`] slice of the frame, or (inside
+/// nestling's server) a [`Span`] of it, so that one reference to the frame serves them all.
 #[derive(Debug, PartialEq)]
-pub enum Inbound {
+pub enum Inbound<F = Bytes> {
     /// Has an `id` key (of any JSON type): expects a reply echoing that id.
     Request {
         /// Raw JSON of `pattern` (`None` if absent: routes nowhere).
-        pattern: Option<Bytes>,
+        pattern: Option<F>,
         /// Raw JSON of `data` (`None` if absent, Nest's `undefined`).
-        data: Option<Bytes>,
+        data: Option<F>,
         /// Raw JSON of `id`, echoed back verbatim.
-        id: Bytes,
+        id: F,
         /// Raw JSON of `metadata`, if present.
-        metadata: Option<Bytes>,
+        metadata: Option<F>,
     },
     /// No `id` key: fire-and-forget.
     Event {
         /// Raw JSON of `pattern`.
-        pattern: Option<Bytes>,
+        pattern: Option<F>,
         /// Raw JSON of `data`.
-        data: Option<Bytes>,
+        data: Option<F>,
         /// Raw JSON of `metadata`, if present.
-        metadata: Option<Bytes>,
+        metadata: Option<F>,
     },
     /// Valid JSON with neither `pattern` nor `data` (including non-objects such as `5` or
     /// `[]`): Nest handles it as an event with an undefined pattern, i.e. logs and drops it.
     Undefined,
+}
+
+/// Where a field's value lies in its frame (byte offsets).
+#[doc(hidden)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Span {
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Span {
+    /// The whole of a `len`-byte buffer.
+    pub(crate) fn all(len: usize) -> Self {
+        Span { start: 0, end: len }
+    }
+
+    /// `part`'s place in `frame`; `part` must be a subslice of `frame` (as the slices a
+    /// parser borrows from the frame's text are).
+    fn of(frame: &[u8], part: &[u8]) -> Self {
+        let start = (part.as_ptr() as usize).wrapping_sub(frame.as_ptr() as usize);
+        debug_assert!(start <= frame.len() && part.len() <= frame.len() - start);
+        Span {
+            start,
+            end: start + part.len(),
+        }
+    }
+
+    /// This span's bytes in `frame` (empty if it does not fit, which a span made from
+    /// `frame` always does).
+    pub(crate) fn get(self, frame: &[u8]) -> &[u8] {
+        frame.get(self.start..self.end).unwrap_or_default()
+    }
+}
+
+impl Inbound<Span> {
+    /// The packet with its spans turned into slices of `frame`.
+    fn cut(self, frame: &Bytes) -> Inbound {
+        let slice = |s: Span| frame.slice(s.start..s.end);
+        match self {
+            Inbound::Request {
+                pattern,
+                data,
+                id,
+                metadata,
+            } => Inbound::Request {
+                pattern: pattern.map(slice),
+                data: data.map(slice),
+                id: slice(id),
+                metadata: metadata.map(slice),
+            },
+            Inbound::Event {
+                pattern,
+                data,
+                metadata,
+            } => Inbound::Event {
+                pattern: pattern.map(slice),
+                data: data.map(slice),
+                metadata: metadata.map(slice),
+            },
+            Inbound::Undefined => Inbound::Undefined,
+        }
+    }
 }
 
 /// Why a frame does not hold a usable packet.
@@ -150,12 +215,18 @@ pub struct InvalidJson(#[from] serde_json::Error);
 
 /// Parses a frame's JSON into an [`Inbound`] packet without copying field values.
 pub fn parse_inbound(frame: &Bytes) -> Result<Inbound, InvalidJson> {
+    Ok(parse_inbound_spans(frame)?.cut(frame))
+}
+
+/// [`parse_inbound`] with the fields as spans of `frame`.
+pub(crate) fn parse_inbound_spans(frame: &Bytes) -> Result<Inbound<Span>, InvalidJson> {
     inbound_from(frame, std::str::from_utf8(frame).ok())
 }
 
-/// A packet parsed from a TCP frame, whose `data` may still need checking.
+/// A packet parsed from a TCP frame (its fields are spans of the frame), whose `data` may
+/// still need checking.
 pub(crate) struct Parsed {
-    pub packet: Inbound,
+    pub packet: Inbound<Span>,
     /// `data` was cut from a Nest-shaped packet without checking that it is one JSON value.
     /// Whoever uses it must check it — a handler decoding its payload does — and hand the
     /// frame to the general parse if it is not (see `server::dispatch`).
@@ -165,7 +236,7 @@ pub(crate) struct Parsed {
 /// [`parse_inbound`] for a frame the codec already knows to be UTF-8; a Nest-shaped
 /// packet's `data` is left for the dispatcher to check (see [`Parsed`]).
 pub(crate) fn parse_inbound_frame(frame: &crate::codec::FrameText) -> Result<Parsed, InvalidJson> {
-    if let Some((packet, data_unchecked)) = nest_shaped(frame.bytes(), frame.as_str(), true) {
+    if let Some((packet, data_unchecked)) = nest_shaped(frame.as_str(), true) {
         return Ok(Parsed {
             packet,
             data_unchecked,
@@ -177,14 +248,22 @@ pub(crate) fn parse_inbound_frame(frame: &crate::codec::FrameText) -> Result<Par
     })
 }
 
+/// The general parse of a frame the codec already knows to be UTF-8 (for a Nest-shaped
+/// packet whose `data` turned out not to be JSON, see [`Parsed`]).
+pub(crate) fn parse_frame_general(
+    frame: &crate::codec::FrameText,
+) -> Result<Inbound<Span>, InvalidJson> {
+    inbound_general(frame.bytes(), Some(frame.as_str()))
+}
+
 /// Whether `data` is one JSON value: what the general parse checks and
 /// [`Parsed::data_unchecked`] defers.
 pub(crate) fn data_is_json(data: &[u8]) -> bool {
     serde_json::from_slice::<de::IgnoredAny>(data).is_ok()
 }
 
-fn inbound_from(frame: &Bytes, text: Option<&str>) -> Result<Inbound, InvalidJson> {
-    if let Some((packet, _)) = text.and_then(|t| nest_shaped(frame, t, false)) {
+fn inbound_from(frame: &Bytes, text: Option<&str>) -> Result<Inbound<Span>, InvalidJson> {
+    if let Some((packet, _)) = text.and_then(|t| nest_shaped(t, false)) {
         return Ok(packet);
     }
     inbound_general(frame, text)
@@ -203,7 +282,7 @@ fn inbound_from(frame: &Bytes, text: Option<&str>) -> Result<Inbound, InvalidJso
 /// returned is then `true`), except where `D` holds `"metadata"`: Nest writes `metadata`
 /// between `data` and `id`, and such packets, whose cut `D` is not one value, must take the
 /// general parse at once rather than after a failed payload decode.
-fn nest_shaped(frame: &Bytes, text: &str, may_defer: bool) -> Option<(Inbound, bool)> {
+fn nest_shaped(text: &str, may_defer: bool) -> Option<(Inbound<Span>, bool)> {
     const PATTERN: &[u8] = b"{\"pattern\":\"";
     const DATA: &[u8] = b",\"data\":";
     const ID: &[u8] = b",\"id\":";
@@ -233,13 +312,14 @@ fn nest_shaped(frame: &Bytes, text: &str, may_defer: bool) -> Option<(Inbound, b
     if !deferred && serde_json::from_str::<de::IgnoredAny>(data).is_err() {
         return None;
     }
-    let pattern = Some(frame.slice(PATTERN.len() - 1..p_end + 1));
-    let data = Some(frame.slice(data_start..data_end));
+    let span = |start, end| Span { start, end };
+    let pattern = Some(span(PATTERN.len() - 1, p_end + 1));
+    let data = Some(span(data_start, data_end));
     let packet = match id {
         Some(start) => Inbound::Request {
             pattern,
             data,
-            id: frame.slice(start..body.len()),
+            id: span(start, body.len()),
             metadata: None,
         },
         None => Inbound::Event {
@@ -323,12 +403,12 @@ fn simple_string_len(b: &[u8]) -> Option<usize> {
 /// always agree with (the `packet` fuzz target checks it).
 #[doc(hidden)]
 pub fn parse_inbound_general(frame: &Bytes) -> Result<Inbound, InvalidJson> {
-    inbound_general(frame, std::str::from_utf8(frame).ok())
+    Ok(inbound_general(frame, std::str::from_utf8(frame).ok())?.cut(frame))
 }
 
 /// The general packet parse: any key order, whitespace, escapes, extra keys, non-objects.
-fn inbound_general(frame: &Bytes, text: Option<&str>) -> Result<Inbound, InvalidJson> {
-    let slice = |raw: &RawValue| frame.slice_ref(raw.get().as_bytes());
+fn inbound_general(frame: &Bytes, text: Option<&str>) -> Result<Inbound<Span>, InvalidJson> {
+    let slice = |raw: &RawValue| Span::of(frame, raw.get().as_bytes());
     // Valid JSON that is not an object is an undefined event in Nest, not a framing
     // error; only unparsable text closes the connection.
     const KEYS: [&str; 4] = ["pattern", "data", "id", "metadata"];

@@ -724,9 +724,11 @@ mod shaped {
         let frame = frame(json);
         // The text must be the frame's own bytes: the parsers slice the frame by address.
         let text = std::str::from_utf8(&frame).expect("test frames are UTF-8");
-        let (fast, _) = nest_shaped(&frame, text, false)?;
+        let (fast, _) = nest_shaped(text, false)?;
+        let fast = fast.cut(&frame);
         let general = inbound_general(&frame, Some(text))
-            .unwrap_or_else(|e| panic!("fast path took invalid JSON {json:?}: {e}"));
+            .unwrap_or_else(|e| panic!("fast path took invalid JSON {json:?}: {e}"))
+            .cut(&frame);
         assert_eq!(fast, general, "{json}");
         Some(fast)
     }
@@ -737,9 +739,10 @@ mod shaped {
     fn check_deferred(json: &str) {
         let frame = frame(json);
         let text = std::str::from_utf8(&frame).expect("test frames are UTF-8");
-        let Some((packet, deferred)) = nest_shaped(&frame, text, true) else {
+        let Some((packet, deferred)) = nest_shaped(text, true) else {
             return;
         };
+        let packet = packet.cut(&frame);
         let data = match &packet {
             Inbound::Request { data, .. } | Inbound::Event { data, .. } => data.clone(),
             Inbound::Undefined => None,
@@ -748,7 +751,9 @@ mod shaped {
         if !deferred || data_is_json(&data) {
             assert_eq!(
                 Ok(packet),
-                inbound_general(&frame, Some(text)).map_err(|_| ()),
+                inbound_general(&frame, Some(text))
+                    .map(|p| p.cut(&frame))
+                    .map_err(|_| ()),
                 "{json}"
             );
         }
@@ -763,7 +768,7 @@ mod shaped {
         let frame = frame(r#"{"pattern":"sum","data":{"a":1},"metadata":{"t":1},"id":"7"}"#);
         let text = std::str::from_utf8(&frame).unwrap();
         assert!(
-            nest_shaped(&frame, text, true).is_none(),
+            nest_shaped(text, true).is_none(),
             "metadata packets are not cut"
         );
     }

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use super::dispatch::{dispatch, ConnCtx, Origin, Slot};
 use super::{ServerConfig, TlsSettings};
 use crate::codec::NestCodec;
-use crate::packet::{parse_inbound_frame, parse_inbound_general, Parsed};
+use crate::packet::{parse_frame_general, parse_inbound_frame, Parsed};
 use crate::router::Router;
 
 /// Read buffer of a new connection (bytes).
@@ -169,11 +169,11 @@ async fn read_packets<R: AsyncRead + Unpin>(
                     return;
                 }
             };
-            if dispatch(conn, parsed, &mut slot, outbox).is_err() {
+            if dispatch(conn, frame.bytes(), parsed, &mut slot, outbox).is_err() {
                 // A Nest-shaped packet whose `data` is not one JSON value: the general
                 // parse decides (invalid JSON closes; a valid packet of another shape,
                 // e.g. with a repeated key, is dispatched as that).
-                let packet = match parse_inbound_general(frame.bytes()) {
+                let packet = match parse_frame_general(&frame) {
                     Ok(packet) => packet,
                     Err(e) => {
                         tracing::warn!(%peer, "closing connection: {e}");
@@ -185,7 +185,7 @@ async fn read_packets<R: AsyncRead + Unpin>(
                     data_unchecked: false,
                 };
                 // Checked data cannot fail the check again.
-                let _ = dispatch(conn, parsed, &mut slot, outbox);
+                let _ = dispatch(conn, frame.bytes(), parsed, &mut slot, outbox);
             }
         }
         flush(conn, outbox).await;

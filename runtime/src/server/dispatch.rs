@@ -12,12 +12,13 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::Instrument;
 
 use crate::context::Context;
+use crate::context::PacketFields;
 use crate::handler::{
     HandlerFailure, HandlerFuture, HandlerNowFn, HandlerOutcome, Reply, ReplyStream, Request,
 };
 use crate::middleware::call_layered;
 use crate::observe::{Kind, Observed};
-use crate::packet::{data_is_json, Inbound, Parsed, Wire};
+use crate::packet::{data_is_json, Inbound, Parsed, Span, Wire};
 use crate::router::{Bound, Route, Router, Who};
 
 /// Where the replies of one request go when they are not ready at once (those that are
@@ -60,13 +61,15 @@ impl Origin {
         }
     }
 
-    fn context(&self, pattern: Bytes, id: Option<Bytes>, metadata: Option<Bytes>) -> Context {
-        let ctx = Context::new(pattern, self.peer).with_packet(id, metadata);
+    /// The request a handler gets for a packet received in `frame`.
+    pub fn request(&self, frame: Bytes, fields: PacketFields, data: Option<Span>) -> Request {
+        let ctx = Context::in_frame(frame, fields, self.peer);
         #[cfg(feature = "nats")]
-        if let Some(nats) = &self.nats {
-            return ctx.with_nats(nats.clone());
-        }
-        ctx
+        let ctx = match &self.nats {
+            Some(nats) => ctx.with_nats(nats.clone()),
+            None => ctx,
+        };
+        Request::in_frame(data, ctx)
     }
 }
 
@@ -99,6 +102,7 @@ pub(crate) struct DataNotJson;
 /// one JSON value), and `data` is checked on its own only if the handler rejects it.
 pub(crate) fn dispatch(
     conn: &ConnCtx,
+    frame: &Bytes,
     Parsed {
         packet,
         data_unchecked,
@@ -106,9 +110,20 @@ pub(crate) fn dispatch(
     slot: &mut Slot,
     outbox: &mut BytesMut,
 ) -> Result<(), DataNotJson> {
-    let check = |data: &Option<Bytes>| match data {
-        Some(d) if data_unchecked && !data_is_json(d) => Err(DataNotJson),
+    let check = |data: &Option<Span>| match data {
+        Some(d) if data_unchecked && !data_is_json(d.get(frame)) => Err(DataNotJson),
         _ => Ok(()),
+    };
+    let lookup = |pattern: &Option<Span>| pattern.and_then(|p| conn.router.lookup(p.get(frame)));
+    // Every field stays a span of the frame: the request holds one reference to it.
+    let request = |pattern: Option<Span>, data, id, metadata| {
+        let pattern = pattern.unwrap_or(Span::all(0));
+        let fields = PacketFields {
+            pattern,
+            id,
+            metadata,
+        };
+        conn.origin.request(frame.clone(), fields, data)
     };
     match packet {
         Inbound::Undefined => no_event_handler(&conn.origin, "undefined"),
@@ -117,10 +132,9 @@ pub(crate) fn dispatch(
             data,
             metadata,
         } => {
-            let route = pattern.as_ref().and_then(|p| conn.router.lookup(p));
-            let Some(route) = route else {
+            let Some(route) = lookup(&pattern) else {
                 check(&data)?;
-                let name = pattern.as_deref().map(String::from_utf8_lossy);
+                let name = pattern.map(|p| String::from_utf8_lossy(p.get(frame)));
                 no_event_handler(&conn.origin, name.as_deref().unwrap_or("undefined"));
                 return Ok(());
             };
@@ -129,7 +143,7 @@ pub(crate) fn dispatch(
             if !unchecked {
                 check(&data)?;
             }
-            let event = (pattern.unwrap_or_default(), data, metadata);
+            let event = request(pattern, data, None, metadata);
             return handle_event(handlers, event, &conn.origin, slot, unchecked);
         }
         Inbound::Request {
@@ -138,14 +152,14 @@ pub(crate) fn dispatch(
             id,
             metadata,
         } => {
-            let route = pattern.as_ref().and_then(|p| conn.router.lookup(p));
+            let route = lookup(&pattern);
             let handler = route.and_then(|r| r.message.as_ref());
             let unchecked = data_unchecked && handler.is_some_and(decodes_at_once);
             if !unchecked {
                 check(&data)?;
             }
             let replies = || conn.replies.clone();
-            let request = (pattern.unwrap_or_default(), data, id, metadata);
+            let request = request(pattern, data, Some(id), metadata);
             let answer = handle_request(route, request, &conn.origin, slot, replies, unchecked);
             if let Some(answer) = answer {
                 if let AnswerBody::NotJson = answer.body {
@@ -158,9 +172,6 @@ pub(crate) fn dispatch(
     Ok(())
 }
 
-/// An event's raw `pattern`, `data` and `metadata`.
-pub(crate) type EventParts = (Bytes, Option<Bytes>, Option<Bytes>);
-
 /// Runs an event's `handlers` (see [`Route::event_handlers`]): Nest runs every one.
 ///
 /// `unchecked` data (see [`dispatch`]) is only passed to a sole plain `fn` handler that
@@ -168,13 +179,12 @@ pub(crate) type EventParts = (Bytes, Option<Bytes>, Option<Bytes>);
 /// and the transport hands the frame to the general parse.
 pub(crate) fn handle_event(
     handlers: &[Bound],
-    (pattern, data, metadata): EventParts,
+    request: Request,
     origin: &Origin,
     slot: &mut Slot,
     unchecked: bool,
 ) -> Result<(), DataNotJson> {
-    let trace = crate::trace::from_metadata(metadata.as_deref());
-    let request = Request::new(data, origin.context(pattern, None, metadata));
+    let trace = crate::trace::from_metadata(request.context().metadata_json());
     // Handlers that run at once need no slot. One that becomes a task (the common async
     // case) owns it; several share it.
     let (mut own, shared) = match handlers.iter().filter(|b| runs_now(b).is_none()).count() {
@@ -253,13 +263,11 @@ fn spawn_event(
     run_or_spawn(task);
 }
 
-/// A request's raw `pattern`, `data`, `id` and `metadata`.
-pub(crate) type RequestParts = (Bytes, Option<Bytes>, Bytes, Option<Bytes>);
-
 /// A request's reply, not yet encoded: the transport writes it where it goes (straight
 /// into a TCP connection's outbox, for replies ready at once).
 pub(crate) struct Answer {
-    id: Bytes,
+    /// The request's context: the reply echoes its `id`.
+    to: Context,
     body: AnswerBody,
 }
 
@@ -274,14 +282,21 @@ enum AnswerBody {
 impl Answer {
     /// Appends the reply packet to `dst` in `wire`'s form.
     pub fn encode(&self, wire: Wire, dst: &mut BytesMut) {
+        let id = request_id(&self.to);
         match &self.body {
-            AnswerBody::Value(value) => wire.response(dst, value.as_deref(), &self.id),
-            AnswerBody::Error(err) => wire.error(dst, err, &self.id),
-            AnswerBody::NoHandler => wire.no_handler(dst, &self.id),
+            AnswerBody::Value(value) => wire.response(dst, value.as_deref(), id),
+            AnswerBody::Error(err) => wire.error(dst, err, id),
+            AnswerBody::NoHandler => wire.no_handler(dst, id),
             // Never encoded: `dispatch` turns it into `DataNotJson` first.
             AnswerBody::NotJson => {}
         }
     }
+}
+
+/// The `id` a request's reply echoes. (Every request's context has one; `null` only
+/// keeps this total.)
+fn request_id(ctx: &Context) -> &[u8] {
+    ctx.id_json().unwrap_or(b"null")
 }
 
 /// Answers a request with the handlers of `route` (no route: Nest's no-handler error).
@@ -289,7 +304,7 @@ impl Answer {
 /// `sink` (only made when needed: replies ready at once need none).
 pub(crate) fn handle_request<S: ReplySink>(
     route: Option<&Route>,
-    (pattern, data, id, metadata): RequestParts,
+    request: Request,
     origin: &Origin,
     slot: &mut Slot,
     sink: impl FnOnce() -> S,
@@ -297,20 +312,21 @@ pub(crate) fn handle_request<S: ReplySink>(
 ) -> Option<Answer> {
     let Some(route) = route.filter(|r| r.message.is_some() || !r.events.is_empty()) else {
         let body = AnswerBody::NoHandler;
-        return Some(Answer { id, body });
+        let to = request.into_context();
+        return Some(Answer { to, body });
     };
-    let trace = crate::trace::from_metadata(metadata.as_deref());
+    let ctx = request.context();
+    let trace = crate::trace::from_metadata(ctx.metadata_json());
     let observed = Observed::request(
         Kind::Request,
-        &pattern,
-        Some(&id),
+        ctx.pattern_json(),
+        ctx.id_json(),
         (origin.peer, origin.received),
         trace.as_deref(),
     );
-    let request = Request::new(data, origin.context(pattern, Some(id), metadata));
     if let Some((now, bound)) = route.message.as_ref().and_then(runs_now) {
         // A plain `fn` handler: answered right here, no future, no task. It borrows the
-        // request; the reply takes the `id` back from it.
+        // request; the reply keeps its context (for the `id`).
         let outcome = call_now(
             now,
             bound,
@@ -320,22 +336,22 @@ pub(crate) fn handle_request<S: ReplySink>(
             "request",
             unchecked,
         );
-        let id = request.into_id().unwrap_or_default(); // set above
+        let to = request.into_context();
         let Some(outcome) = outcome else {
             observed.abandon();
             let body = AnswerBody::NotJson;
-            return Some(Answer { id, body });
+            return Some(Answer { to, body });
         };
         let label = outcome_label(&outcome);
         let body = match outcome {
             Ok(Reply::Value(value)) => AnswerBody::Value(value),
             Err(failure) => AnswerBody::Error(failure.wire_json()),
             Ok(Reply::Stream(stream)) => {
-                return pump_later(stream, id, observed, trace, slot.take(), sink());
+                return pump_later(stream, to, observed, trace, slot.take(), sink());
             }
         };
         observed.finish(label);
-        return Some(Answer { id, body });
+        return Some(Answer { to, body });
     }
     run_later(route, request, observed, trace, slot.take(), sink())
 }
@@ -346,7 +362,7 @@ pub(crate) fn handle_request<S: ReplySink>(
 #[inline(never)]
 fn pump_later<S: ReplySink>(
     stream: ReplyStream,
-    id: Bytes,
+    to: Context,
     observed: Observed,
     trace: Option<Arc<str>>,
     permit: Slot,
@@ -354,7 +370,7 @@ fn pump_later<S: ReplySink>(
 ) -> Option<Answer> {
     let span = observed.span.clone();
     let task = async move {
-        Box::pin(pump_stream(stream, &id, &sink)).await;
+        Box::pin(pump_stream(stream, request_id(&to), &sink)).await;
         observed.finish("stream");
         drop(permit);
         None::<(Answer, S)>
@@ -374,10 +390,11 @@ fn run_later<S: ReplySink>(
     sink: S,
 ) -> Option<Answer> {
     let span = observed.span.clone();
-    let id = request.context().id().cloned().unwrap_or_default(); // a request has one
-                                                                  // The handler starts here: the request moves into the handler's own (boxed) future, so
-                                                                  // this task holds a pointer, not the request. The task is copied when it is boxed or
-                                                                  // spawned: keep it small (rare paths are boxed too).
+    // The reply's address (one more reference to the frame: this path outlives dispatch).
+    let to = request.context().clone();
+    // The handler starts here: the request moves into the handler's own (boxed) future, so
+    // this task holds a pointer, not the request. The task is copied when it is boxed or
+    // spawned: keep it small (rare paths are boxed too).
     let (running, who) = match &route.message {
         Some(bound) => (start(bound, request), Some(bound.who())),
         None => {
@@ -394,7 +411,7 @@ fn run_later<S: ReplySink>(
         let label = outcome_label(&outcome);
         let body = match outcome {
             Ok(Reply::Stream(stream)) => {
-                Box::pin(pump_stream(stream, &id, &sink)).await;
+                Box::pin(pump_stream(stream, request_id(&to), &sink)).await;
                 None
             }
             Ok(Reply::Value(value)) => Some(AnswerBody::Value(value)),
@@ -404,7 +421,7 @@ fn run_later<S: ReplySink>(
         drop(permit);
         // The sink goes back with the reply: whoever sends it (see `run_or_spawn`) needs
         // it, and handing it over costs nothing where a shared copy would cost a clone.
-        body.map(|body| (Answer { id, body }, sink))
+        body.map(|body| (Answer { to, body }, sink))
     };
     let task = crate::trace::maybe_scope(trace, task.instrument(span));
     run_or_spawn(task)
@@ -414,7 +431,7 @@ fn run_later<S: ReplySink>(
 /// item when the stream ends right after it (Nest: in the same tick), and sent as its own
 /// `{"isDisposed":true}` packet when the stream ends later; an error ends the stream with
 /// `{"err":…,"isDisposed":true}`; an empty stream sends only the completion.
-async fn pump_stream<S: ReplySink>(mut stream: ReplyStream, id: &Bytes, sink: &S) {
+async fn pump_stream<S: ReplySink>(mut stream: ReplyStream, id: &[u8], sink: &S) {
     let send = |frame: BytesMut| sink.send(frame.freeze());
     let item = |value: &[u8]| {
         let mut out = BytesMut::new();

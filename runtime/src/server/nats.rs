@@ -15,8 +15,9 @@ use tokio::sync::Semaphore;
 use super::dispatch::{handle_event, handle_request, Origin, ReplySink, Slot};
 use super::Server;
 use crate::context::NatsOrigin;
+use crate::context::PacketFields;
 use crate::error::ServerError;
-use crate::packet::{parse_inbound, Inbound, Wire};
+use crate::packet::{parse_inbound_spans, Inbound, Span, Wire};
 use crate::router::Route;
 
 /// Where and how a [`Server`] serves over NATS (Nest's `{ transport: Transport.NATS,
@@ -319,40 +320,72 @@ fn handle_message(
         })),
         received: std::time::Instant::now(),
     };
-    // The subscription's subject names the pattern for a packet that has none.
-    let subject_json = || Bytes::from(serde_json::to_vec(subject.as_str()).unwrap_or_default());
-    let packet = match parse_inbound(&payload) {
+    let packet = match parse_inbound_spans(&payload) {
         Ok(packet) => packet,
         Err(e) => {
             tracing::warn!(%subject, "dropping a NATS message: {e}");
             return None;
         }
     };
-    // NATS packets are fully parsed (`parse_inbound`): their `data` needs no check.
-    let event = |parts, slot: &mut Slot| {
-        let _ = handle_event(route.event_handlers(), parts, &origin, slot, false);
+    // The subscription's subject names the pattern of a packet that has none: its JSON is
+    // put in front of the payload, so that one frame holds every field of the request.
+    let pattern_of = |packet: &Inbound<Span>| match packet {
+        Inbound::Request { pattern, .. } | Inbound::Event { pattern, .. } => *pattern,
+        Inbound::Undefined => None,
+    };
+    let (frame, shift, subject_pattern) = match pattern_of(&packet) {
+        Some(_) => (payload, 0, Span::all(0)),
+        None => {
+            let subject_json = serde_json::to_vec(subject.as_str()).unwrap_or_default();
+            let mut frame = BytesMut::with_capacity(subject_json.len() + payload.len());
+            frame.extend_from_slice(&subject_json);
+            frame.extend_from_slice(&payload);
+            (
+                frame.freeze(),
+                subject_json.len(),
+                Span::all(subject_json.len()),
+            )
+        }
+    };
+    let at = |s: Span| Span {
+        start: s.start + shift,
+        end: s.end + shift,
+    };
+    let request = |pattern: Option<Span>, data: Option<Span>, id: Option<Span>, metadata| {
+        let fields = PacketFields {
+            pattern: pattern.map_or(subject_pattern, at),
+            id: id.map(at),
+            metadata: Option::map(metadata, at),
+        };
+        origin.request(frame.clone(), fields, data.map(at))
+    };
+    // NATS packets are fully parsed: their `data` needs no check.
+    let event = |request, slot: &mut Slot| {
+        let _ = handle_event(route.event_handlers(), request, &origin, slot, false);
         None
     };
     match packet {
         // Not a Nest packet (e.g. `nats pub sum '[1,2]'`): Nest hands the whole message to
         // the subject's handler as an event.
-        Inbound::Undefined => event((subject_json(), Some(payload), None), slot),
+        Inbound::Undefined => {
+            let whole = Span {
+                start: 0,
+                end: frame.len() - shift,
+            };
+            event(request(None, Some(whole), None, None), slot)
+        }
         Inbound::Event {
             pattern,
             data,
             metadata,
-        } => {
-            let pattern = pattern.unwrap_or_else(subject_json);
-            event((pattern, data, metadata), slot)
-        }
+        } => event(request(pattern, data, None, metadata), slot),
         Inbound::Request {
             pattern,
             data,
             id,
             metadata,
         } => {
-            let pattern = pattern.unwrap_or_else(subject_json);
-            let request = (pattern, data, id, metadata);
+            let request = request(pattern, data, Some(id), metadata);
             let Some(reply) = reply else {
                 // Nobody to answer: Nest runs the handler and drops the result.
                 let _ = handle_request(Some(route), request, &origin, slot, || Discard, false);
