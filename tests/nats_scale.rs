@@ -180,8 +180,13 @@ async fn queue_group_spreads_requests_and_survives_losing_an_instance() {
     stop.store(true, Ordering::Relaxed);
     let outcomes = running.await.expect("load");
     let failed = outcomes.iter().filter(|o| !o.ok).count();
+    let statuses: Vec<u16> = outcomes
+        .iter()
+        .filter(|o| !o.ok)
+        .map(|o| o.status)
+        .collect();
     eprintln!(
-        "Ctrl-C under load: {} requests, {failed} failed",
+        "Ctrl-C under load: {} requests, {failed} failed (HTTP statuses, 0 = no answer: {statuses:?})",
         outcomes.len()
     );
     assert_eq!(failed, 0, "a graceful stop loses nothing");

@@ -12,6 +12,11 @@ use crate::utf16::{find_boundary, utf16_len_bytes, Boundary};
 /// Nest's default `maxBufferSize`: 134,217,728 UTF-16 units (512 MiB / 4).
 pub const DEFAULT_MAX_FRAME_LEN: usize = 134_217_728;
 
+/// The largest frame limit a codec accepts, in UTF-16 units (≈ 1.4 G; 10× Nest's default):
+/// a frame then stays below 4 GiB of UTF-8 (three bytes per unit at most), so the server
+/// addresses a packet's fields with 32-bit offsets.
+pub const MAX_FRAME_LEN_LIMIT: usize = u32::MAX as usize / 3;
+
 /// Longest length header accepted before the `#` (digits plus leniencies such as leading
 /// whitespace or `\r\n` between frames). Nest waits forever for a `#`; we refuse early so a
 /// peer cannot make us buffer an endless header.
@@ -104,15 +109,17 @@ impl NestCodec {
         Self::with_max_frame_len(DEFAULT_MAX_FRAME_LEN)
     }
 
-    /// A codec that rejects frames longer than `max` UTF-16 units.
+    /// A codec that rejects frames longer than `max` UTF-16 units (at most
+    /// [`MAX_FRAME_LEN_LIMIT`]; a larger `max` is lowered to it).
     ///
     /// ```
-    /// let codec = nestling_runtime::codec::NestCodec::with_max_frame_len(1024);
-    /// assert_eq!(codec.max_frame_len(), 1024);
+    /// use nestling_runtime::codec::{NestCodec, MAX_FRAME_LEN_LIMIT};
+    /// assert_eq!(NestCodec::with_max_frame_len(1024).max_frame_len(), 1024);
+    /// assert_eq!(NestCodec::with_max_frame_len(usize::MAX).max_frame_len(), MAX_FRAME_LEN_LIMIT);
     /// ```
     pub fn with_max_frame_len(max: usize) -> Self {
         Self {
-            max_frame_len: max,
+            max_frame_len: max.min(MAX_FRAME_LEN_LIMIT),
             state: State::Header,
         }
     }

@@ -95,6 +95,16 @@ impl Context {
         &self.frame
     }
 
+    /// The context with `more` copied after its frame, and where `more` now lies.
+    pub(crate) fn appended(mut self, more: &[u8]) -> (Self, Span) {
+        let mut frame = bytes::BytesMut::with_capacity(self.frame.len() + more.len());
+        frame.extend_from_slice(&self.frame);
+        frame.extend_from_slice(more);
+        let at = Span::new(self.frame.len(), frame.len());
+        self.frame = frame.freeze();
+        (self, at)
+    }
+
     #[cfg(feature = "nats")]
     pub(crate) fn with_nats(mut self, origin: std::sync::Arc<NatsOrigin>) -> Self {
         self.nats = Some(origin);

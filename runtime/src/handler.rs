@@ -70,17 +70,9 @@ pub enum HandlerKind {
 /// One incoming packet as a handler sees it: raw payload plus context.
 #[derive(Debug, Clone)]
 pub struct Request {
-    data: Option<Data>,
+    /// `data`'s place in the frame that the context holds.
+    data: Option<Span>,
     ctx: Context,
-}
-
-/// Where a request's `data` JSON is.
-#[derive(Debug, Clone)]
-enum Data {
-    /// In the packet's frame, which the context holds (a received packet).
-    InFrame(Span),
-    /// In a buffer of its own (a request built with [`Request::new`]).
-    Own(Bytes),
 }
 
 impl Request {
@@ -92,19 +84,22 @@ impl Request {
     /// let nums: Vec<i64> = req.payload().unwrap();
     /// assert_eq!(nums, [1, 2, 3]);
     /// ```
+    ///
+    /// (`data` is copied next to the context's fields: a received request keeps all of
+    /// its packet in one buffer.)
     pub fn new(data: Option<Bytes>, ctx: Context) -> Self {
-        Self {
-            data: data.map(Data::Own),
-            ctx,
+        match data {
+            Some(data) => {
+                let (ctx, data) = ctx.appended(&data);
+                Self::in_frame(Some(data), ctx)
+            }
+            None => Self::in_frame(None, ctx),
         }
     }
 
     /// A received packet's request: `data` is a span of the context's frame.
     pub(crate) fn in_frame(data: Option<Span>, ctx: Context) -> Self {
-        Self {
-            data: data.map(Data::InFrame),
-            ctx,
-        }
+        Self { data, ctx }
     }
 
     /// Deserialises the payload into the handler's type. A missing `data` field is
@@ -126,19 +121,13 @@ impl Request {
 
     /// Splits the request into its raw data and context.
     pub fn into_parts(self) -> (Option<Bytes>, Context) {
-        let data = self.data.map(|data| match data {
-            Data::InFrame(s) => self.ctx.frame().slice(s.start..s.end),
-            Data::Own(bytes) => bytes,
-        });
+        let data = self.data.map(|data| data.slice(self.ctx.frame()));
         (data, self.ctx)
     }
 
     /// The raw `data` JSON, if the packet had `data`.
     pub(crate) fn data(&self) -> Option<&[u8]> {
-        self.data.as_ref().map(|data| match data {
-            Data::InFrame(s) => s.get(self.ctx.frame()),
-            Data::Own(bytes) => &bytes[..],
-        })
+        self.data.map(|data| data.get(self.ctx.frame()))
     }
 
     /// The request's context, kept as the request ends (its reply needs the `id`).

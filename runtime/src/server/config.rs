@@ -16,8 +16,9 @@ pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// Limits and timeouts of a server. Set them through [`ServerBuilder`](crate::ServerBuilder).
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    /// Largest frame accepted, in UTF-16 units (default: Nest's 134,217,728). A larger
-    /// declared length closes the connection before anything is buffered.
+    /// Largest frame accepted, in UTF-16 units (default: Nest's 134,217,728; at most
+    /// [`MAX_FRAME_LEN_LIMIT`](crate::codec::MAX_FRAME_LEN_LIMIT)). A larger declared
+    /// length closes the connection before anything is buffered.
     pub max_frame_len: usize,
     /// Connections served at once (default 10,000); further connections are closed on
     /// accept with a logged warning.

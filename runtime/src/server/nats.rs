@@ -347,10 +347,7 @@ fn handle_message(
             )
         }
     };
-    let at = |s: Span| Span {
-        start: s.start + shift,
-        end: s.end + shift,
-    };
+    let at = |s: Span| s.shifted(shift);
     let request = |pattern: Option<Span>, data: Option<Span>, id: Option<Span>, metadata| {
         let fields = PacketFields {
             pattern: pattern.map_or(subject_pattern, at),
@@ -368,10 +365,7 @@ fn handle_message(
         // Not a Nest packet (e.g. `nats pub sum '[1,2]'`): Nest hands the whole message to
         // the subject's handler as an event.
         Inbound::Undefined => {
-            let whole = Span {
-                start: 0,
-                end: frame.len() - shift,
-            };
+            let whole = Span::all(frame.len() - shift);
             event(request(None, Some(whole), None, None), slot)
         }
         Inbound::Event {
