@@ -172,6 +172,7 @@ impl Span {
     }
 
     /// This span moved `by` bytes further into its frame.
+    #[cfg(feature = "nats")]
     pub(crate) fn shifted(self, by: usize) -> Self {
         Span::new(self.start as usize + by, self.end as usize + by)
     }
