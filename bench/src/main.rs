@@ -34,6 +34,11 @@ struct Args {
     /// Warm-up seconds before each measurement (same load, not counted).
     #[arg(long, default_value_t = 1.0)]
     warmup: f64,
+    /// Runs per scenario and server, interleaved (nestling, nest, ceiling, nestling, …) so
+    /// that a disturbance hits all servers alike; the table shows each server's run with
+    /// the median rate, and lists every run's rate. On a shared machine, 3 or more.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
     /// Also write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -329,43 +334,47 @@ async fn run(
     let started = std::time::Instant::now();
     for sc in &chosen {
         println!("-- {} ({}): {}", sc.name, sc.letter, sc.what);
-        match sc.load {
-            Load::Client { inflight } => {
-                let Some(ceiling) = targets
-                    .iter_mut()
-                    .find(|t| t.label == "ceiling")
-                    .and_then(|t| t.proc.as_mut())
-                else {
-                    println!("   skipped: the ceiling server is not running");
-                    continue;
-                };
-                for driver in [Driver::NestlingClient, Driver::Raw] {
-                    let r = run_one(
-                        sc, sc.load, driver, ceiling, inflight, window, warmup, ticks,
-                    )
-                    .await;
-                    report::print_progress(&r);
-                    results.push(r);
-                    settle().await;
-                }
-            }
-            load => {
-                for t in targets.iter_mut() {
-                    let Some(p) = t.proc.as_mut() else { continue };
-                    if !want(t.label) {
-                        continue; // started only for the client scenarios
-                    }
-                    if let Some(status) = p.exited() {
-                        println!("   {} has exited ({status}); skipping", t.label);
+        let mut runs: Vec<RunResult> = Vec::new();
+        for _ in 0..args.repeat.max(1) {
+            match sc.load {
+                Load::Client { inflight } => {
+                    let Some(ceiling) = targets
+                        .iter_mut()
+                        .find(|t| t.label == "ceiling")
+                        .and_then(|t| t.proc.as_mut())
+                    else {
+                        println!("   skipped: the ceiling server is not running");
                         continue;
+                    };
+                    for driver in [Driver::NestlingClient, Driver::Raw] {
+                        let r = run_one(
+                            sc, sc.load, driver, ceiling, inflight, window, warmup, ticks,
+                        )
+                        .await;
+                        report::print_progress(&r);
+                        runs.push(r);
+                        settle().await;
                     }
-                    let r = run_one(sc, load, Driver::Raw, p, 0, window, warmup, ticks).await;
-                    report::print_progress(&r);
-                    results.push(r);
-                    settle().await;
+                }
+                load => {
+                    for t in targets.iter_mut() {
+                        let Some(p) = t.proc.as_mut() else { continue };
+                        if !want(t.label) {
+                            continue; // started only for the client scenarios
+                        }
+                        if let Some(status) = p.exited() {
+                            println!("   {} has exited ({status}); skipping", t.label);
+                            continue;
+                        }
+                        let r = run_one(sc, load, Driver::Raw, p, 0, window, warmup, ticks).await;
+                        report::print_progress(&r);
+                        runs.push(r);
+                        settle().await;
+                    }
                 }
             }
         }
+        results.extend(report::medians(runs));
     }
     let elapsed = started.elapsed();
     let skipped: Vec<(String, String)> = targets
@@ -390,6 +399,7 @@ async fn run(
         pinning: pinning.is_some(),
         seconds: args.seconds,
         warmup: args.warmup,
+        repeat: args.repeat.max(1),
         elapsed_s: elapsed.as_secs_f64(),
         load_end: report::load_average(),
         results,

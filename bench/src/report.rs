@@ -126,6 +126,9 @@ pub struct RunResult {
     /// during the window.
     pub sleeps_per_100: Option<f64>,
     pub events: Option<EventCheck>,
+    /// With `--repeat`: the rate of every run of this scenario and server, in run order
+    /// (this result is the median one; its errors and events are summed over all runs).
+    pub repeat_rates: Vec<f64>,
 }
 
 impl RunResult {
@@ -157,6 +160,7 @@ impl RunResult {
             peak_rss_kib: None,
             sleeps_per_100: None,
             events: None,
+            repeat_rates: Vec::new(),
         }
     }
 
@@ -217,6 +221,8 @@ pub struct Summary {
     pub pinning: bool,
     pub seconds: f64,
     pub warmup: f64,
+    /// Runs per scenario and server (`--repeat`).
+    pub repeat: usize,
     pub elapsed_s: f64,
     pub load_end: String,
     pub results: Vec<RunResult>,
@@ -243,6 +249,42 @@ fn ratio(a: Option<f64>, b: Option<f64>) -> Option<f64> {
 }
 
 /// One progress line while the bench runs.
+/// One result per server (or client driver) from repeated runs of one scenario: the run
+/// with the median rate, carrying every run's rate, and the errors and event counts of all
+/// runs (a loss in any run must show).
+pub fn medians(runs: Vec<RunResult>) -> Vec<RunResult> {
+    let mut order: Vec<String> = Vec::new();
+    for r in &runs {
+        if !order.contains(&r.server) {
+            order.push(r.server.clone());
+        }
+    }
+    if runs.len() == order.len() {
+        return runs; // one run each
+    }
+    order
+        .iter()
+        .filter_map(|server| {
+            let mine: Vec<&RunResult> = runs.iter().filter(|r| &r.server == server).collect();
+            let mut by_rate = mine.clone();
+            by_rate.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+            let mut chosen = (*by_rate.get(by_rate.len() / 2)?).clone();
+            chosen.repeat_rates = mine.iter().map(|r| r.rate).collect();
+            chosen.errors = mine.iter().map(|r| r.errors).sum();
+            chosen.first_error = mine.iter().find_map(|r| r.first_error.clone());
+            chosen.events = chosen.events.map(|_| EventCheck {
+                sent: mine.iter().filter_map(|r| r.events).map(|e| e.sent).sum(),
+                printed: mine
+                    .iter()
+                    .filter_map(|r| r.events)
+                    .map(|e| e.printed)
+                    .sum(),
+            });
+            Some(chosen)
+        })
+        .collect()
+}
+
 pub fn print_progress(r: &RunResult) {
     let mut line = format!(
         "   {:<25} {:>11.0} {}/s  p50 {:>8} µs  p99 {:>8} µs  errors {}",
@@ -327,8 +369,9 @@ impl Summary {
         );
         let _ = writeln!(
             s,
-            "run: pinning {}; {} s measured after {} s warm-up per run; total {:.0} s; \
-             load average {} at start, {} at end",
+            "run: pinning {}; {} s measured after {} s warm-up per run; {} run(s) per scenario \
+             and server, interleaved (median shown); total {:.0} s; load average {} at start, \
+             {} at end",
             if self.pinning {
                 "on (servers core 1, generator core 0)"
             } else {
@@ -336,6 +379,7 @@ impl Summary {
             },
             self.seconds,
             self.warmup,
+            self.repeat,
             self.elapsed_s,
             m.load_start,
             self.load_end,
@@ -387,6 +431,24 @@ impl Summary {
                     ev.sent,
                     ev.printed,
                     ev.sent.saturating_sub(ev.printed)
+                );
+            }
+        }
+        let repeated: Vec<&RunResult> = self
+            .results
+            .iter()
+            .filter(|r| r.repeat_rates.len() > 1)
+            .collect();
+        if !repeated.is_empty() {
+            let _ = writeln!(s);
+            for r in repeated {
+                let rates: Vec<String> = r.repeat_rates.iter().map(|v| format!("{v:.0}")).collect();
+                let _ = writeln!(
+                    s,
+                    "- {} {}: rate of each run {} (the table shows the median)",
+                    r.scenario,
+                    r.server,
+                    rates.join(", ")
                 );
             }
         }
@@ -461,6 +523,7 @@ impl Summary {
                     "other_cpu_pct": r.other_cpu_pct,
                     "server_peak_rss_kib": r.peak_rss_kib,
                     "server_sleeps_per_100": r.sleeps_per_100,
+                    "rate_of_each_run": r.repeat_rates,
                     "events": r.events.map(|e| json!({
                         "sent": e.sent, "printed": e.printed,
                         "lost": e.sent.saturating_sub(e.printed),
@@ -489,6 +552,7 @@ impl Summary {
             "pinning": self.pinning,
             "seconds": self.seconds,
             "warmup_seconds": self.warmup,
+            "runs_per_scenario_and_server": self.repeat,
             "elapsed_seconds": self.elapsed_s,
             "results": results,
             "ratios": ratios,
