@@ -35,7 +35,7 @@ pub(crate) struct PacketFields {
 /// }
 /// # fn main() {}
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Context {
     /// The packet's frame; the fields below are spans of it. One reference to the frame
     /// (not one per field) is what a request costs in reference counting.
@@ -55,6 +55,23 @@ pub struct Context {
 pub(crate) struct NatsOrigin {
     pub subject: async_nats::Subject,
     pub headers: Option<async_nats::HeaderMap>,
+}
+
+/// The fields as text (not the spans they are stored as).
+impl std::fmt::Debug for Context {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut d = f.debug_struct("Context");
+        d.field("pattern", &String::from_utf8_lossy(self.pattern_json()))
+            .field("peer", &self.peer)
+            .field("id", &self.id_json().map(String::from_utf8_lossy))
+            .field(
+                "metadata",
+                &self.metadata_json().map(String::from_utf8_lossy),
+            );
+        #[cfg(feature = "nats")]
+        d.field("nats", &self.nats);
+        d.finish()
+    }
 }
 
 impl Context {

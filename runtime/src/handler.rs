@@ -68,11 +68,21 @@ pub enum HandlerKind {
 }
 
 /// One incoming packet as a handler sees it: raw payload plus context.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Request {
     /// `data`'s place in the frame that the context holds.
     data: Option<Span>,
     ctx: Context,
+}
+
+/// `data` as text (not the span it is stored as).
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Request")
+            .field("data", &self.data().map(String::from_utf8_lossy))
+            .field("ctx", &self.ctx)
+            .finish()
+    }
 }
 
 impl Request {
@@ -225,4 +235,37 @@ pub fn serialize_reply<T: Serialize + ?Sized>(value: &T) -> HandlerOutcome {
     serde_json::to_vec(value)
         .map(|v| Reply::Value(Some(v)))
         .map_err(|e| HandlerFailure::Internal(format!("could not serialise the reply: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A request built by hand keeps its `data` in the same buffer as its context's fields
+    /// (what a received request does), and reads back the same.
+    #[test]
+    fn built_request_reads_back_its_parts() {
+        let ctx = Context::new(r#""sum""#, "127.0.0.1:1".parse().unwrap());
+        let request = Request::new(Some(Bytes::from_static(b"[1,2]")), ctx);
+        assert_eq!(request.data(), Some(&b"[1,2]"[..]));
+        assert_eq!(request.context().pattern_json(), br#""sum""#);
+        let shown = format!("{request:?}");
+        assert!(shown.contains(r#"data: Some("[1,2]")"#), "{shown}");
+        assert!(shown.contains(r#"pattern: "\"sum\"""#), "{shown}");
+        let nums: Vec<i64> = request.payload().unwrap();
+        assert_eq!(nums, [1, 2]);
+        let (data, ctx) = request.into_parts();
+        assert_eq!(data.as_deref(), Some(&b"[1,2]"[..]));
+        assert_eq!(ctx.pattern(), "sum");
+        assert!(ctx.is_event());
+    }
+
+    #[test]
+    fn request_without_data_decodes_null() {
+        let ctx = Context::new(r#""ping""#, "127.0.0.1:1".parse().unwrap());
+        let request = Request::new(None, ctx);
+        assert_eq!(request.data(), None);
+        let unit: Option<u8> = request.payload().unwrap();
+        assert_eq!(unit, None);
+    }
 }

@@ -11,8 +11,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::Instrument;
 
-use crate::context::Context;
-use crate::context::PacketFields;
+use crate::context::{Context, PacketFields};
 use crate::handler::{
     HandlerFailure, HandlerFuture, HandlerNowFn, HandlerOutcome, Reply, ReplyStream, Request,
 };
@@ -197,9 +196,10 @@ pub(crate) fn handle_event(
     let mut request = Some(request);
     let last = handlers.len().saturating_sub(1);
     for (i, bound) in handlers.iter().enumerate() {
+        // (Always there: only the last handler takes it.)
         let Some(borrowed) = request.as_ref() else {
             break;
-        }; // unreachable: taken last
+        };
         let pattern = borrowed.context().pattern_json();
         let from = (origin.peer, origin.received);
         let observed = Observed::request(Kind::Event, pattern, None, from, trace.as_deref());

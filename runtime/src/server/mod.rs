@@ -122,14 +122,15 @@ impl ServerBuilder {
         self
     }
 
-    /// Largest accepted frame in UTF-16 units (default: Nest's 134,217,728).
+    /// Largest accepted frame in UTF-16 units (default: Nest's 134,217,728; a value above
+    /// [`MAX_FRAME_LEN_LIMIT`](crate::codec::MAX_FRAME_LEN_LIMIT) is lowered to it).
     ///
     /// ```
     /// let server = nestling::Server::builder().max_frame_len(1 << 20).build().unwrap();
     /// assert_eq!(server.config().max_frame_len, 1 << 20);
     /// ```
     pub fn max_frame_len(mut self, units: usize) -> Self {
-        self.config.max_frame_len = units;
+        self.config.max_frame_len = units.min(crate::codec::MAX_FRAME_LEN_LIMIT);
         self
     }
 
