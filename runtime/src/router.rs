@@ -74,7 +74,43 @@ pub(crate) struct Router {
     /// normalising. Only texts that normalise to their route's key are entered, so a hit
     /// is always the route the slow path would find; anything else (escapes, object
     /// patterns written with other spacing) falls back to it.
-    by_wire: HashMap<Box<[u8]>, usize, FxBuildHasher>,
+    by_wire: WireIndex,
+}
+
+/// Wire text → route index. A service has a handful of patterns: up to [`WireIndex::SCAN`]
+/// of them are found by comparing lengths and bytes in a list, cheaper than hashing the
+/// text and probing; more go to a hash map.
+#[derive(Default, Clone)]
+struct WireIndex {
+    list: Vec<(Box<[u8]>, usize)>,
+    map: HashMap<Box<[u8]>, usize, FxBuildHasher>,
+}
+
+impl WireIndex {
+    const SCAN: usize = 8;
+
+    fn insert(&mut self, wire: Box<[u8]>, route: usize) {
+        self.map.insert(wire.clone(), route);
+        self.list = match self.map.len() <= Self::SCAN {
+            true => self.map.iter().map(|(w, &i)| (w.clone(), i)).collect(),
+            false => Vec::new(),
+        };
+    }
+
+    fn get(&self, wire: &[u8]) -> Option<usize> {
+        if self.map.len() > Self::SCAN {
+            return self.map.get(wire).copied();
+        }
+        self.list
+            .iter()
+            .find(|(w, _)| w.len() == wire.len() && **w == *wire)
+            .map(|&(_, i)| i)
+    }
+
+    #[cfg(test)]
+    fn contains(&self, wire: &[u8]) -> bool {
+        self.get(wire).is_some()
+    }
 }
 
 impl Router {
@@ -118,7 +154,7 @@ impl Router {
 
     /// Finds the handlers for a pattern received on the wire (its raw JSON text).
     pub fn lookup(&self, pattern_json: &[u8]) -> Option<&Route> {
-        if let Some(&i) = self.by_wire.get(pattern_json) {
+        if let Some(i) = self.by_wire.get(pattern_json) {
             return self.table.get(i);
         }
         // Frames are valid UTF-8 (the codec guarantees it); anything else matches nothing.
@@ -207,7 +243,7 @@ mod tests {
     fn lookup_by_wire_text_and_by_normalising_agree() {
         let router = router();
         assert_eq!(router.len(), 3);
-        assert!(router.by_wire.contains_key(&b"\"sum\""[..]));
+        assert!(router.by_wire.contains(&b"\"sum\""[..]));
         assert_eq!(found(&router, b"\"sum\""), Some("sum"));
         assert_eq!(found(&router, br#""\u0073um""#), Some("sum"));
         assert_eq!(found(&router, br#"{"cmd":"sum"}"#), Some("cmd"));
@@ -218,5 +254,28 @@ mod tests {
         assert_eq!(found(&router, b"\"nope\""), None);
         assert_eq!(found(&router, b"\"sum"), None);
         assert_eq!(found(&router, &[b'"', 0xff, b'"']), None);
+    }
+
+    /// The wire index answers the same whether it scans its list (few patterns) or
+    /// hashes (many).
+    #[test]
+    fn wire_index_scans_few_and_hashes_many() {
+        let mut index = WireIndex::default();
+        let wire = |i: usize| format!("\"p{i}\"").into_bytes();
+        for i in 0..=WireIndex::SCAN * 2 {
+            index.insert(wire(i).into(), i);
+            let scanning = i < WireIndex::SCAN;
+            assert_eq!(index.list.is_empty(), !scanning, "after {} patterns", i + 1);
+            for j in 0..=i {
+                assert_eq!(
+                    index.get(&wire(j)),
+                    Some(j),
+                    "p{j} among {} patterns",
+                    i + 1
+                );
+            }
+            assert_eq!(index.get(b"\"p\""), None);
+            assert_eq!(index.get(&wire(i + 1)), None);
+        }
     }
 }
