@@ -14,8 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::dispatch::{handle_event, handle_request, Origin, ReplySink, Slot};
 use super::Server;
-use crate::context::NatsOrigin;
-use crate::context::PacketFields;
+use crate::context::{NatsOrigin, PacketFields};
 use crate::error::ServerError;
 use crate::packet::{parse_inbound_spans, Inbound, Span, Wire};
 use crate::router::Route;
@@ -348,11 +347,12 @@ fn handle_message(
         }
     };
     let at = |s: Span| s.shifted(shift);
-    let request = |pattern: Option<Span>, data: Option<Span>, id: Option<Span>, metadata| {
+    type Field = Option<Span>;
+    let request = |pattern: Field, data: Field, id: Field, metadata: Field| {
         let fields = PacketFields {
             pattern: pattern.map_or(subject_pattern, at),
             id: id.map(at),
-            metadata: Option::map(metadata, at),
+            metadata: metadata.map(at),
         };
         origin.request(frame.clone(), fields, data.map(at))
     };
