@@ -304,10 +304,10 @@ fn inbound_from(frame: &Bytes, text: Option<&str>) -> Result<Inbound<Span>, Inva
 /// tokens around one valid value and simple strings, which JSON's grammar reads only one
 /// way — the way the general parse reads it (`tests::shaped`).
 ///
-/// With `may_defer`, the check of `D` (a request's or an event's) may be left to the caller (the flag
-/// returned is then `true`), except where `D` holds `"metadata"`: Nest writes `metadata`
-/// between `data` and `id`, and such packets, whose cut `D` is not one value, must take the
-/// general parse at once rather than after a failed payload decode.
+/// With `may_defer`, the check of `D` (a request's or an event's) may be left to the
+/// caller (the flag returned is then `true`), except where `D` holds `"metadata"`: Nest
+/// writes `metadata` between `data` and `id`, and such packets, whose cut `D` is not one
+/// value, must take the general parse at once rather than after a failed payload decode.
 fn nest_shaped(text: &str, may_defer: bool) -> Option<(Inbound<Span>, bool)> {
     const PATTERN: &[u8] = b"{\"pattern\":\"";
     const DATA: &[u8] = b",\"data\":";
