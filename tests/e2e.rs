@@ -374,6 +374,54 @@ async fn requests_on_one_connection_run_concurrently() {
     server.shutdown().await;
 }
 
+/// The client's write queue is bounded: with room for 2 frames and 300 calls plus 300
+/// events started at once on a multi-threaded runtime, callers wait for the writer and
+/// every frame still goes out whole, once, and each call gets its own reply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_client_write_queue_makes_callers_wait_and_loses_nothing() {
+    let calc = Calc::default();
+    let server = start(calc.clone(), Audit::default()).await;
+    let client = Client::builder(server.addr.to_string())
+        .max_queued_frames(2)
+        .build();
+    let tasks: Vec<_> = (0..300i64)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let s: i64 = client.send("sum", &[i, 1000]).await.unwrap();
+                assert_eq!(s, i + 1000);
+                client.emit("log", &format!("event {i}")).await.unwrap();
+            })
+        })
+        .collect();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        for task in tasks {
+            task.await.unwrap();
+        }
+    })
+    .await
+    .expect("callers waiting for room are woken as the writer drains the queue");
+    // Every emit resolved once its frame was handed to the socket; the server has them all.
+    let seen = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let logs = calc.logs.lock().unwrap().len();
+            if logs >= 300 {
+                break logs;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .expect("all 300 events arrive");
+    assert_eq!(seen, 300);
+    let mut logs = calc.logs.lock().unwrap().clone();
+    logs.sort();
+    let mut want: Vec<String> = (0..300).map(|i| format!("event {i}")).collect();
+    want.sort();
+    assert_eq!(logs, want, "each event arrives once, intact");
+    server.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_frame_closes_only_its_connection() {
     let calc = Calc::default();

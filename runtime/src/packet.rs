@@ -560,6 +560,19 @@ impl Wire {
     ) -> Result<(), serde_json::Error> {
         // The payload is serialised first (it may fail); the packet is then written in one go.
         let data = serde_json::to_vec(data)?;
+        self.outbound_raw(dst, pattern_json, &data, metadata, id);
+        Ok(())
+    }
+
+    /// [`Wire::outbound`] with `data` already serialised (raw JSON).
+    pub(crate) fn outbound_raw(
+        self,
+        dst: &mut BytesMut,
+        pattern_json: &str,
+        data: &[u8],
+        metadata: Option<&[u8]>,
+        id: Option<u64>,
+    ) {
         let mut id_text = itoa::Buffer::new();
         let id_text: &[u8] = id.map_or(b"", |id| id_text.format(id).as_bytes());
         // Absent optional fields are empty parts: no allocation on the client's send path.
@@ -577,7 +590,7 @@ impl Wire {
                 b"{\"pattern\":",
                 pattern_json.as_bytes(),
                 b",\"data\":",
-                &data,
+                data,
                 meta_key,
                 metadata,
                 id_open,
@@ -586,7 +599,6 @@ impl Wire {
                 b"}",
             ],
         );
-        Ok(())
     }
 }
 

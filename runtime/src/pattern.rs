@@ -12,6 +12,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::Value;
@@ -170,10 +171,27 @@ fn js_number(n: &serde_json::Number) -> String {
 /// // emitted as Nest's normalised string, keys sorted:
 /// assert_eq!(p.event_json(), r#""{\"b\":1,\"cmd\":\"sum\"}""#);
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Cloning is cheap (a reference count): a client call takes its own copy of the pattern.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Pattern {
+    texts: Arc<Texts>,
+}
+
+#[derive(PartialEq, Eq)]
+struct Texts {
     json: String,
-    event_json: String,
+    /// `None`: the same as `json` (string, boolean and null patterns).
+    event_json: Option<String>,
+}
+
+impl std::fmt::Debug for Pattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pattern")
+            .field("json", &self.as_json())
+            .field("event_json", &self.event_json())
+            .finish()
+    }
 }
 
 impl Pattern {
@@ -181,7 +199,13 @@ impl Pattern {
     ///
     /// Fails only if `value` cannot be serialised to JSON (e.g. a map with non-string keys).
     pub fn new(value: impl Serialize) -> Result<Self, serde_json::Error> {
-        Self::from_text(&serde_json::to_string(&value)?)
+        let json = serde_json::to_string(&value)?;
+        // A string, the common case: sent as is by both `send` and `emit`, so there is
+        // nothing to parse or normalise.
+        if json.starts_with('"') {
+            return Ok(Self::from_texts(json, None));
+        }
+        Self::from_text(&json)
     }
 
     /// Builds a pattern from its JSON text, e.g. `r#"{"cmd":"sum"}"#` or `r#""sum""#`.
@@ -197,29 +221,32 @@ impl Pattern {
     fn from_text(json: &str) -> Result<Self, serde_json::Error> {
         let value: Value = serde_json::from_str(json)?;
         let event_json = match &value {
-            Value::String(_) | Value::Bool(_) | Value::Null => json.to_owned(),
-            other => serde_json::to_string(&normalize_top(other))?,
+            Value::String(_) | Value::Bool(_) | Value::Null => None,
+            other => Some(serde_json::to_string(&normalize_top(other))?),
         };
-        Ok(Self {
-            json: json.to_owned(),
-            event_json,
-        })
+        Ok(Self::from_texts(json.to_owned(), event_json))
+    }
+
+    fn from_texts(json: String, event_json: Option<String>) -> Self {
+        Self {
+            texts: Arc::new(Texts { json, event_json }),
+        }
     }
 
     /// The JSON text sent by `send` (the pattern as given).
     pub fn as_json(&self) -> &str {
-        &self.json
+        &self.texts.json
     }
 
     /// The JSON text sent by `emit` (Nest's normalised string form for objects and numbers).
     pub fn event_json(&self) -> &str {
-        &self.event_json
+        self.texts.event_json.as_deref().unwrap_or(&self.texts.json)
     }
 }
 
 impl std::fmt::Display for Pattern {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.json)
+        f.write_str(self.as_json())
     }
 }
 

@@ -1,32 +1,26 @@
-//! One client connection: a writer task sending frames in order, a reader task routing
-//! replies to pending calls by id. When either side ends, every pending call fails at once.
+//! One client connection: callers queue frames in a shared [`Outbox`], a writer task
+//! hands them to the socket, a reader task routes replies to pending calls by id. When
+//! either side ends, every pending call fails at once.
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use futures_util::StreamExt;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use super::outbox::{Batch, Outbox};
 use super::pending::PendingCalls;
 use crate::codec::{FrameError, FrameText, NestCodec};
 use crate::packet::parse_reply_frame;
 
-/// A frame queued for the writer, with an optional "handed to the socket" notice.
-struct Outbound {
-    frame: Bytes,
-    written: Option<oneshot::Sender<()>>,
-}
-
 pub(crate) struct Connection {
-    outbound: mpsc::Sender<Outbound>,
+    outbox: Outbox,
     pub calls: Arc<PendingCalls>,
     stop: CancellationToken,
 }
-
-const MAX_BATCH: usize = 256 * 1024;
 
 impl Connection {
     /// Starts the reader and writer tasks over the two halves of a connection (plain
@@ -36,13 +30,12 @@ impl Connection {
         R: AsyncRead + Unpin + Send + 'static,
         W: AsyncWrite + Unpin + Send + 'static,
     {
-        let (tx, rx) = mpsc::channel(queue.max(1));
         let conn = Arc::new(Connection {
-            outbound: tx,
+            outbox: Outbox::new(queue),
             calls: Arc::default(),
             stop: CancellationToken::new(),
         });
-        tokio::spawn(write_loop(wr, rx, conn.clone()));
+        tokio::spawn(write_loop(wr, conn.clone()));
         tokio::spawn(read_loop(rd, max_frame_len, conn.clone()));
         conn
     }
@@ -51,14 +44,10 @@ impl Connection {
         self.stop.is_cancelled()
     }
 
-    /// Queues a frame for writing. `Err` if the connection is over.
-    pub async fn write(&self, frame: Bytes) -> Result<(), String> {
-        let item = Outbound {
-            frame,
-            written: None,
-        };
-        self.outbound
-            .send(item)
+    /// Queues the frame `put` writes. `Err` if the connection is over.
+    pub async fn write(&self, put: impl Fn(&mut BytesMut)) -> Result<(), String> {
+        self.outbox
+            .push(put, None)
             .await
             .map_err(|_| self.calls.closed_reason())
     }
@@ -66,14 +55,10 @@ impl Connection {
     /// Writes a frame and waits until it has been handed to the socket (Nest's `emit`
     /// completes at the same point), so an event is not lost if the client is dropped or
     /// the process exits right after.
-    pub async fn write_and_wait(&self, frame: Bytes) -> Result<(), String> {
+    pub async fn write_and_wait(&self, put: impl Fn(&mut BytesMut)) -> Result<(), String> {
         let (tx, rx) = oneshot::channel();
-        let item = Outbound {
-            frame,
-            written: Some(tx),
-        };
-        self.outbound
-            .send(item)
+        self.outbox
+            .push(put, Some(tx))
             .await
             .map_err(|_| self.calls.closed_reason())?;
         rx.await.map_err(|_| self.calls.closed_reason())
@@ -82,56 +67,34 @@ impl Connection {
     /// Ends the connection, failing every pending call with `reason`.
     pub fn close(&self, reason: String) {
         self.calls.close(&reason);
+        self.outbox.close();
         self.stop.cancel();
     }
 }
 
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut rx: mpsc::Receiver<Outbound>,
-    conn: Arc<Connection>,
-) {
-    let mut batch = BytesMut::new();
-    let mut acks = Vec::new();
+async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, conn: Arc<Connection>) {
+    let mut batch = Batch::new();
     loop {
-        let first = tokio::select! {
-            // Closing (by the client or because the server went away): write what is
-            // already queued, best effort, then send FIN.
-            _ = conn.stop.cancelled() => match rx.try_recv() {
-                Ok(f) => f,
-                Err(_) => break,
-            },
-            f = rx.recv() => match f { Some(f) => f, None => break },
-        };
-        acks.extend(first.written);
-        let result = match rx.try_recv() {
-            Err(_) => wr.write_all(&first.frame).await,
-            Ok(second) => {
-                batch.extend_from_slice(&first.frame);
-                batch.extend_from_slice(&second.frame);
-                acks.extend(second.written);
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(more) => {
-                            batch.extend_from_slice(&more.frame);
-                            acks.extend(more.written);
-                        }
-                        Err(_) => break,
-                    }
-                }
-                let r = wr.write_all(&batch).await;
-                batch.clear();
-                r
+        if !conn.outbox.take(&mut batch) {
+            // Closing (by the client or because the server went away) once what was
+            // queued is written, best effort; then FIN.
+            if conn.stop.is_cancelled() {
+                break;
             }
-        };
-        if let Err(e) = result {
+            tokio::select! {
+                _ = conn.stop.cancelled() => {}
+                _ = conn.outbox.sleep() => {}
+            }
+            continue;
+        }
+        if let Err(e) = wr.write_all(&batch.buf).await {
             conn.close(format!("write failed: {e}"));
+            conn.outbox.discard();
             return;
         }
-        for ack in acks.drain(..) {
-            let _ = ack.send(());
-        }
+        batch.written();
     }
+    conn.outbox.discard();
     let _ = wr.shutdown().await;
 }
 

@@ -3,12 +3,43 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::BytesMut;
 
 use super::connection::Connection;
 use super::pending::PendingCalls;
 use crate::packet::Wire;
 use crate::pattern::Pattern;
+
+/// A packet to send, its `data` serialised but not yet framed: TCP frames it straight into
+/// the connection's outbox, NATS publishes it as one message.
+pub(crate) struct Outgoing<'a> {
+    /// The pattern as it goes on the wire (`send` and `emit` differ for object patterns).
+    pub wire_pattern: &'a str,
+    pub data: Vec<u8>,
+    /// Raw JSON of `metadata` (a trace id), when there is one.
+    pub metadata: Option<Vec<u8>>,
+    /// `None` for an event.
+    pub id: Option<u64>,
+}
+
+impl Outgoing<'_> {
+    fn put(&self, wire: Wire, dst: &mut BytesMut) {
+        wire.outbound_raw(
+            dst,
+            self.wire_pattern,
+            &self.data,
+            self.metadata.as_deref(),
+            self.id,
+        );
+    }
+
+    #[cfg(feature = "nats")]
+    fn to_bytes(&self, wire: Wire) -> bytes::Bytes {
+        let mut packet = BytesMut::new();
+        self.put(wire, &mut packet);
+        packet.freeze()
+    }
+}
 
 /// Addresses starting with this select the NATS transport.
 pub(crate) const NATS_SCHEME: &str = "nats://";
@@ -56,26 +87,31 @@ impl Link {
     }
 
     /// Sends request `id` (already registered). `Err(reason)` if the link is over.
-    pub async fn request(&self, pattern: &Pattern, id: u64, packet: Bytes) -> Result<(), String> {
+    pub async fn request(
+        &self,
+        pattern: &Pattern,
+        id: u64,
+        packet: &Outgoing<'_>,
+    ) -> Result<(), String> {
         match self {
             Link::Tcp(conn) => {
                 let _ = (pattern, id);
-                conn.write(packet).await
+                conn.write(|dst| packet.put(Wire::Tcp, dst)).await
             }
             #[cfg(feature = "nats")]
-            Link::Nats(link) => link.request(pattern, id, packet).await,
+            Link::Nats(link) => link.request(pattern, id, packet.to_bytes(Wire::Bare)).await,
         }
     }
 
     /// Sends an event; resolves once it has been handed to the socket.
-    pub async fn event(&self, pattern: &Pattern, packet: Bytes) -> Result<(), String> {
+    pub async fn event(&self, pattern: &Pattern, packet: &Outgoing<'_>) -> Result<(), String> {
         match self {
             Link::Tcp(conn) => {
                 let _ = pattern;
-                conn.write_and_wait(packet).await
+                conn.write_and_wait(|dst| packet.put(Wire::Tcp, dst)).await
             }
             #[cfg(feature = "nats")]
-            Link::Nats(link) => link.event(pattern, packet).await,
+            Link::Nats(link) => link.event(pattern, packet.to_bytes(Wire::Bare)).await,
         }
     }
 }

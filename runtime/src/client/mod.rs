@@ -6,6 +6,7 @@ mod connection;
 mod link;
 #[cfg(feature = "nats")]
 mod nats;
+mod outbox;
 mod pending;
 mod stream;
 
@@ -13,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use futures_util::future::{Either, FutureExt as _};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::TcpStream;
@@ -21,7 +22,7 @@ use tokio::net::TcpStream;
 use backoff::Backoff;
 pub use backoff::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX};
 use connection::Connection;
-use link::Link;
+use link::{Link, Outgoing};
 use pending::Completion;
 use stream::CallGuard;
 pub use stream::ReplyStream;
@@ -310,6 +311,12 @@ impl Client {
         if let Some(conn) = self.live() {
             return Ok(conn);
         }
+        // Boxed: dialing (TCP, TLS handshake) takes a future of several kilobytes, which
+        // would otherwise be part of every call's future and copied with it.
+        Box::pin(self.reconnect()).await
+    }
+
+    async fn reconnect(&self) -> Result<Link, ClientError> {
         // One dialer at a time; the others reuse its connection (Nest shares the
         // connect promise the same way).
         let _dialing = self.inner.connecting.lock().await;
@@ -407,23 +414,24 @@ impl Client {
 
     /// One outgoing packet (a request with `id`, an event without) in this client's wire
     /// form, carrying the current trace id in `metadata` if there is one.
-    fn encode<T: Serialize + ?Sized>(
+    /// Serialises `data`; the packet is framed when it is queued.
+    fn encode<'p, T: Serialize + ?Sized>(
         &self,
         pattern: &Pattern,
-        wire_pattern: &str,
+        wire_pattern: &'p str,
         data: &T,
         id: Option<u64>,
-    ) -> Result<BytesMut, ClientError> {
-        let mut packet = BytesMut::new();
-        let metadata = crate::trace::outgoing_metadata();
-        self.inner
-            .wire
-            .outbound(&mut packet, wire_pattern, data, metadata.as_deref(), id)
-            .map_err(|source| ClientError::Encode {
-                pattern: pattern.to_string(),
-                source,
-            })?;
-        Ok(packet)
+    ) -> Result<Outgoing<'p>, ClientError> {
+        let data = serde_json::to_vec(data).map_err(|source| ClientError::Encode {
+            pattern: pattern.to_string(),
+            source,
+        })?;
+        Ok(Outgoing {
+            wire_pattern,
+            data,
+            metadata: crate::trace::outgoing_metadata(),
+            id,
+        })
     }
 
     fn closed(&self, reason: String) -> ClientError {
@@ -474,15 +482,18 @@ impl Client {
         let call = self
             .call_once(&pattern, id, data)
             .instrument(observed.span.clone());
-        let result = match timeout {
-            Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-                Err(ClientError::Timeout {
-                    pattern: pattern.to_string(),
-                    timeout: limit,
-                })
-            }),
-            None => call.await,
+        // One future, limit or not: two `.await`s (with and without `timeout`) would each
+        // keep room for the call's state in this future, doubling what every call copies.
+        let call = match timeout {
+            Some(limit) => Either::Left(tokio::time::timeout(limit, call)),
+            None => Either::Right(call.map(Ok)),
         };
+        let result = call.await.unwrap_or_else(|_elapsed| {
+            Err(ClientError::Timeout {
+                pattern: pattern.to_string(),
+                timeout: timeout.unwrap_or_default(),
+            })
+        });
         observed.finish(match &result {
             Ok(_) => "ok",
             Err(ClientError::Remote { .. }) => "error",
@@ -499,8 +510,12 @@ impl Client {
         R: DeserializeOwned,
     {
         let packet = self.encode(pattern, pattern.as_json(), data, Some(id))?;
-        // The slot is held until the reply (or failure) arrives.
-        let _slot = self.inner.in_flight.acquire().await;
+        // The slot is held until the reply (or failure) arrives. Free slots and a live
+        // connection are the usual case: taken without a wait.
+        let _slot = match self.inner.in_flight.try_acquire() {
+            Ok(slot) => Some(slot),
+            Err(_) => self.inner.in_flight.acquire().await.ok(),
+        };
         let link = self.connection().await?;
         let done = link.calls().register(id).map_err(|r| self.closed(r))?;
         let mut guard = CallGuard {
@@ -508,7 +523,7 @@ impl Client {
             id,
             armed: true,
         };
-        link.request(pattern, id, packet.freeze())
+        link.request(pattern, id, &packet)
             .await
             .map_err(|r| self.closed(r))?;
         let completion = done.await;
@@ -593,7 +608,7 @@ impl Client {
             id,
             armed: true,
         };
-        link.request(&pattern, id, packet.freeze())
+        link.request(&pattern, id, &packet)
             .await
             .map_err(|r| self.closed(r))?;
         Ok(ReplyStream::new(
@@ -623,7 +638,7 @@ impl Client {
         let pattern = to_pattern(pattern)?;
         let packet = self.encode(&pattern, pattern.event_json(), data, None)?;
         let link = self.connection().await?;
-        link.event(&pattern, packet.freeze())
+        link.event(&pattern, &packet)
             .await
             .map_err(|r| self.closed(r))
     }

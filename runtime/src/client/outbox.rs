@@ -1,0 +1,250 @@
+//! The frames a client connection has yet to write: callers append to one shared buffer
+//! and the writer task takes the whole buffer at once.
+//!
+//! Why not a channel of frames: with a channel every call allocates its frame, wakes the
+//! writer through the channel's own bookkeeping, and the writer copies the frames into a
+//! batch anyway. Here a caller frames its packet straight into the buffer under a short
+//! lock, and wakes the writer only when the writer is asleep: under load (many calls in
+//! flight on one connection) most calls wake nobody, and the writer hands everything
+//! queued since its last write to the socket in one `write`.
+
+use std::pin::pin;
+use std::sync::{Mutex, MutexGuard};
+
+use bytes::BytesMut;
+use tokio::sync::{oneshot, Notify};
+
+/// A writer's buffer larger than this after a write is dropped rather than kept (a burst
+/// of large frames should not pin its memory for the connection's life).
+const KEEP_CAPACITY: usize = 256 * 1024;
+
+/// Shared between the callers and the writer task of one connection.
+pub(crate) struct Outbox {
+    state: Mutex<State>,
+    /// Wakes the writer after it went to sleep on an empty buffer.
+    wake_writer: Notify,
+    /// Wakes callers waiting for the writer to take a full buffer.
+    room: Notify,
+    /// Frames queued before callers wait (`ClientBuilder::max_queued_frames`).
+    max_frames: usize,
+}
+
+#[derive(Default)]
+struct State {
+    /// Framed packets, in call order.
+    buf: BytesMut,
+    /// Frames in `buf`.
+    frames: usize,
+    /// "Handed to the socket" notices owed once `buf` is written (`emit`).
+    acks: Vec<oneshot::Sender<()>>,
+    /// The writer found `buf` empty and sleeps until woken.
+    writer_idle: bool,
+    /// A caller waits for room.
+    room_wanted: bool,
+    /// The writer has stopped: nothing queued now would ever be written.
+    closed: bool,
+}
+
+/// What the writer takes in one go.
+pub(crate) struct Batch {
+    pub buf: BytesMut,
+    pub acks: Vec<oneshot::Sender<()>>,
+}
+
+impl Batch {
+    pub fn new() -> Self {
+        Batch {
+            buf: BytesMut::new(),
+            acks: Vec::new(),
+        }
+    }
+
+    /// After a successful write: tell the `emit`s waiting on it, keep the buffer for reuse.
+    pub fn written(&mut self) {
+        self.buf.clear();
+        if self.buf.capacity() > KEEP_CAPACITY {
+            self.buf = BytesMut::new();
+        }
+        for ack in self.acks.drain(..) {
+            let _ = ack.send(());
+        }
+    }
+}
+
+/// The outbox is closed: the connection's writer has stopped.
+pub(crate) struct Closed;
+
+impl Outbox {
+    pub fn new(max_frames: usize) -> Self {
+        Outbox {
+            state: Mutex::default(),
+            wake_writer: Notify::new(),
+            room: Notify::new(),
+            max_frames: max_frames.max(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // Poisoned only if a thread panicked while holding the lock; every update below is
+        // a plain field write that leaves the state consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Appends one frame, written by `put` into the shared buffer, and wakes the writer if
+    /// it sleeps. Waits while `max_frames` frames are queued. `ack` is told once the frame
+    /// has been handed to the socket.
+    pub async fn push(
+        &self,
+        put: impl Fn(&mut BytesMut),
+        mut ack: Option<oneshot::Sender<()>>,
+    ) -> Result<(), Closed> {
+        loop {
+            let mut room = pin!(self.room.notified());
+            {
+                let mut state = self.lock();
+                if state.closed {
+                    return Err(Closed);
+                }
+                // A lone frame always fits, however small the limit.
+                if state.frames < self.max_frames || state.frames == 0 {
+                    put(&mut state.buf);
+                    state.frames += 1;
+                    state.acks.extend(ack.take());
+                    let wake = std::mem::take(&mut state.writer_idle);
+                    drop(state);
+                    if wake {
+                        self.wake_writer.notify_one();
+                    }
+                    return Ok(());
+                }
+                // Registered before the lock is released: the writer's `notify_waiters`
+                // (under the same lock) cannot slip between the check and the wait.
+                room.as_mut().enable();
+                state.room_wanted = true;
+            }
+            room.await;
+        }
+    }
+
+    /// The writer's side: swaps everything queued into `batch` (which must be empty).
+    /// `false` when nothing is queued; the writer then waits in [`Outbox::sleep`].
+    pub fn take(&self, batch: &mut Batch) -> bool {
+        let mut state = self.lock();
+        if state.buf.is_empty() {
+            state.writer_idle = true;
+            return false;
+        }
+        std::mem::swap(&mut state.buf, &mut batch.buf);
+        std::mem::swap(&mut state.acks, &mut batch.acks);
+        state.frames = 0;
+        if std::mem::take(&mut state.room_wanted) {
+            self.room.notify_waiters();
+        }
+        true
+    }
+
+    /// Waits until a caller queues a frame after [`Outbox::take`] found none.
+    pub async fn sleep(&self) {
+        self.wake_writer.notified().await
+    }
+
+    /// The connection is closing: later pushes fail and callers waiting for room are
+    /// released. What is queued stays for the writer's last, best-effort write.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.room.notify_waiters();
+    }
+
+    /// The writer has stopped for good: [`Outbox::close`], and what is queued is dropped
+    /// (an `emit` waiting for its notice reads the dropped notice as "connection closed").
+    pub fn discard(&self) {
+        self.close();
+        let mut state = self.lock();
+        state.buf = BytesMut::new();
+        state.frames = 0;
+        state.acks.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(text: &'static str) -> impl Fn(&mut BytesMut) {
+        move |dst: &mut BytesMut| dst.extend_from_slice(text.as_bytes())
+    }
+
+    #[tokio::test]
+    async fn frames_queue_in_order_and_the_writer_takes_them_at_once() {
+        let outbox = Outbox::new(8);
+        let mut batch = Batch::new();
+        assert!(!outbox.take(&mut batch), "nothing queued yet");
+        assert!(outbox.push(frame("a"), None).await.is_ok());
+        assert!(outbox.push(frame("b"), None).await.is_ok());
+        // The first push woke the sleeping writer: its wait ends at once.
+        outbox.sleep().await;
+        assert!(outbox.take(&mut batch));
+        assert_eq!(&batch.buf[..], b"ab");
+        batch.written();
+        assert!(batch.buf.is_empty());
+    }
+
+    #[tokio::test]
+    async fn acks_are_sent_after_the_write_and_dropped_when_discarded() {
+        let outbox = Outbox::new(8);
+        let (tx, rx) = oneshot::channel();
+        assert!(outbox.push(frame("e"), Some(tx)).await.is_ok());
+        let mut batch = Batch::new();
+        assert!(outbox.take(&mut batch));
+        batch.written();
+        assert!(rx.await.is_ok(), "told once written");
+
+        let (tx, rx) = oneshot::channel();
+        assert!(outbox.push(frame("lost"), Some(tx)).await.is_ok());
+        outbox.discard();
+        assert!(
+            rx.await.is_err(),
+            "an unsent emit learns the connection closed"
+        );
+        assert!(outbox.push(frame("late"), None).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_full_outbox_holds_callers_until_the_writer_takes_it() {
+        let outbox = std::sync::Arc::new(Outbox::new(2));
+        assert!(outbox.push(frame("1"), None).await.is_ok());
+        assert!(outbox.push(frame("2"), None).await.is_ok());
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.push(frame("3"), None).await.is_ok() }
+        });
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "a third frame waits for room");
+        let mut batch = Batch::new();
+        assert!(outbox.take(&mut batch));
+        assert_eq!(&batch.buf[..], b"12");
+        assert!(waiting.await.unwrap_or(false));
+        batch.written();
+        assert!(outbox.take(&mut batch));
+        assert_eq!(&batch.buf[..], b"3");
+    }
+
+    #[tokio::test]
+    async fn closing_releases_callers_waiting_for_room() {
+        let outbox = std::sync::Arc::new(Outbox::new(1));
+        assert!(outbox.push(frame("1"), None).await.is_ok());
+        let waiting = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.push(frame("2"), None).await.is_err() }
+        });
+        tokio::task::yield_now().await;
+        outbox.close();
+        assert!(waiting.await.unwrap_or(false), "the waiting push fails");
+        let mut batch = Batch::new();
+        assert!(
+            outbox.take(&mut batch),
+            "what was queued stays for the last write"
+        );
+        assert_eq!(&batch.buf[..], b"1");
+    }
+}
