@@ -10,14 +10,16 @@
 //! a lookup are normalised by the same process, so only the equivalence classes matter and
 //! they are the same.
 
+mod outgoing;
+
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::sync::Arc;
 
-use serde::Serialize;
 use serde_json::Value;
 
 /// Nest's `DEFAULT_MAX_DEPTH`: deeper object values become `[MAX_DEPTH_REACHED]`.
+pub use outgoing::{IntoPattern, Pattern};
+
 const MAX_DEPTH: usize = 5;
 /// Nest's `DEFAULT_MAX_KEYS`: objects with more keys become `[TOO_MANY_KEYS]`.
 const MAX_KEYS: usize = 20;
@@ -152,147 +154,6 @@ fn js_number(n: &serde_json::Number) -> String {
     let f = n.as_f64().unwrap_or(f64::NAN);
     let mut buf = ryu_js::Buffer::new();
     buf.format(f).to_owned()
-}
-
-/// A message pattern as a client sends it: a string such as `"sum"` or any JSON value such
-/// as `{"cmd": "sum"}`.
-///
-/// `send` puts the pattern on the wire as given; `emit` sends Nest's normalised string form
-/// (exactly what a Nest `ClientProxy` does), so both reach Nest and nestling servers alike.
-///
-/// ```
-/// use nestling_runtime::Pattern;
-///
-/// let p = Pattern::new("sum").unwrap();
-/// assert_eq!(p.as_json(), r#""sum""#);
-///
-/// let p = Pattern::new(serde_json::json!({"cmd": "sum", "b": 1})).unwrap();
-/// assert_eq!(p.as_json(), r#"{"cmd":"sum","b":1}"#); // sent as given
-/// // emitted as Nest's normalised string, keys sorted:
-/// assert_eq!(p.event_json(), r#""{\"b\":1,\"cmd\":\"sum\"}""#);
-/// ```
-///
-/// Cloning is cheap (a reference count): a client call takes its own copy of the pattern.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Pattern {
-    texts: Arc<Texts>,
-}
-
-#[derive(PartialEq, Eq)]
-struct Texts {
-    json: String,
-    /// `None`: the same as `json` (string, boolean and null patterns).
-    event_json: Option<String>,
-}
-
-impl std::fmt::Debug for Pattern {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pattern")
-            .field("json", &self.as_json())
-            .field("event_json", &self.event_json())
-            .finish()
-    }
-}
-
-impl Pattern {
-    /// Builds a pattern from any serialisable value.
-    ///
-    /// Fails only if `value` cannot be serialised to JSON (e.g. a map with non-string keys).
-    pub fn new(value: impl Serialize) -> Result<Self, serde_json::Error> {
-        let json = serde_json::to_string(&value)?;
-        // A string, the common case: sent as is by both `send` and `emit`, so there is
-        // nothing to parse or normalise.
-        if json.starts_with('"') {
-            return Ok(Self::from_texts(json, None));
-        }
-        Self::from_text(&json)
-    }
-
-    /// Builds a pattern from its JSON text, e.g. `r#"{"cmd":"sum"}"#` or `r#""sum""#`.
-    ///
-    /// ```
-    /// let p = nestling_runtime::Pattern::from_json(r#"{"cmd":"sum"}"#).unwrap();
-    /// assert_eq!(p.event_json(), r#""{\"cmd\":\"sum\"}""#);
-    /// ```
-    pub fn from_json(json: &str) -> Result<Self, serde_json::Error> {
-        Self::from_text(json)
-    }
-
-    fn from_text(json: &str) -> Result<Self, serde_json::Error> {
-        let value: Value = serde_json::from_str(json)?;
-        let event_json = match &value {
-            Value::String(_) | Value::Bool(_) | Value::Null => None,
-            other => Some(serde_json::to_string(&normalize_top(other))?),
-        };
-        Ok(Self::from_texts(json.to_owned(), event_json))
-    }
-
-    fn from_texts(json: String, event_json: Option<String>) -> Self {
-        Self {
-            texts: Arc::new(Texts { json, event_json }),
-        }
-    }
-
-    /// The JSON text sent by `send` (the pattern as given).
-    pub fn as_json(&self) -> &str {
-        &self.texts.json
-    }
-
-    /// The JSON text sent by `emit` (Nest's normalised string form for objects and numbers).
-    pub fn event_json(&self) -> &str {
-        self.texts.event_json.as_deref().unwrap_or(&self.texts.json)
-    }
-}
-
-impl std::fmt::Display for Pattern {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_json())
-    }
-}
-
-/// Conversion into a [`Pattern`], accepted by the client's `send` and `emit`.
-///
-/// Implemented for string types, [`serde_json::Value`] and `&Pattern`.
-///
-/// ```
-/// use nestling_runtime::{IntoPattern, Pattern};
-/// let p: Pattern = "sum".into_pattern().unwrap();
-/// assert_eq!(p.as_json(), "\"sum\"");
-/// ```
-pub trait IntoPattern {
-    /// Performs the conversion.
-    fn into_pattern(self) -> Result<Pattern, serde_json::Error>;
-}
-
-impl IntoPattern for &str {
-    fn into_pattern(self) -> Result<Pattern, serde_json::Error> {
-        Pattern::new(self)
-    }
-}
-impl IntoPattern for String {
-    fn into_pattern(self) -> Result<Pattern, serde_json::Error> {
-        Pattern::new(self)
-    }
-}
-impl IntoPattern for &String {
-    fn into_pattern(self) -> Result<Pattern, serde_json::Error> {
-        Pattern::new(self)
-    }
-}
-impl IntoPattern for Value {
-    fn into_pattern(self) -> Result<Pattern, serde_json::Error> {
-        Pattern::new(self)
-    }
-}
-impl IntoPattern for &Pattern {
-    fn into_pattern(self) -> Result<Pattern, serde_json::Error> {
-        Ok(self.clone())
-    }
-}
-impl IntoPattern for Pattern {
-    fn into_pattern(self) -> Result<Pattern, serde_json::Error> {
-        Ok(self)
-    }
 }
 
 #[cfg(test)]

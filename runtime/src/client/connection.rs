@@ -100,10 +100,13 @@ async fn write_loop<W: AsyncWrite + Unpin>(mut wr: W, conn: Arc<Connection>) {
 
 async fn read_loop<R: AsyncRead + Unpin>(rd: R, max_frame_len: usize, conn: Arc<Connection>) {
     let mut frames = FramedRead::new(rd, TextFrames(NestCodec::with_max_frame_len(max_frame_len)));
+    // Made once, not per frame; frames first, so a buffered reply costs no look at it.
+    let mut stopped = std::pin::pin!(conn.stop.cancelled());
     let reason = loop {
         let item = tokio::select! {
-            _ = conn.stop.cancelled() => return,
+            biased;
             item = frames.next() => item,
+            _ = &mut stopped => return,
         };
         match item {
             None => break "closed by the server".to_string(),
