@@ -82,10 +82,11 @@ impl Observed {
     }
 
     /// Client side: one call made.
-    pub fn call(pattern: &str, id: u64, trace_id: Option<&str>) -> Self {
+    pub fn call(pattern: &crate::Pattern, id: u64, trace_id: Option<&str>) -> Self {
+        // Field values are only evaluated for an enabled span.
         let span = tracing::debug_span!(
             "nestling.call",
-            pattern,
+            pattern = pattern.as_json(),
             id,
             trace_id,
             outcome = Empty,

@@ -560,7 +560,7 @@ impl Wire {
     ) -> Result<(), serde_json::Error> {
         // The payload is serialised first (it may fail); the packet is then written in one go.
         let data = serde_json::to_vec(data)?;
-        self.outbound_raw(dst, pattern_json, &data, metadata, id);
+        self.outbound_raw(dst, pattern_json.as_bytes(), &data, metadata, id);
         Ok(())
     }
 
@@ -568,7 +568,7 @@ impl Wire {
     pub(crate) fn outbound_raw(
         self,
         dst: &mut BytesMut,
-        pattern_json: &str,
+        pattern_json: &[u8],
         data: &[u8],
         metadata: Option<&[u8]>,
         id: Option<u64>,
@@ -588,7 +588,7 @@ impl Wire {
             dst,
             &[
                 b"{\"pattern\":",
-                pattern_json.as_bytes(),
+                pattern_json,
                 b",\"data\":",
                 data,
                 meta_key,

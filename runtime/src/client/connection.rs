@@ -52,16 +52,19 @@ impl Connection {
             .map_err(|_| self.calls.closed_reason())
     }
 
-    /// Writes a frame and waits until it has been handed to the socket (Nest's `emit`
-    /// completes at the same point), so an event is not lost if the client is dropped or
-    /// the process exits right after.
-    pub async fn write_and_wait(&self, put: impl Fn(&mut BytesMut)) -> Result<(), String> {
+    /// Queues a frame and returns a notice that resolves once the frame has been handed to
+    /// the socket (Nest's `emit` completes at that point), so an event is not lost if the
+    /// client is dropped or the process exits right after.
+    pub async fn write_noticed(
+        &self,
+        put: impl Fn(&mut BytesMut),
+    ) -> Result<oneshot::Receiver<()>, String> {
         let (tx, rx) = oneshot::channel();
         self.outbox
             .push(put, Some(tx))
             .await
             .map_err(|_| self.calls.closed_reason())?;
-        rx.await.map_err(|_| self.calls.closed_reason())
+        Ok(rx)
     }
 
     /// Ends the connection, failing every pending call with `reason`.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::BytesMut;
 
 use super::connection::Connection;
+use super::payload::Payload;
 use super::pending::PendingCalls;
 use crate::packet::Wire;
 use crate::pattern::Pattern;
@@ -14,8 +15,8 @@ use crate::pattern::Pattern;
 /// the connection's outbox, NATS publishes it as one message.
 pub(crate) struct Outgoing<'a> {
     /// The pattern as it goes on the wire (`send` and `emit` differ for object patterns).
-    pub wire_pattern: &'a str,
-    pub data: Vec<u8>,
+    pub wire_pattern: &'a [u8],
+    pub data: Payload,
     /// Raw JSON of `metadata` (a trace id), when there is one.
     pub metadata: Option<Vec<u8>>,
     /// `None` for an event.
@@ -86,12 +87,13 @@ impl Link {
         }
     }
 
-    /// Sends request `id` (already registered). `Err(reason)` if the link is over.
+    /// Sends request `id` (already registered). `Err(reason)` if the link is over. The
+    /// packet is dropped once queued, which frees its payload buffer for the next call.
     pub async fn request(
         &self,
         pattern: &Pattern,
         id: u64,
-        packet: &Outgoing<'_>,
+        packet: Outgoing<'_>,
     ) -> Result<(), String> {
         match self {
             Link::Tcp(conn) => {
@@ -104,11 +106,13 @@ impl Link {
     }
 
     /// Sends an event; resolves once it has been handed to the socket.
-    pub async fn event(&self, pattern: &Pattern, packet: &Outgoing<'_>) -> Result<(), String> {
+    pub async fn event(&self, pattern: &Pattern, packet: Outgoing<'_>) -> Result<(), String> {
         match self {
             Link::Tcp(conn) => {
                 let _ = pattern;
-                conn.write_and_wait(|dst| packet.put(Wire::Tcp, dst)).await
+                let written = conn.write_noticed(|dst| packet.put(Wire::Tcp, dst)).await?;
+                drop(packet);
+                written.await.map_err(|_| conn.calls.closed_reason())
             }
             #[cfg(feature = "nats")]
             Link::Nats(link) => link.event(pattern, packet.to_bytes(Wire::Bare)).await,

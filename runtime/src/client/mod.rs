@@ -7,6 +7,7 @@ mod link;
 #[cfg(feature = "nats")]
 mod nats;
 mod outbox;
+mod payload;
 mod pending;
 mod stream;
 
@@ -418,11 +419,11 @@ impl Client {
     fn encode<'p, T: Serialize + ?Sized>(
         &self,
         pattern: &Pattern,
-        wire_pattern: &'p str,
+        wire_pattern: &'p [u8],
         data: &T,
         id: Option<u64>,
     ) -> Result<Outgoing<'p>, ClientError> {
-        let data = serde_json::to_vec(data).map_err(|source| ClientError::Encode {
+        let data = payload::Payload::serialize(data).map_err(|source| ClientError::Encode {
             pattern: pattern.to_string(),
             source,
         })?;
@@ -477,7 +478,7 @@ impl Client {
         let pattern = to_pattern(pattern)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let trace = crate::trace::current();
-        let observed = Observed::call(pattern.as_json(), id, trace.as_deref());
+        let observed = Observed::call(&pattern, id, trace.as_deref());
         // The timeout covers the whole call: waiting for a slot, connecting, the reply.
         let call = self
             .call_once(&pattern, id, data)
@@ -509,7 +510,7 @@ impl Client {
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let packet = self.encode(pattern, pattern.as_json(), data, Some(id))?;
+        let packet = self.encode(pattern, pattern.json_bytes(), data, Some(id))?;
         // The slot is held until the reply (or failure) arrives. Free slots and a live
         // connection are the usual case: taken without a wait.
         let _slot = match self.inner.in_flight.try_acquire() {
@@ -523,7 +524,7 @@ impl Client {
             id,
             armed: true,
         };
-        link.request(pattern, id, &packet)
+        link.request(pattern, id, packet)
             .await
             .map_err(|r| self.closed(r))?;
         let completion = done.await;
@@ -590,7 +591,7 @@ impl Client {
     {
         let pattern = to_pattern(pattern)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let packet = self.encode(&pattern, pattern.as_json(), data, Some(id))?;
+        let packet = self.encode(&pattern, pattern.json_bytes(), data, Some(id))?;
         let slot = self
             .inner
             .in_flight
@@ -608,7 +609,7 @@ impl Client {
             id,
             armed: true,
         };
-        link.request(&pattern, id, &packet)
+        link.request(&pattern, id, packet)
             .await
             .map_err(|r| self.closed(r))?;
         Ok(ReplyStream::new(
@@ -636,9 +637,9 @@ impl Client {
         T: Serialize + ?Sized,
     {
         let pattern = to_pattern(pattern)?;
-        let packet = self.encode(&pattern, pattern.event_json(), data, None)?;
+        let packet = self.encode(&pattern, pattern.event_json_bytes(), data, None)?;
         let link = self.connection().await?;
-        link.event(&pattern, &packet)
+        link.event(&pattern, packet)
             .await
             .map_err(|r| self.closed(r))
     }

@@ -228,8 +228,44 @@ impl PendingCalls {
     }
 }
 
-/// Our ids are decimal strings; anything else is not ours.
+/// Our ids are decimal strings; anything else is not ours. Read from the bytes (no UTF-8
+/// check: a non-digit byte ends it either way).
 fn parse_id(raw: &[u8]) -> Option<u64> {
-    let inner = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
-    std::str::from_utf8(inner).ok()?.parse().ok()
+    let digits = raw.strip_prefix(b"\"")?.strip_suffix(b"\"")?;
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let digit = d.checked_sub(b'0').filter(|d| *d <= 9)?;
+        n.checked_mul(10)?.checked_add(u64::from(digit))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_id;
+
+    #[test]
+    fn ids_are_quoted_decimal_u64s() {
+        assert_eq!(parse_id(br#""1""#), Some(1));
+        assert_eq!(parse_id(br#""007""#), Some(7));
+        assert_eq!(parse_id(br#""18446744073709551615""#), Some(u64::MAX));
+        for not_ours in [
+            &br#""18446744073709551616""#[..], // overflows
+            br#""""#,
+            br#""-1""#,
+            br#""+1""#,
+            br#""1a""#,
+            b"1",
+            br#""1"#,
+            "\"١\"".as_bytes(), // a non-ASCII digit
+        ] {
+            assert_eq!(
+                parse_id(not_ours),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(not_ours)
+            );
+        }
+    }
 }

@@ -145,9 +145,7 @@ impl Pattern {
     pub fn as_json(&self) -> &str {
         match &self.repr {
             // Always valid: the bytes were copied whole from a `&str`.
-            Repr::Inline { len, json } => {
-                std::str::from_utf8(&json[..usize::from(*len)]).unwrap_or("")
-            }
+            Repr::Inline { .. } => std::str::from_utf8(self.json_bytes()).unwrap_or(""),
             Repr::Shared(texts) => &texts.json,
         }
     }
@@ -157,6 +155,22 @@ impl Pattern {
         match &self.repr {
             Repr::Shared(texts) => texts.event_json.as_deref().unwrap_or(&texts.json),
             Repr::Inline { .. } => self.as_json(),
+        }
+    }
+
+    /// [`Pattern::as_json`] as bytes, for framing: no UTF-8 check on the send path.
+    pub(crate) fn json_bytes(&self) -> &[u8] {
+        match &self.repr {
+            Repr::Inline { len, json } => &json[..usize::from(*len)],
+            Repr::Shared(texts) => texts.json.as_bytes(),
+        }
+    }
+
+    /// [`Pattern::event_json`] as bytes.
+    pub(crate) fn event_json_bytes(&self) -> &[u8] {
+        match &self.repr {
+            Repr::Shared(texts) => texts.event_json.as_ref().unwrap_or(&texts.json).as_bytes(),
+            Repr::Inline { .. } => self.json_bytes(),
         }
     }
 }
@@ -230,6 +244,8 @@ mod tests {
             assert!(matches!(p.repr, Repr::Inline { .. }), "{s:?}");
             assert_eq!(p.as_json(), serde_json::to_string(s).unwrap());
             assert_eq!(p.event_json(), p.as_json());
+            assert_eq!(p.json_bytes(), p.as_json().as_bytes());
+            assert_eq!(p.event_json_bytes(), p.as_json().as_bytes());
             assert_eq!(p, Pattern::new(s).unwrap());
             assert_eq!(p, Pattern::from_json(p.as_json()).unwrap());
         }
@@ -259,6 +275,8 @@ mod tests {
         assert!(matches!(p.repr, Repr::Shared(_)));
         assert_eq!(p.as_json(), r#"{"cmd":"sum"}"#);
         assert_eq!(p.event_json(), r#""{\"cmd\":\"sum\"}""#);
+        assert_eq!(p.json_bytes(), p.as_json().as_bytes());
+        assert_eq!(p.event_json_bytes(), p.event_json().as_bytes());
         assert_eq!(p.clone(), p);
         assert_ne!(p, Pattern::new("sum").unwrap());
     }
