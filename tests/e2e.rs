@@ -374,6 +374,26 @@ async fn requests_on_one_connection_run_concurrently() {
     server.shutdown().await;
 }
 
+/// A payload that cannot be JSON fails that call alone, with the pattern named; the
+/// connection and the next calls are unaffected (and no half-written frame went out).
+#[tokio::test]
+async fn an_unserialisable_payload_fails_only_its_call() {
+    let server = start(Calc::default(), Audit::default()).await;
+    let client = Client::new(server.addr.to_string());
+    let mut bad = std::collections::BTreeMap::new();
+    bad.insert((1, 2), "tuple keys are not JSON object keys");
+    let e = client.send::<_, _, Value>("echo", &bad).await.unwrap_err();
+    assert!(
+        matches!(&e, ClientError::Encode { pattern, .. } if pattern == r#""echo""#),
+        "{e:?}"
+    );
+    let e = client.emit("log", &bad).await.unwrap_err();
+    assert!(matches!(e, ClientError::Encode { .. }), "{e:?}");
+    let s: i64 = client.send("sum", &[2, 3]).await.unwrap();
+    assert_eq!(s, 5);
+    server.shutdown().await;
+}
+
 /// The client's write queue is bounded: with room for 2 frames and 300 calls plus 300
 /// events started at once on a multi-threaded runtime, callers wait for the writer and
 /// every frame still goes out whole, once, and each call gets its own reply.

@@ -518,7 +518,7 @@ impl Client {
             Err(_) => self.inner.in_flight.acquire().await.ok(),
         };
         let link = self.connection().await?;
-        let done = link.calls().register(id).map_err(|r| self.closed(r))?;
+        link.calls().register(id).map_err(|r| self.closed(r))?;
         let mut guard = CallGuard {
             calls: link.calls().clone(),
             id,
@@ -527,10 +527,8 @@ impl Client {
         link.request(pattern, id, packet)
             .await
             .map_err(|r| self.closed(r))?;
-        let completion = done.await;
+        let completion = link.calls().outcome(id).await;
         guard.armed = false;
-        let completion =
-            completion.unwrap_or_else(|_| Completion::Closed("connection closed".into()));
         match completion {
             Completion::Value(Some(raw)) => serde_json::from_slice(&raw).map_err(|source| {
                 let text = String::from_utf8_lossy(&raw);

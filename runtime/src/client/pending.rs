@@ -2,10 +2,13 @@
 //! calls by id, and when the link ends every pending call fails at once.
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Mutex;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use crate::packet::Reply;
 
@@ -42,9 +45,11 @@ pub(crate) enum StreamEvent {
 /// Where a pending call's replies go.
 enum PendingCall {
     /// `send`: only the outcome matters; keeps the last non-final value, like
-    /// `lastValueFrom` on a streamed reply.
+    /// `lastValueFrom` on a streamed reply. The outcome is left in the entry for the
+    /// caller's [`Outcome`] future to take: no channel to allocate per call.
     Once {
-        done: oneshot::Sender<Completion>,
+        waker: Option<Waker>,
+        done: Option<Completion>,
         last: Option<Bytes>,
     },
     /// `send_stream`: every value is delivered. Unbounded like Nest's Observable: a slow
@@ -53,13 +58,21 @@ enum PendingCall {
 }
 
 impl PendingCall {
-    fn end(self, once: Completion, stream: StreamEvent) {
+    /// Ends the call. `true` if the entry must leave the table now (a stream's channel
+    /// carries the end); a `send`'s entry stays until its caller takes the outcome. A
+    /// waker to wake once the table is unlocked goes to `wake`.
+    fn end(&mut self, once: Completion, stream: StreamEvent, wake: &mut Vec<Waker>) -> bool {
         match self {
-            PendingCall::Once { done, .. } => {
-                let _ = done.send(once);
+            PendingCall::Once { waker, done, .. } => {
+                if done.is_none() {
+                    *done = Some(once);
+                    wake.extend(waker.take());
+                }
+                false
             }
             PendingCall::Stream(tx) => {
                 let _ = tx.send(stream);
+                true
             }
         }
     }
@@ -95,11 +108,22 @@ impl PendingCalls {
         Ok(())
     }
 
-    /// Registers a call awaiting one outcome; `Err(reason)` if the link is over.
-    pub fn register(&self, id: u64) -> Result<oneshot::Receiver<Completion>, String> {
-        let (done, rx) = oneshot::channel();
-        self.insert(id, PendingCall::Once { done, last: None })?;
-        Ok(rx)
+    /// Registers a call awaiting one outcome; `Err(reason)` if the link is over. The
+    /// outcome is awaited with [`PendingCalls::outcome`].
+    pub fn register(&self, id: u64) -> Result<(), String> {
+        self.insert(
+            id,
+            PendingCall::Once {
+                waker: None,
+                done: None,
+                last: None,
+            },
+        )
+    }
+
+    /// Resolves with call `id`'s outcome (registered with [`PendingCalls::register`]).
+    pub fn outcome(&self, id: u64) -> Outcome<'_> {
+        Outcome { calls: self, id }
     }
 
     /// Registers a call whose every value is wanted.
@@ -124,40 +148,50 @@ impl PendingCalls {
 
     /// Marks the link over, failing every pending call with `reason`.
     pub fn close(&self, reason: &str) {
-        let calls = {
+        let mut wake = Vec::new();
+        {
             let mut table = self.lock();
             if table.closed.is_none() {
                 table.closed = Some(reason.to_owned());
             }
-            std::mem::take(&mut table.calls)
-        };
-        for (_, call) in calls {
-            call.end(
-                Completion::Closed(reason.to_owned()),
-                StreamEvent::Closed(reason.to_owned()),
-            );
+            table.calls.retain(|_, call| {
+                !call.end(
+                    Completion::Closed(reason.to_owned()),
+                    StreamEvent::Closed(reason.to_owned()),
+                    &mut wake,
+                )
+            });
         }
+        wake.into_iter().for_each(Waker::wake);
     }
 
     /// Ends call `id`: nobody was subscribed to receive it.
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub fn no_responders(&self, id: u64) {
-        let call = self.lock().calls.remove(&id);
-        if let Some(call) = call {
-            call.end(Completion::NoResponders, StreamEvent::NoResponders);
-        }
+        self.end(id, Completion::NoResponders, StreamEvent::NoResponders);
     }
 
     /// Ends call `id` alone with `reason` (its reply was unusable).
     #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub fn fail(&self, id: u64, reason: &str) {
-        let call = self.lock().calls.remove(&id);
-        if let Some(call) = call {
-            call.end(
-                Completion::Closed(reason.to_owned()),
-                StreamEvent::Closed(reason.to_owned()),
-            );
+        self.end(
+            id,
+            Completion::Closed(reason.to_owned()),
+            StreamEvent::Closed(reason.to_owned()),
+        );
+    }
+
+    fn end(&self, id: u64, once: Completion, stream: StreamEvent) {
+        let mut wake = Vec::new();
+        {
+            let mut table = self.lock();
+            if let Some(call) = table.calls.get_mut(&id) {
+                if call.end(once, stream, &mut wake) {
+                    table.calls.remove(&id);
+                }
+            }
         }
+        wake.into_iter().for_each(Waker::wake);
     }
 
     /// Routes a reply that carries its call's id (TCP: many calls share one stream).
@@ -184,24 +218,32 @@ impl PendingCalls {
         let Some(call) = table.calls.get_mut(&id) else {
             return; // unknown, forgotten or already finished: ignored, as Nest does
         };
-        let finished = match (call, reply) {
-            (PendingCall::Once { .. }, Reply::Error { err, .. }) => Some(Completion::Error(err)),
-            (
-                PendingCall::Once { last, .. },
-                Reply::Value {
-                    response, disposed, ..
-                },
-            ) => {
-                if disposed {
-                    Some(Completion::Value(response.or_else(|| last.take())))
-                } else {
-                    *last = response;
-                    None
+        match (call, reply) {
+            (PendingCall::Once { waker, done, last }, reply) => {
+                if done.is_some() {
+                    return; // finished already; the caller has yet to take the outcome
+                }
+                *done = match reply {
+                    Reply::Error { err, .. } => Some(Completion::Error(err)),
+                    Reply::Value {
+                        response,
+                        disposed: true,
+                        ..
+                    } => Some(Completion::Value(response.or_else(|| last.take()))),
+                    Reply::Value { response, .. } => {
+                        *last = response;
+                        None
+                    }
+                };
+                let wake = done.is_some().then(|| waker.take()).flatten();
+                drop(table);
+                if let Some(waker) = wake {
+                    waker.wake();
                 }
             }
             (PendingCall::Stream(tx), Reply::Error { err, .. }) => {
                 let _ = tx.send(StreamEvent::Error(err));
-                Some(Completion::Value(None))
+                table.calls.remove(&id);
             }
             (
                 PendingCall::Stream(tx),
@@ -214,17 +256,41 @@ impl PendingCalls {
                 }
                 if disposed {
                     let _ = tx.send(StreamEvent::End);
-                    Some(Completion::Value(None))
-                } else {
-                    None
+                    table.calls.remove(&id);
                 }
             }
-        };
-        if let Some(outcome) = finished {
-            if let Some(PendingCall::Once { done, .. }) = table.calls.remove(&id) {
-                let _ = done.send(outcome);
-            }
         }
+    }
+}
+
+/// The outcome of one `send`, from [`PendingCalls::outcome`]. Dropping it early leaves the
+/// entry in the table: the caller's `CallGuard` removes it.
+pub(crate) struct Outcome<'a> {
+    calls: &'a PendingCalls,
+    id: u64,
+}
+
+impl Future for Outcome<'_> {
+    type Output = Completion;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Completion> {
+        let mut table = self.calls.lock();
+        let Some(PendingCall::Once { waker, done, .. }) = table.calls.get_mut(&self.id) else {
+            // Forgotten (never the case while the caller waits) or replaced: the call is over.
+            let reason = table.closed.clone();
+            return Poll::Ready(Completion::Closed(
+                reason.unwrap_or_else(|| "connection closed".into()),
+            ));
+        };
+        if let Some(outcome) = done.take() {
+            table.calls.remove(&self.id);
+            return Poll::Ready(outcome);
+        }
+        match waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => *waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
     }
 }
 
@@ -243,7 +309,63 @@ fn parse_id(raw: &[u8]) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_id;
+    use super::*;
+
+    fn value(id: u64, response: &'static str, disposed: bool) -> Reply {
+        Reply::Value {
+            id: Some(Bytes::from(format!("\"{id}\""))),
+            response: Some(Bytes::from_static(response.as_bytes())),
+            disposed,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_send_resolves_with_its_last_value_once_disposed() {
+        let calls = PendingCalls::default();
+        calls.register(1).unwrap();
+        calls.register(2).unwrap();
+        let (one, two) = (calls.outcome(1), calls.outcome(2));
+        calls.on_reply(value(2, "20", true));
+        calls.on_reply(value(1, "10", false)); // streamed: kept until disposed
+        calls.on_reply(value(1, "11", false));
+        calls.on_reply(Reply::Value {
+            id: Some(Bytes::from_static(b"\"1\"")),
+            response: None,
+            disposed: true,
+        });
+        calls.on_reply(value(1, "99", true)); // late: the call is over, ignored
+        assert!(matches!(two.await, Completion::Value(Some(v)) if v == "20"));
+        assert!(matches!(one.await, Completion::Value(Some(v)) if v == "11"));
+        assert!(
+            calls.lock().calls.is_empty(),
+            "taken outcomes leave the table"
+        );
+    }
+
+    #[tokio::test]
+    async fn closing_fails_waiting_and_later_calls() {
+        let calls = std::sync::Arc::new(PendingCalls::default());
+        calls.register(1).unwrap();
+        let waiting = tokio::spawn({
+            let calls = calls.clone();
+            async move { calls.outcome(1).await }
+        });
+        tokio::task::yield_now().await;
+        calls.close("closed by the server");
+        assert!(
+            matches!(waiting.await.unwrap(), Completion::Closed(r) if r == "closed by the server")
+        );
+        assert_eq!(calls.register(2).unwrap_err(), "closed by the server");
+    }
+
+    #[tokio::test]
+    async fn a_forgotten_call_ignores_its_reply() {
+        let calls = PendingCalls::default();
+        calls.register(1).unwrap();
+        calls.forget(1);
+        calls.on_reply(value(1, "1", true));
+        assert!(calls.lock().calls.is_empty());
+    }
 
     #[test]
     fn ids_are_quoted_decimal_u64s() {
