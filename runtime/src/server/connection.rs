@@ -12,6 +12,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use super::deadline::Deadline;
 use super::dispatch::{dispatch, ConnCtx, Origin, Slot};
 use super::{ServerConfig, TlsSettings};
 use crate::codec::NestCodec;
@@ -131,6 +132,8 @@ async fn read_packets<R: AsyncRead + Unpin>(
     let mut slot: Slot = None;
     // When the frame now being received started; bounds slow senders (slowloris).
     let mut frame_started: Option<Instant> = None;
+    let mut timer = Deadline::new();
+    let mut stopping = std::pin::pin!(shutdown.cancelled());
     loop {
         // socket bytes → codec → packets, for every complete frame buffered.
         let mut completed = false;
@@ -208,19 +211,13 @@ async fn read_packets<R: AsyncRead + Unpin>(
                 .map(|idle| (now + idle, Expiry::Idle(idle))),
             _ => None,
         };
-        let expired = async {
-            match deadline {
-                Some((at, why)) => {
-                    tokio::time::sleep_until(at.into()).await;
-                    why
-                }
-                None => std::future::pending().await,
-            }
-        };
+        let (at, why) = deadline.unzip();
         let read = tokio::select! {
-            _ = shutdown.cancelled() => return,
-            why = expired => {
-                tracing::warn!(%peer, "closing connection: {why}");
+            _ = &mut stopping => return,
+            () = timer.until(at.unwrap_or(now)), if at.is_some() => {
+                if let Some(why) = why {
+                    tracing::warn!(%peer, "closing connection: {why}");
+                }
                 return;
             }
             read = rd.read_buf(&mut buf) => read,

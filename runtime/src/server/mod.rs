@@ -2,6 +2,7 @@
 
 mod config;
 mod connection;
+mod deadline;
 mod dispatch;
 #[cfg(feature = "nats")]
 pub(crate) mod nats;
