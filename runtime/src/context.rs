@@ -5,7 +5,34 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::codec::FrameText;
 use crate::packet::Span;
+
+/// A received packet's frame: text the codec already validated (TCP), or bytes nobody has
+/// checked (NATS payloads, contexts built by hand). Keeping the difference lets payloads
+/// of TCP packets be read as text, without checking their UTF-8 again.
+#[derive(Clone)]
+pub(crate) enum Frame {
+    Text(FrameText),
+    Bytes(Bytes),
+}
+
+impl Frame {
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            Frame::Text(text) => text.bytes(),
+            Frame::Bytes(bytes) => bytes,
+        }
+    }
+
+    /// The frame as text, when it is known to be UTF-8.
+    pub fn text(&self) -> Option<&str> {
+        match self {
+            Frame::Text(text) => Some(text.as_str()),
+            Frame::Bytes(_) => None,
+        }
+    }
+}
 
 /// Where a received packet's fields lie in its frame.
 #[derive(Debug, Clone, Copy)]
@@ -39,7 +66,7 @@ pub(crate) struct PacketFields {
 pub struct Context {
     /// The packet's frame; the fields below are spans of it. One reference to the frame
     /// (not one per field) is what a request costs in reference counting.
-    frame: Bytes,
+    frame: Frame,
     pattern: Span,
     peer: SocketAddr,
     id: Option<Span>,
@@ -82,10 +109,10 @@ impl Context {
     /// assert_eq!(ctx.pattern(), "sum");
     /// ```
     pub fn new(pattern_json: impl Into<Bytes>, peer: SocketAddr) -> Self {
-        let frame = pattern_json.into();
+        let frame: Bytes = pattern_json.into();
         Self {
             pattern: Span::all(frame.len()),
-            frame,
+            frame: Frame::Bytes(frame),
             peer,
             id: None,
             metadata: None,
@@ -95,7 +122,7 @@ impl Context {
     }
 
     /// A received packet's context: its fields are spans of `frame`.
-    pub(crate) fn in_frame(frame: Bytes, fields: PacketFields, peer: SocketAddr) -> Self {
+    pub(crate) fn in_frame(frame: Frame, fields: PacketFields, peer: SocketAddr) -> Self {
         Self {
             frame,
             pattern: fields.pattern,
@@ -109,16 +136,22 @@ impl Context {
 
     /// The frame the context's fields are spans of.
     pub(crate) fn frame(&self) -> &Bytes {
-        &self.frame
+        self.frame.bytes()
+    }
+
+    /// The frame as text, when the codec validated it.
+    pub(crate) fn frame_text(&self) -> Option<&str> {
+        self.frame.text()
     }
 
     /// The context with `more` copied after its frame, and where `more` now lies.
     pub(crate) fn appended(mut self, more: &[u8]) -> (Self, Span) {
-        let mut frame = bytes::BytesMut::with_capacity(self.frame.len() + more.len());
-        frame.extend_from_slice(&self.frame);
+        let old = self.frame.bytes();
+        let mut frame = bytes::BytesMut::with_capacity(old.len() + more.len());
+        frame.extend_from_slice(old);
         frame.extend_from_slice(more);
-        let at = Span::new(self.frame.len(), frame.len());
-        self.frame = frame.freeze();
+        let at = Span::new(old.len(), frame.len());
+        self.frame = Frame::Bytes(frame.freeze());
         (self, at)
     }
 
@@ -142,7 +175,7 @@ impl Context {
 
     /// The raw JSON of the `pattern` field as received.
     pub fn pattern_json(&self) -> &[u8] {
-        self.pattern.get(&self.frame)
+        self.pattern.get(self.frame.bytes())
     }
 
     /// Address of the peer that sent the packet. Over NATS the sender is behind the
@@ -192,7 +225,7 @@ impl Context {
 
     /// The raw JSON of the request `id`, or `None` for an event.
     pub fn id_json(&self) -> Option<&[u8]> {
-        self.id.map(|s| s.get(&self.frame))
+        self.id.map(|s| s.get(self.frame.bytes()))
     }
 
     /// True when the packet is an event (no `id`, no reply expected).
@@ -203,7 +236,7 @@ impl Context {
     /// The raw JSON of the packet's `metadata` field (sent by Nest 12 clients with a
     /// dispatch hook), if any.
     pub fn metadata_json(&self) -> Option<&[u8]> {
-        self.metadata.map(|s| s.get(&self.frame))
+        self.metadata.map(|s| s.get(self.frame.bytes()))
     }
 
     /// The packet's `metadata` deserialised into `T`; `Ok(None)` when absent.

@@ -115,8 +115,14 @@ impl Request {
     /// Deserialises the payload into the handler's type. A missing `data` field is
     /// treated as `null`, so `Option<T>` and `()` payloads accept it.
     pub fn payload<T: DeserializeOwned>(&self) -> Result<T, HandlerFailure> {
-        let raw: &[u8] = self.data().unwrap_or(b"null");
-        serde_json::from_slice(raw).map_err(|e| {
+        // A TCP frame is text the codec validated: read as `&str`, serde_json does not
+        // check the UTF-8 of every string again.
+        let text = self.data.and_then(|data| data.text(self.ctx.frame_text()?));
+        let parsed = match text {
+            Some(text) => serde_json::from_str(text),
+            None => serde_json::from_slice(self.data().unwrap_or(b"null")),
+        };
+        parsed.map_err(|e| {
             HandlerFailure::BadPayload(format!(
                 "invalid payload for pattern {}: {e}",
                 self.ctx.pattern()

@@ -195,6 +195,11 @@ impl Span {
         frame.get(self.range()).unwrap_or_default()
     }
 
+    /// This span's text in `frame` (`None` if it does not fit or cuts a character).
+    pub(crate) fn text(self, frame: &str) -> Option<&str> {
+        frame.get(self.range())
+    }
+
     /// This span's bytes as a slice of `frame` (empty if it does not fit).
     pub(crate) fn slice(self, frame: &Bytes) -> Bytes {
         match self.end as usize <= frame.len() && self.start <= self.end {

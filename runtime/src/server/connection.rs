@@ -172,7 +172,7 @@ async fn read_packets<R: AsyncRead + Unpin>(
                     return;
                 }
             };
-            if dispatch(conn, frame.bytes(), parsed, &mut slot, outbox).is_err() {
+            if dispatch(conn, &frame, parsed, &mut slot, outbox).is_err() {
                 // A Nest-shaped packet whose `data` is not one JSON value: the general
                 // parse decides (invalid JSON closes; a valid packet of another shape,
                 // e.g. with a repeated key, is dispatched as that).
@@ -188,7 +188,7 @@ async fn read_packets<R: AsyncRead + Unpin>(
                     data_unchecked: false,
                 };
                 // Checked data cannot fail the check again.
-                let _ = dispatch(conn, frame.bytes(), parsed, &mut slot, outbox);
+                let _ = dispatch(conn, &frame, parsed, &mut slot, outbox);
             }
         }
         flush(conn, outbox).await;

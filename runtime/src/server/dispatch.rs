@@ -11,7 +11,8 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::Instrument;
 
-use crate::context::{Context, PacketFields};
+use crate::codec::FrameText;
+use crate::context::{Context, Frame, PacketFields};
 use crate::handler::{
     HandlerFailure, HandlerFuture, HandlerNowFn, HandlerOutcome, Reply, ReplyStream, Request,
 };
@@ -61,7 +62,7 @@ impl Origin {
     }
 
     /// The request a handler gets for a packet received in `frame`.
-    pub fn request(&self, frame: Bytes, fields: PacketFields, data: Option<Span>) -> Request {
+    pub fn request(&self, frame: Frame, fields: PacketFields, data: Option<Span>) -> Request {
         let ctx = Context::in_frame(frame, fields, self.peer);
         #[cfg(feature = "nats")]
         let ctx = match &self.nats {
@@ -101,7 +102,7 @@ pub(crate) struct DataNotJson;
 /// one JSON value), and `data` is checked on its own only if the handler rejects it.
 pub(crate) fn dispatch(
     conn: &ConnCtx,
-    frame: &Bytes,
+    text: &FrameText,
     Parsed {
         packet,
         data_unchecked,
@@ -109,6 +110,7 @@ pub(crate) fn dispatch(
     slot: &mut Slot,
     outbox: &mut BytesMut,
 ) -> Result<(), DataNotJson> {
+    let frame = text.bytes();
     let check = |data: &Option<Span>| match data {
         Some(d) if data_unchecked && !data_is_json(d.get(frame)) => Err(DataNotJson),
         _ => Ok(()),
@@ -122,7 +124,7 @@ pub(crate) fn dispatch(
             id,
             metadata,
         };
-        conn.origin.request(frame.clone(), fields, data)
+        conn.origin.request(Frame::Text(text.clone()), fields, data)
     };
     match packet {
         Inbound::Undefined => no_event_handler(&conn.origin, "undefined"),

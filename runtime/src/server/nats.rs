@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 
 use super::dispatch::{handle_event, handle_request, Origin, ReplySink, Slot};
 use super::Server;
-use crate::context::{NatsOrigin, PacketFields};
+use crate::context::{Frame, NatsOrigin, PacketFields};
 use crate::error::ServerError;
 use crate::packet::{parse_inbound_spans, Inbound, Span, Wire};
 use crate::router::Route;
@@ -354,7 +354,7 @@ fn handle_message(
             id: id.map(at),
             metadata: metadata.map(at),
         };
-        origin.request(frame.clone(), fields, data.map(at))
+        origin.request(Frame::Bytes(frame.clone()), fields, data.map(at))
     };
     // NATS packets are fully parsed: their `data` needs no check.
     let event = |request, slot: &mut Slot| {
