@@ -115,6 +115,31 @@ async fn flush(conn: &ConnCtx, outbox: &mut BytesMut) {
     if !outbox.is_empty() {
         // A send error means the writer is gone; the replies have nowhere to go.
         let _ = conn.replies.send(outbox.split().freeze()).await;
+        // The writer is polled by the same task as this reader, and the reader would go
+        // on reading while input keeps coming: step back once so the replies go out now,
+        // before the next batch (the latency of a pipelining client is its replies').
+        // Not `tokio::task::yield_now`, which waits for a turn of the I/O driver (one more
+        // `epoll_wait` per batch): the task is simply queued again.
+        YieldOnce(false).await;
+    }
+}
+
+/// Returns `Pending` once, waking its task at once.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
     }
 }
 
