@@ -19,6 +19,7 @@ pub mod middleware;
 #[cfg(feature = "nats")]
 pub mod nats;
 mod observe;
+mod outbox;
 pub mod packet;
 mod pattern;
 mod registry;

@@ -11,9 +11,9 @@ use tokio::sync::oneshot;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
-use super::outbox::{Batch, Outbox};
 use super::pending::PendingCalls;
 use crate::codec::{FrameError, FrameText, NestCodec};
+use crate::outbox::{Batch, Outbox};
 use crate::packet::parse_reply_frame;
 
 pub(crate) struct Connection {
@@ -69,9 +69,11 @@ impl Connection {
 
     /// Ends the connection, failing every pending call with `reason`.
     pub fn close(&self, reason: String) {
-        self.calls.close(&reason);
-        self.outbox.close();
+        // Marked closed first: a caller whose call fails below may retry at once, and must
+        // then dial a new connection rather than pick this one again.
         self.stop.cancel();
+        self.outbox.close();
+        self.calls.close(&reason);
     }
 }
 

@@ -6,7 +6,7 @@ mod connection;
 mod link;
 #[cfg(feature = "nats")]
 mod nats;
-mod outbox;
+
 mod payload;
 mod pending;
 mod stream;

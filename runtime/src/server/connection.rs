@@ -4,16 +4,17 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::deadline::Deadline;
 use super::dispatch::{dispatch, ConnCtx, Origin, Slot};
+use super::replies::Replies;
 use super::{ServerConfig, TlsSettings};
 use crate::codec::NestCodec;
 use crate::packet::{parse_frame_general, parse_inbound_frame, Parsed};
@@ -23,9 +24,6 @@ use crate::router::Router;
 const INITIAL_BUFFER: usize = 8 * 1024;
 /// Largest read buffer kept while a connection is between frames (bytes).
 const RETAINED_BUFFER: usize = 64 * 1024;
-
-/// Replies coalesced into one write at most (bytes).
-const MAX_BATCH: usize = 256 * 1024;
 
 /// How long a TLS client may take to complete its handshake.
 #[cfg(feature = "tls")]
@@ -78,14 +76,13 @@ async fn serve_halves<R, W>(
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let (tx, rx) = mpsc::channel::<Bytes>(config.max_in_flight_per_connection.max(1));
+    let (replies, writer) = Replies::new(config.max_in_flight_per_connection.max(1), wr, peer);
     let mut conn = ConnCtx {
         router,
         origin: Origin::tcp(peer),
-        replies: tx,
+        replies,
     };
     let reader = read_loop(rd, &mut conn, &config, &shutdown);
-    let writer = write_loop(wr, rx, peer);
     tokio::pin!(writer);
     // The reader finishes first (EOF, bad frame or shutdown); the writer then drains the
     // replies of requests still running, and ends once their senders are dropped.
@@ -110,11 +107,10 @@ async fn read_loop<R: AsyncRead + Unpin>(
 }
 
 /// Hands the replies collected while processing a batch of packets to the writer, as one
-/// buffer: one channel operation and, usually, one write for the whole batch.
+/// buffer: one queue operation and, usually, one write for the whole batch.
 async fn flush(conn: &ConnCtx, outbox: &mut BytesMut) {
     if !outbox.is_empty() {
-        // A send error means the writer is gone; the replies have nowhere to go.
-        let _ = conn.replies.send(outbox.split().freeze()).await;
+        conn.replies.put_batch(outbox).await;
         // The writer is polled by the same task as this reader, and the reader would go
         // on reading while input keeps coming: step back once so the replies go out now,
         // before the next batch (the latency of a pipelining client is its replies').
@@ -280,36 +276,4 @@ impl std::fmt::Display for Expiry {
             Expiry::Idle(d) => write!(f, "no packet for {d:?} (idle timeout)"),
         }
     }
-}
-
-async fn write_loop<W: AsyncWrite + Unpin>(
-    mut wr: W,
-    mut rx: mpsc::Receiver<Bytes>,
-    peer: SocketAddr,
-) {
-    let mut batch = BytesMut::new();
-    while let Some(first) = rx.recv().await {
-        let result = match rx.try_recv() {
-            // Common case: one reply ready, write it as is.
-            Err(_) => wr.write_all(&first).await,
-            Ok(second) => {
-                batch.extend_from_slice(&first);
-                batch.extend_from_slice(&second);
-                while batch.len() < MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(more) => batch.extend_from_slice(&more),
-                        Err(_) => break,
-                    }
-                }
-                let r = wr.write_all(&batch).await;
-                batch.clear();
-                r
-            }
-        };
-        if let Err(e) = result {
-            tracing::debug!(%peer, "write failed, dropping replies for this connection: {e}");
-            return;
-        }
-    }
-    let _ = wr.shutdown().await;
 }

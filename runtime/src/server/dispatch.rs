@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 use tracing::Instrument;
 
 use crate::codec::FrameText;
@@ -29,13 +29,6 @@ pub(crate) trait ReplySink: Send + Sync + 'static {
     const WIRE: Wire;
     /// Sends one encoded packet; `false` when nobody can receive it any more.
     fn send(&self, packet: Bytes) -> impl Future<Output = bool> + Send;
-}
-
-impl ReplySink for mpsc::Sender<Bytes> {
-    const WIRE: Wire = Wire::Tcp;
-    async fn send(&self, packet: Bytes) -> bool {
-        mpsc::Sender::send(self, packet).await.is_ok()
-    }
 }
 
 /// Who sent a packet, as far as the transport knows (becomes the handler's [`Context`]),
@@ -84,7 +77,7 @@ pub(crate) type Slot = Option<OwnedSemaphorePermit>;
 pub(crate) struct ConnCtx {
     pub router: Arc<Router>,
     pub origin: Origin,
-    pub replies: mpsc::Sender<Bytes>,
+    pub replies: super::replies::Replies,
 }
 
 /// The `data` of a Nest-shaped packet turned out not to be one JSON value (see
@@ -259,7 +252,7 @@ fn spawn_event(
         observed.finish(outcome_label(&outcome));
         drop(held);
         // Nothing to send (the sink type is only named, never used).
-        None::<(Answer, mpsc::Sender<Bytes>)>
+        None::<(Answer, super::replies::Replies)>
     };
     let task = crate::trace::maybe_scope(trace, task.instrument(span));
     run_or_spawn(task);

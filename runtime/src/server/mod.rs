@@ -6,6 +6,7 @@ mod deadline;
 mod dispatch;
 #[cfg(feature = "nats")]
 pub(crate) mod nats;
+mod replies;
 
 use std::any::TypeId;
 use std::collections::HashMap;

@@ -1,17 +1,22 @@
-//! The frames a client connection has yet to write: callers append to one shared buffer
-//! and the writer task takes the whole buffer at once.
+//! The frames a connection has yet to write: producers append to one shared buffer and
+//! the writer takes the whole buffer at once. A client's callers produce requests; a
+//! server connection's reader produces each batch's replies, and its spawned handlers
+//! their later replies.
 //!
-//! Why not a channel of frames: with a channel every call allocates its frame, wakes the
-//! writer through the channel's own bookkeeping, and the writer copies the frames into a
-//! batch anyway. Here a caller frames its packet straight into the buffer under a short
-//! lock, and wakes the writer only when the writer is asleep: under load (many calls in
-//! flight on one connection) most calls wake nobody, and the writer hands everything
-//! queued since its last write to the socket in one `write`.
+//! Why not a channel of frames: with a channel every frame is an allocation and a trip
+//! through the channel's own bookkeeping (a semaphore for its bound, a block list), and
+//! the writer copies the frames into a batch anyway. Here a producer frames its packet
+//! straight into the buffer under a short lock, and wakes the writer only when the writer
+//! is asleep: under load most frames wake nobody, and the writer hands everything queued
+//! since its last write to the socket in one `write`.
 
 use std::pin::pin;
 use std::sync::{Mutex, MutexGuard};
 
 use bytes::BytesMut;
+use std::future::poll_fn;
+use std::task::{Poll, Waker};
+
 use tokio::sync::{oneshot, Notify};
 
 /// A writer's buffer larger than this after a write is dropped rather than kept (a burst
@@ -21,11 +26,10 @@ const KEEP_CAPACITY: usize = 256 * 1024;
 /// Shared between the callers and the writer task of one connection.
 pub(crate) struct Outbox {
     state: Mutex<State>,
-    /// Wakes the writer after it went to sleep on an empty buffer.
-    wake_writer: Notify,
     /// Wakes callers waiting for the writer to take a full buffer.
     room: Notify,
-    /// Frames queued before callers wait (`ClientBuilder::max_queued_frames`).
+    /// Frames queued before producers wait (`ClientBuilder::max_queued_frames`; a server
+    /// connection's in-flight limit).
     max_frames: usize,
 }
 
@@ -37,8 +41,11 @@ struct State {
     frames: usize,
     /// "Handed to the socket" notices owed once `buf` is written (`emit`).
     acks: Vec<oneshot::Sender<()>>,
-    /// The writer found `buf` empty and sleeps until woken.
-    writer_idle: bool,
+    /// The writer sleeps on an empty buffer: the first frame queued wakes it. (A waker
+    /// kept here, under the lock producers take anyway, costs less than a `Notify`.)
+    writer: Option<Waker>,
+    /// [`Outbox::wake_writer`] was called since the writer last slept.
+    wake_pending: bool,
     /// A caller waits for room.
     room_wanted: bool,
     /// The writer has stopped: nothing queued now would ever be written.
@@ -78,7 +85,6 @@ impl Outbox {
     pub fn new(max_frames: usize) -> Self {
         Outbox {
             state: Mutex::default(),
-            wake_writer: Notify::new(),
             room: Notify::new(),
             max_frames: max_frames.max(1),
         }
@@ -110,10 +116,10 @@ impl Outbox {
                     put(&mut state.buf);
                     state.frames += 1;
                     state.acks.extend(ack.take());
-                    let wake = std::mem::take(&mut state.writer_idle);
+                    let writer = state.writer.take();
                     drop(state);
-                    if wake {
-                        self.wake_writer.notify_one();
+                    if let Some(writer) = writer {
+                        writer.wake();
                     }
                     return Ok(());
                 }
@@ -131,7 +137,6 @@ impl Outbox {
     pub fn take(&self, batch: &mut Batch) -> bool {
         let mut state = self.lock();
         if state.buf.is_empty() {
-            state.writer_idle = true;
             return false;
         }
         std::mem::swap(&mut state.buf, &mut batch.buf);
@@ -143,9 +148,36 @@ impl Outbox {
         true
     }
 
-    /// Waits until a caller queues a frame after [`Outbox::take`] found none.
+    /// Waits until a caller queues a frame after [`Outbox::take`] found none (or
+    /// [`Outbox::wake_writer`] is called).
     pub async fn sleep(&self) {
-        self.wake_writer.notified().await
+        poll_fn(|cx| {
+            let mut state = self.lock();
+            if !state.buf.is_empty() || std::mem::take(&mut state.wake_pending) {
+                state.writer = None;
+                return Poll::Ready(());
+            }
+            match &state.writer {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => state.writer = Some(cx.waker().clone()),
+            }
+            Poll::Pending
+        })
+        .await
+    }
+
+    /// Wakes the writer even though nothing was queued (a producer went away, and the
+    /// writer may be waiting for the last one to).
+    pub fn wake_writer(&self) {
+        let writer = {
+            let mut state = self.lock();
+            // Seen by the writer's next look, whether it sleeps now or is about to.
+            state.wake_pending = true;
+            state.writer.take()
+        };
+        if let Some(writer) = writer {
+            writer.wake();
+        }
     }
 
     /// The connection is closing: later pushes fail and callers waiting for room are
@@ -246,5 +278,26 @@ mod tests {
             "what was queued stays for the last write"
         );
         assert_eq!(&batch.buf[..], b"1");
+    }
+
+    #[tokio::test]
+    async fn a_writer_woken_with_nothing_queued_wakes_up() {
+        let outbox = std::sync::Arc::new(Outbox::new(8));
+        let mut batch = Batch::new();
+        assert!(!outbox.take(&mut batch));
+        let sleeping = tokio::spawn({
+            let outbox = outbox.clone();
+            async move { outbox.sleep().await }
+        });
+        tokio::task::yield_now().await;
+        assert!(!sleeping.is_finished(), "nothing queued: the writer sleeps");
+        outbox.wake_writer();
+        tokio::time::timeout(std::time::Duration::from_secs(5), sleeping)
+            .await
+            .expect("woken")
+            .unwrap();
+        // A wake-up while the writer is busy is kept for its next sleep.
+        outbox.wake_writer();
+        outbox.sleep().await;
     }
 }
