@@ -6,7 +6,6 @@ mod connection;
 mod link;
 #[cfg(feature = "nats")]
 mod nats;
-
 mod payload;
 mod pending;
 mod stream;
@@ -413,9 +412,9 @@ impl Client {
         Ok(Connection::start(rd, wr, max_frame_len, queue))
     }
 
-    /// One outgoing packet (a request with `id`, an event without) in this client's wire
-    /// form, carrying the current trace id in `metadata` if there is one.
-    /// Serialises `data`; the packet is framed when it is queued.
+    /// One outgoing packet (a request with `id`, an event without), carrying the current
+    /// trace id in `metadata` if there is one: `data` is serialised here, and the packet is
+    /// framed in this client's wire form when it is queued.
     fn encode<'p, T: Serialize + ?Sized>(
         &self,
         pattern: &Pattern,

@@ -177,7 +177,7 @@ async fn read_packets<R: AsyncRead + Unpin>(
                     Err(_) => {
                         flush(conn, outbox).await;
                         tokio::select! {
-                            _ = shutdown.cancelled() => return,
+                            _ = &mut stopping => return,
                             p = in_flight.clone().acquire_owned() => match p {
                                 Ok(p) => Some(p),
                                 Err(_) => return,
@@ -232,13 +232,16 @@ async fn read_packets<R: AsyncRead + Unpin>(
                 .map(|idle| (now + idle, Expiry::Idle(idle))),
             _ => None,
         };
-        let (at, why) = deadline.unzip();
+        let expired = async {
+            let (at, why) = deadline?;
+            timer.until(at).await;
+            Some(why)
+        };
         let read = tokio::select! {
             _ = &mut stopping => return,
-            () = timer.until(at.unwrap_or(now)), if at.is_some() => {
-                if let Some(why) = why {
-                    tracing::warn!(%peer, "closing connection: {why}");
-                }
+            // No deadline: `None` at once, which disables this branch.
+            Some(why) = expired => {
+                tracing::warn!(%peer, "closing connection: {why}");
                 return;
             }
             read = rd.read_buf(&mut buf) => read,
