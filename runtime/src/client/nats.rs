@@ -61,7 +61,9 @@ impl NatsLink {
 
     /// Whether the link was closed (the NATS client itself reconnects on its own).
     pub fn is_closed(&self) -> bool {
-        self.replies.is_finished()
+        // The call table is marked closed before any failed call is woken, so a caller
+        // retrying at once sees it (the aborted task may not have finished yet).
+        self.calls.is_closed() || self.replies.is_finished()
     }
 
     /// Ends the link, failing every pending call with `reason`.

@@ -138,6 +138,12 @@ impl PendingCalls {
         self.lock().calls.remove(&id);
     }
 
+    /// Whether the link is over (no call can be registered any more).
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub fn is_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
     /// Why the link is over (or a generic reason if it is not known).
     pub fn closed_reason(&self) -> String {
         self.lock()
