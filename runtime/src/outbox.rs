@@ -10,26 +10,25 @@
 //! is asleep: under load most frames wake nobody, and the writer hands everything queued
 //! since its last write to the socket in one `write`.
 
+use std::future::poll_fn;
 use std::pin::pin;
 use std::sync::{Mutex, MutexGuard};
-
-use bytes::BytesMut;
-use std::future::poll_fn;
 use std::task::{Poll, Waker};
 
+use bytes::BytesMut;
 use tokio::sync::{oneshot, Notify};
 
 /// A writer's buffer larger than this after a write is dropped rather than kept (a burst
 /// of large frames should not pin its memory for the connection's life).
 const KEEP_CAPACITY: usize = 256 * 1024;
 
-/// Shared between the callers and the writer task of one connection.
+/// Shared between the producers and the writer of one connection.
 pub(crate) struct Outbox {
     state: Mutex<State>,
     /// Wakes callers waiting for the writer to take a full buffer.
     room: Notify,
     /// Frames queued before producers wait (`ClientBuilder::max_queued_frames`; a server
-    /// connection's in-flight limit).
+    /// connection's in-flight limit). At least 1: a lone frame always fits.
     max_frames: usize,
 }
 
@@ -48,7 +47,7 @@ struct State {
     wake_pending: bool,
     /// A caller waits for room.
     room_wanted: bool,
-    /// The writer has stopped: nothing queued now would ever be written.
+    /// The connection is closing: no frame is taken any more (see [`Outbox::close`]).
     closed: bool,
 }
 
@@ -111,8 +110,7 @@ impl Outbox {
                 if state.closed {
                     return Err(Closed);
                 }
-                // A lone frame always fits, however small the limit.
-                if state.frames < self.max_frames || state.frames == 0 {
+                if state.frames < self.max_frames {
                     put(&mut state.buf);
                     state.frames += 1;
                     state.acks.extend(ack.take());
