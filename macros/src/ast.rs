@@ -1,12 +1,15 @@
 //! The controller as the macros see it: an impl block and its pattern-annotated methods.
+//!
+//! Parsing never reports: an attribute whose arguments do not parse is kept in the AST as
+//! its error, and `valid` reports it with the other mistakes of the same item, so mistakes
+//! come out in the order they were written.
 
 use proc_macro2::Span;
 use quote::ToTokens;
 use syn::spanned::Spanned;
-use syn::{Attribute, FnArg, Ident, ImplItem, ImplItemFn, ItemImpl, ReturnType, Type};
+use syn::{Attribute, FnArg, Ident, ImplItem, ItemImpl, ReturnType, Signature, Type};
 
 use crate::attr::PatternArg;
-use crate::ctxt::Ctxt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
@@ -112,34 +115,98 @@ pub struct Handler {
     pub params: Vec<Param>,
     pub output: Output,
     pub line: usize,
+    /// The method's signature as written, for `valid` to blame the exact tokens.
+    pub sig: Signature,
+}
+
+/// An item of the impl block that carried pattern attributes.
+pub struct Member {
+    /// Its pattern attributes whose arguments did not parse, in written order.
+    pub malformed: Vec<syn::Error>,
+    pub kind: MemberKind,
+}
+
+// Compile-time only values: boxing the syn types would buy nothing.
+#[allow(clippy::large_enum_variant)]
+pub enum MemberKind {
+    /// A method: the handler its first well-formed pattern attribute declares (`None` when
+    /// it has none), and the well-formed pattern attributes after that one.
+    Method {
+        handler: Option<Handler>,
+        extra: Vec<PatternAttr>,
+    },
+    /// An associated const or type, which cannot be a handler.
+    Other { misplaced: Vec<PatternAttr> },
 }
 
 pub struct Controller {
-    /// `layer = f` arguments of `#[nestling::controller]`.
-    pub layers: Vec<syn::Path>,
+    /// The impl block, without its pattern attributes.
     pub item: ItemImpl,
-    /// Last path segment of the self type, e.g. `UserController`.
-    pub name: Ident,
-    pub handlers: Vec<Handler>,
+    /// Last path segment of the self type, e.g. `UserController`; `None` when the self type
+    /// is not a path.
+    pub name: Option<Ident>,
+    /// The items that carried pattern attributes, in written order.
+    pub members: Vec<Member>,
 }
 
-/// Finds `#[message_pattern(..)]` / `#[event_pattern(..)]` (bare or with a path ending in
-/// those names) and removes them from the method.
-/// Whether any attribute is a pattern attribute (valid or not).
-pub fn has_pattern_attr(attrs: &[Attribute]) -> bool {
-    attrs.iter().any(|a| {
-        a.path()
-            .segments
-            .last()
-            .is_some_and(|s| s.ident == "message_pattern" || s.ident == "event_pattern")
-    })
+impl Controller {
+    /// Parses the impl block, stripping pattern attributes from its items.
+    pub fn from_syn(mut item: ItemImpl) -> Controller {
+        let name = match &*item.self_ty {
+            Type::Path(p) => p.path.segments.last().map(|s| s.ident.clone()),
+            _ => None,
+        };
+        let mut members = Vec::new();
+        for impl_item in &mut item.items {
+            let (attrs, method) = match impl_item {
+                ImplItem::Fn(method) => (take_pattern_attrs(&mut method.attrs), Some(&method.sig)),
+                ImplItem::Const(c) => (take_pattern_attrs(&mut c.attrs), None),
+                ImplItem::Type(t) => (take_pattern_attrs(&mut t.attrs), None),
+                _ => continue,
+            };
+            if attrs.is_empty() {
+                continue;
+            }
+            let (malformed, mut attrs) = split_malformed(attrs);
+            let kind = match method {
+                Some(sig) => {
+                    let handler = (!attrs.is_empty()).then(|| {
+                        let (kind, pattern, _) = attrs.remove(0);
+                        parse_handler(kind, pattern, sig)
+                    });
+                    MemberKind::Method {
+                        handler,
+                        extra: attrs,
+                    }
+                }
+                None => MemberKind::Other { misplaced: attrs },
+            };
+            members.push(Member { malformed, kind });
+        }
+        Controller {
+            item,
+            name,
+            members,
+        }
+    }
+
+    /// The handlers, in written order.
+    pub fn handlers(&self) -> impl Iterator<Item = &Handler> {
+        self.members.iter().filter_map(|m| match &m.kind {
+            MemberKind::Method { handler, .. } => handler.as_ref(),
+            MemberKind::Other { .. } => None,
+        })
+    }
 }
 
 /// A pattern attribute found on an item: its kind, its argument, and its tokens for
 /// error spans.
 pub type PatternAttr = (Kind, PatternArg, proc_macro2::TokenStream);
 
-pub fn take_pattern_attrs(cx: &Ctxt, attrs: &mut Vec<Attribute>) -> Vec<PatternAttr> {
+/// Removes `#[message_pattern(..)]` / `#[event_pattern(..)]` (bare or with a path ending in
+/// those names) from an item and returns them in written order; an `Err` is an attribute
+/// whose arguments did not parse.
+pub fn take_pattern_attrs(attrs: &mut Vec<Attribute>) -> Vec<syn::Result<PatternAttr>> {
     let mut found = Vec::new();
     attrs.retain(|attr| {
         let Some(last) = attr.path().segments.last() else {
@@ -152,23 +219,38 @@ pub fn take_pattern_attrs(cx: &Ctxt, attrs: &mut Vec<Attribute>) -> Vec<PatternA
         } else {
             return true;
         };
-        match attr.parse_args::<PatternArg>() {
-            Ok(p) => found.push((kind, p, attr.to_token_stream())),
+        found.push(match attr.parse_args::<PatternArg>() {
+            Ok(p) => Ok((kind, p, attr.to_token_stream())),
             Err(e) => match &attr.meta {
-                syn::Meta::List(_) => cx.error(e),
-                _ => cx.error_at(
+                syn::Meta::List(_) => Err(e),
+                _ => Err(syn::Error::new_spanned(
                     attr,
                     format!(
                         "#[{}] needs a pattern, e.g. #[{}(\"sum\")]",
                         kind.attr_name(),
                         kind.attr_name()
                     ),
-                ),
+                )),
             },
-        }
+        });
         false
     });
     found
+}
+
+/// The errors and the well-formed attributes of `take_pattern_attrs`, each in written order.
+pub fn split_malformed(
+    attrs: Vec<syn::Result<PatternAttr>>,
+) -> (Vec<syn::Error>, Vec<PatternAttr>) {
+    let mut malformed = Vec::new();
+    let mut well_formed = Vec::new();
+    for attr in attrs {
+        match attr {
+            Ok(a) => well_formed.push(a),
+            Err(e) => malformed.push(e),
+        }
+    }
+    (malformed, well_formed)
 }
 
 fn last_ident_is(ty: &Type, name: &str) -> bool {
@@ -215,8 +297,7 @@ pub fn line_of(span: Span) -> usize {
 }
 
 /// Parses the method's signature; shape checks live in `valid`.
-pub fn parse_handler(kind: Kind, pattern: PatternArg, method: &ImplItemFn) -> Handler {
-    let sig = &method.sig;
+fn parse_handler(kind: Kind, pattern: PatternArg, sig: &Signature) -> Handler {
     let params = sig
         .inputs
         .iter()
@@ -233,60 +314,6 @@ pub fn parse_handler(kind: Kind, pattern: PatternArg, method: &ImplItemFn) -> Ha
         params,
         output: classify_output(&sig.output),
         line: line_of(sig.ident.span()),
-    }
-}
-
-/// Parses the impl block, stripping pattern attributes from its methods.
-pub fn parse_controller(cx: &Ctxt, mut item: ItemImpl) -> Option<Controller> {
-    let name = match &*item.self_ty {
-        Type::Path(p) => p.path.segments.last().map(|s| s.ident.clone()),
-        _ => None,
-    };
-    let mut handlers = Vec::new();
-    for impl_item in &mut item.items {
-        match impl_item {
-            ImplItem::Fn(method) => {
-                let attrs = take_pattern_attrs(cx, &mut method.attrs);
-                let mut attrs = attrs.into_iter();
-                if let Some((kind, pattern, _)) = attrs.next() {
-                    crate::valid::check_signature(cx, kind, method);
-                    handlers.push(parse_handler(kind, pattern, method));
-                }
-                for (kind, _, tokens) in attrs {
-                    cx.error(syn::Error::new_spanned(
-                        tokens,
-                        format!("a handler takes one pattern attribute; this #[{}] is one too many: give it its own method", kind.attr_name()),
-                    ));
-                }
-            }
-            ImplItem::Const(c) => reject_stray(cx, &mut c.attrs),
-            ImplItem::Type(t) => reject_stray(cx, &mut t.attrs),
-            _ => {}
-        }
-    }
-    let Some(name) = name else {
-        cx.error_at(
-            &item.self_ty,
-            "#[nestling::controller] needs a named type, e.g. `impl UserController { .. }`",
-        );
-        return None;
-    };
-    Some(Controller {
-        layers: Vec::new(),
-        item,
-        name,
-        handlers,
-    })
-}
-
-fn reject_stray(cx: &Ctxt, attrs: &mut Vec<Attribute>) {
-    for (kind, _, tokens) in take_pattern_attrs(cx, attrs) {
-        cx.error(syn::Error::new_spanned(
-            tokens,
-            format!(
-                "#[{}] belongs on a method of the controller",
-                kind.attr_name()
-            ),
-        ));
+        sig: sig.clone(),
     }
 }

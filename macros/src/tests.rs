@@ -238,10 +238,65 @@ fn errors_keep_the_users_impl() {
     assert!(!text.contains("message_pattern"), "{text}");
     assert!(text.contains("HandlerMeta ; 0usize] = []"), "{text}");
     assert!(!text.contains("__nestling_call_"), "{text}");
+    assert!(!text.contains("__nestling_now_"), "{text}");
     assert!(!text.contains("UserControllerClient"), "{text}");
     // Two payloads, `self` by value, duplicate pattern.
     assert_eq!(text.matches("compile_error").count(), 3, "{text}");
     insta::assert_snapshot!("errors_keep_the_users_impl", pretty(out));
+}
+
+/// Mistakes come out item by item in the order written, whichever step finds them: an
+/// attribute that does not parse, a signature, an attribute too many, a misplaced
+/// attribute, then what only the whole impl block shows (duplicate patterns).
+#[test]
+fn mistakes_are_reported_in_the_order_written() {
+    let out = crate::expand::controller(
+        quote!(),
+        quote! {
+            impl UserController {
+                #[message_pattern("a")]
+                fn a(self) {}
+
+                #[message_pattern(nope)]
+                fn b(&self) {}
+
+                #[message_pattern(oops oops)]
+                #[message_pattern("c")]
+                #[event_pattern("d")]
+                fn c(&self, x: &str) {}
+
+                #[event_pattern("e")]
+                const E: u8 = 1;
+
+                #[message_pattern("a")]
+                fn a_again(&self) {}
+            }
+        },
+    );
+    let file = syn::parse2::<syn::File>(out).expect("valid expansion");
+    let messages: Vec<String> = file
+        .items
+        .iter()
+        .filter_map(|item| match item {
+            syn::Item::Macro(m) if m.mac.path.segments.last().unwrap().ident == "compile_error" => {
+                Some(m.mac.parse_body::<syn::LitStr>().unwrap().value())
+            }
+            _ => None,
+        })
+        .map(|m| m.split([':', ',']).next().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "handlers take `&self`",
+            "expected a pattern",
+            "expected a pattern",
+            "a payload is decoded into an owned value",
+            "a handler takes one pattern attribute; this #[event_pattern] is one too many",
+            "#[event_pattern] belongs on a method of the controller",
+            "pattern \"a\" is already handled by `a` in this controller; a request can only be answered once",
+        ]
+    );
 }
 
 /// A bad argument list still emits the impl.

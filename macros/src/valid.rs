@@ -1,15 +1,58 @@
-//! Checks that a controller and its handlers have a shape nestling can serve. Each
+//! Checks that a parsed controller and its handlers have a shape nestling can serve. Each
 //! mistake is reported on the narrowest span with what to do instead.
 
 use std::collections::HashMap;
 
-use syn::{FnArg, ImplItemFn, ItemImpl};
+use syn::{FnArg, ItemImpl, Signature};
 
-use crate::ast::{Controller, Kind, Param};
+use crate::ast::{Controller, Kind, MemberKind, Param};
 use crate::ctxt::Ctxt;
 
+/// Reports every mistake in the controller, item by item in the order written.
+pub fn check_controller(cx: &Ctxt, controller: &Controller) {
+    check_impl(cx, &controller.item);
+    for member in &controller.members {
+        for e in &member.malformed {
+            cx.error(e.clone());
+        }
+        match &member.kind {
+            MemberKind::Method { handler, extra } => {
+                if let Some(h) = handler {
+                    check_signature(cx, h.kind, &h.sig);
+                }
+                for (kind, _, tokens) in extra {
+                    cx.error_at(
+                        tokens,
+                        format!("a handler takes one pattern attribute; this #[{}] is one too many: give it its own method", kind.attr_name()),
+                    );
+                }
+            }
+            MemberKind::Other { misplaced } => {
+                for (kind, _, tokens) in misplaced {
+                    cx.error_at(
+                        tokens,
+                        format!(
+                            "#[{}] belongs on a method of the controller",
+                            kind.attr_name()
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    if controller.name.is_none() {
+        // Such a controller is never registered, so its patterns cannot collide.
+        cx.error_at(
+            &controller.item.self_ty,
+            "#[nestling::controller] needs a named type, e.g. `impl UserController { .. }`",
+        );
+        return;
+    }
+    check_duplicates(cx, controller);
+}
+
 /// Checks the impl block itself.
-pub fn check_impl(cx: &Ctxt, item: &ItemImpl) {
+fn check_impl(cx: &Ctxt, item: &ItemImpl) {
     if let Some((path, _)) = &item.trait_ {
         cx.error_at(
             path,
@@ -25,8 +68,7 @@ pub fn check_impl(cx: &Ctxt, item: &ItemImpl) {
 }
 
 /// Checks one handler's signature.
-pub fn check_signature(cx: &Ctxt, kind: Kind, method: &ImplItemFn) {
-    let sig = &method.sig;
+fn check_signature(cx: &Ctxt, kind: Kind, sig: &Signature) {
     let attr = kind.attr_name();
     if !sig.generics.params.is_empty() {
         cx.error_at(
@@ -101,8 +143,8 @@ pub fn check_signature(cx: &Ctxt, kind: Kind, method: &ImplItemFn) {
 
 /// Two handlers in one impl block with the same pattern (in any key order), and pattern
 /// lists that register nothing.
-pub fn check_duplicates(cx: &Ctxt, controller: &Controller) {
-    for h in &controller.handlers {
+fn check_duplicates(cx: &Ctxt, controller: &Controller) {
+    for h in controller.handlers() {
         if h.pattern.value.routes().is_empty() {
             cx.error(syn::Error::new_spanned(
                 &h.pattern.tokens,
@@ -111,7 +153,7 @@ pub fn check_duplicates(cx: &Ctxt, controller: &Controller) {
         }
     }
     let mut seen: HashMap<String, &syn::Ident> = HashMap::new();
-    for h in &controller.handlers {
+    for h in controller.handlers() {
         if h.kind != Kind::Message {
             continue; // several event handlers for one pattern all run, as in Nest
         }

@@ -1,233 +1,304 @@
 //! Generation of the server side: one dispatch function per handler and the controller's
 //! `inventory` registration.
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::Type;
+use syn::{Ident, Type};
 
-use crate::ast::{Controller, Handler, Kind, Output, Param};
+use crate::ast::{Handler, Kind, Output, Param};
 
 fn is_unit(ty: &Type) -> bool {
     matches!(ty, Type::Tuple(t) if t.elems.is_empty())
 }
 
-/// `fn __nestling_call_<method>(&Instance, Request) -> HandlerFuture`.
-fn handler_fn(n: &TokenStream, self_ty: &Type, h: &Handler) -> TokenStream {
-    let fn_name = format_ident!("__nestling_call_{}", h.method);
-    let method = &h.method;
-    let mut decode = TokenStream::new();
-    let args = h.params.iter().map(|p| match p {
-        Param::Payload { ty, span } => {
-            // Spanned on the user's type: a payload type that cannot be deserialised is
-            // reported there, not in generated code.
-            decode = quote_spanned! {*span=>
-                let __payload = __request.payload::<#ty>()?;
-            };
-            quote!(__payload)
+/// The server side of one controller. Every name the expansion defines is computed here,
+/// once, so a definition and its uses cannot drift apart.
+pub struct Registration<'a> {
+    /// `::nestling::__private`, or under the path given with `crate = ".."`.
+    n: &'a TokenStream,
+    self_ty: &'a Type,
+    name: &'a Ident,
+    handlers: Vec<HandlerGen<'a>>,
+    /// One per `layer = f` argument of `#[nestling::controller]`.
+    layers: Vec<LayerFn<'a>>,
+    /// `__NESTLING_HANDLERS`: the controller's `HandlerMeta`s, one per registered pattern.
+    handlers_static: Ident,
+    /// `__NESTLING_META`: the controller's `ControllerMeta`.
+    meta_static: Ident,
+    /// `__nestling_type_id`: the controller type's `TypeId`.
+    type_id_fn: Ident,
+    /// `__nestling_auto`: builds the controller with `Default` if it has it.
+    auto_fn: Ident,
+}
+
+struct HandlerGen<'a> {
+    h: &'a Handler,
+    /// What the runtime calls: `__nestling_now_<method>` for a plain `fn` handler,
+    /// `__nestling_call_<method>` for an `async fn` one. Spanned on the method's name.
+    entry_fn: Ident,
+    /// One per `layer = f` argument of the handler's pattern attribute.
+    layers: Vec<LayerFn<'a>>,
+}
+
+/// `fn <name>() -> DynLayer` for one `layer = f`: function pointers fit in statics, the
+/// layers they build do not.
+struct LayerFn<'a> {
+    name: Ident,
+    path: &'a syn::Path,
+}
+
+impl<'a> Registration<'a> {
+    pub fn new(
+        n: &'a TokenStream,
+        self_ty: &'a Type,
+        name: &'a Ident,
+        handlers: impl IntoIterator<Item = &'a Handler>,
+        layers: &'a [syn::Path],
+    ) -> Self {
+        let handlers = handlers
+            .into_iter()
+            .map(|h| HandlerGen {
+                h,
+                entry_fn: if h.is_async {
+                    format_ident!("__nestling_call_{}", h.method)
+                } else {
+                    format_ident!("__nestling_now_{}", h.method)
+                },
+                layers: h
+                    .pattern
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, path)| LayerFn {
+                        name: format_ident!("__nestling_layer_{}_{}", h.method, i),
+                        path,
+                    })
+                    .collect(),
+            })
+            .collect();
+        let layers = layers
+            .iter()
+            .enumerate()
+            .map(|(i, path)| LayerFn {
+                name: format_ident!("__nestling_layer_{}", i),
+                path,
+            })
+            .collect();
+        let call_site = |name: &str| Ident::new(name, Span::call_site());
+        Registration {
+            n,
+            self_ty,
+            name,
+            handlers,
+            layers,
+            handlers_static: call_site("__NESTLING_HANDLERS"),
+            meta_static: call_site("__NESTLING_META"),
+            type_id_fn: call_site("__nestling_type_id"),
+            auto_fn: call_site("__nestling_auto"),
         }
-        Param::Context { by_ref: true } => quote!(__request.context()),
-        Param::Context { by_ref: false } => {
-            quote!(::core::clone::Clone::clone(__request.context()))
-        }
-    });
-    let args: Vec<_> = args.collect();
-    let call = if h.is_async {
-        quote!(__this.#method(#(#args),*).await)
-    } else {
-        quote!(__this.#method(#(#args),*))
-    };
-    let reply = match &h.output {
-        Output::Unit => quote! {
-            let () = __out;
-            #n::reply_unit()
-        },
-        Output::Opaque => quote!(#n::serialize_reply(&__out)),
-        Output::Stream { item } => match crate::ast::result_parts(item) {
-            Some((ok, err)) => {
+    }
+
+    /// The handler's entry function: for a plain `fn`,
+    /// `fn(&Instance, &Request) -> HandlerOutcome`; for an `async fn`,
+    /// `fn(&Instance, Request) -> HandlerFuture`.
+    fn handler_fn(&self, g: &HandlerGen) -> TokenStream {
+        let n = self.n;
+        let self_ty = self.self_ty;
+        let h = g.h;
+        let fn_name = &g.entry_fn;
+        let method = &h.method;
+        let mut decode = TokenStream::new();
+        let args = h.params.iter().map(|p| match p {
+            Param::Payload { ty, span } => {
+                // Spanned on the user's type: a payload type that cannot be deserialised is
+                // reported there, not in generated code.
+                decode = quote_spanned! {*span=>
+                    let __payload = __request.payload::<#ty>()?;
+                };
+                quote!(__payload)
+            }
+            Param::Context { by_ref: true } => quote!(__request.context()),
+            Param::Context { by_ref: false } => {
+                quote!(::core::clone::Clone::clone(__request.context()))
+            }
+        });
+        let args: Vec<_> = args.collect();
+        let call = if h.is_async {
+            quote!(__this.#method(#(#args),*).await)
+        } else {
+            quote!(__this.#method(#(#args),*))
+        };
+        let reply = match &h.output {
+            Output::Unit => quote! {
+                let () = __out;
+                #n::reply_unit()
+            },
+            Output::Opaque => quote!(#n::serialize_reply(&__out)),
+            Output::Stream { item } => match crate::ast::result_parts(item) {
+                Some((ok, err)) => {
+                    let err_ty = match err {
+                        Some(e) => quote_spanned!(e.span()=> #e),
+                        None => quote!(_),
+                    };
+                    quote_spanned! {ok.span()=> #n::reply_try_stream::<#ok, #err_ty, _>(__out)}
+                }
+                None => quote_spanned! {item.span()=> #n::reply_stream::<#item, _>(__out)},
+            },
+            Output::Value(ty) => quote_spanned! {ty.span()=> #n::serialize_reply::<#ty>(&__out)},
+            Output::Result { ok, err } => {
                 let err_ty = match err {
                     Some(e) => quote_spanned!(e.span()=> #e),
                     None => quote!(_),
                 };
-                quote_spanned! {ok.span()=> #n::reply_try_stream::<#ok, #err_ty, _>(__out)}
-            }
-            None => quote_spanned! {item.span()=> #n::reply_stream::<#item, _>(__out)},
-        },
-        Output::Value(ty) => quote_spanned! {ty.span()=> #n::serialize_reply::<#ty>(&__out)},
-        Output::Result { ok, err } => {
-            let err_ty = match err {
-                Some(e) => quote_spanned!(e.span()=> #e),
-                None => quote!(_),
-            };
-            if is_unit(ok) {
-                quote!(#n::reply_unit_result::<#err_ty>(__out))
-            } else {
-                quote_spanned! {ok.span()=> #n::reply_result::<#ok, #err_ty>(__out)}
-            }
-        }
-    };
-    if !h.is_async {
-        // A plain `fn` handler runs to completion at once: the server calls `now` directly
-        // (no future, no box) and keeps the request, whose `id` and `data` it still needs
-        // (no reference-count traffic to share them); `call` wraps the same function for
-        // the generic path.
-        let now_name = format_ident!("__nestling_now_{}", h.method);
-        return quote! {
-            fn #now_name(__instance: &#n::Instance, __request: &#n::Request) -> #n::HandlerOutcome {
-                let __this = #n::downcast::<#self_ty>(__instance)?;
-                #decode
-                let __out = #call;
-                #reply
-            }
-
-            fn #fn_name(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerFuture {
-                let __outcome = #now_name(__instance, &__request);
-                #n::Box::pin(async move { __outcome })
+                if is_unit(ok) {
+                    quote!(#n::reply_unit_result::<#err_ty>(__out))
+                } else {
+                    quote_spanned! {ok.span()=> #n::reply_result::<#ok, #err_ty>(__out)}
+                }
             }
         };
-    }
-    // The returned future must be `Send`; a handler holding a non-`Send` value across an
-    // `.await` is reported on the method's name rather than on the attribute.
-    let ret = quote_spanned!(h.method.span()=> __future);
-    quote! {
-        fn #fn_name(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerFuture {
-            let __instance = #n::clone_instance(__instance);
-            let __future = #n::Box::pin(async move {
-                let __this = #n::downcast::<#self_ty>(&__instance)?;
-                #decode
-                let __out = #call;
-                #reply
-            });
-            #ret
+        if !h.is_async {
+            // A plain `fn` handler runs to completion at once: the server calls it directly
+            // (no future, no box) and keeps the request, whose `id` and `data` it still needs
+            // (no reference-count traffic to share them). Where a future is needed the runtime
+            // wraps the outcome itself, so one function serves both paths.
+            return quote! {
+                fn #fn_name(__instance: &#n::Instance, __request: &#n::Request) -> #n::HandlerOutcome {
+                    let __this = #n::downcast::<#self_ty>(__instance)?;
+                    #decode
+                    let __out = #call;
+                    #reply
+                }
+            };
         }
-    }
-}
-
-pub fn expand_registration(n: &TokenStream, c: &Controller) -> TokenStream {
-    let self_ty = &*c.item.self_ty;
-    let name = c.name.to_string();
-    let fns = c.handlers.iter().map(|h| handler_fn(n, self_ty, h));
-    let count: usize = c
-        .handlers
-        .iter()
-        .map(|h| h.pattern.value.routes().len())
-        .sum();
-    // One `fn() -> DynLayer` per `layer = f` argument (function pointers fit in statics).
-    let layer_fn = |name: &syn::Ident, path: &syn::Path| {
+        // The returned future must be `Send`; a handler holding a non-`Send` value across an
+        // `.await` is reported on the method's name rather than on the attribute.
+        let ret = quote_spanned!(h.method.span()=> __future);
         quote! {
-            fn #name() -> #n::DynLayer {
-                #n::IntoDynLayer::into_dyn_layer(#path())
+            fn #fn_name(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerFuture {
+                let __instance = #n::clone_instance(__instance);
+                let __future = #n::Box::pin(async move {
+                    let __this = #n::downcast::<#self_ty>(&__instance)?;
+                    #decode
+                    let __out = #call;
+                    #reply
+                });
+                #ret
             }
         }
-    };
-    let mut layer_fns = Vec::new();
-    let controller_layers: Vec<_> = c
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, path)| {
-            let name = format_ident!("__nestling_layer_{}", i);
-            layer_fns.push(layer_fn(&name, path));
-            name
-        })
-        .collect();
-    let handler_layers: Vec<Vec<syn::Ident>> = c
-        .handlers
-        .iter()
-        .map(|h| {
-            h.pattern
-                .layers
-                .iter()
-                .enumerate()
-                .map(|(i, path)| {
-                    let name = format_ident!("__nestling_layer_{}_{}", h.method, i);
-                    layer_fns.push(layer_fn(&name, path));
-                    name
-                })
-                .collect()
-        })
-        .collect();
-    // One entry per registered pattern: `#[message_pattern(["a", "b"])]` registers two.
-    let metas: Vec<_> = c
-        .handlers
-        .iter()
-        .zip(&handler_layers)
-        .flat_map(|(h, layers)| {
-            let kind = match h.kind {
-                Kind::Message => quote!(#n::HandlerKind::Message),
-                Kind::Event => quote!(#n::HandlerKind::Event),
-            };
-            let method = h.method.to_string();
-            let line = h.line as u32;
-            let fn_name = format_ident!("__nestling_call_{}", h.method);
-            let call_now = if h.is_async {
-                quote!(#n::None)
-            } else {
-                let now_name = format_ident!("__nestling_now_{}", h.method);
-                quote!(#n::Some(#now_name))
-            };
-            let decodes_data = h.params.iter().any(|p| matches!(p, Param::Payload { .. }));
-            h.pattern
-                .value
-                .routes()
-                .into_iter()
-                .map(move |route| {
-                    let json = route.to_json();
-                    quote! {
-                        #n::HandlerMeta {
-                            kind: #kind,
-                            pattern: #json,
-                            method: #method,
-                            line: #line,
-                            call: #fn_name,
-                            call_now: #call_now,
-                            decodes_data: #decodes_data,
-                            layers: &[#(#layers),*],
-                        }
+    }
+
+    pub fn expand(&self) -> TokenStream {
+        let n = self.n;
+        let self_ty = self.self_ty;
+        let name = self.name.to_string();
+        let fns = self.handlers.iter().map(|g| self.handler_fn(g));
+        let count: usize = self
+            .handlers
+            .iter()
+            .map(|g| g.h.pattern.value.routes().len())
+            .sum();
+        let layer_fns = self
+            .layers
+            .iter()
+            .chain(self.handlers.iter().flat_map(|g| &g.layers))
+            .map(|LayerFn { name, path }| {
+                quote! {
+                    fn #name() -> #n::DynLayer {
+                        #n::IntoDynLayer::into_dyn_layer(#path())
                     }
-                })
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let controller_impl = quote_spanned! {self_ty.span()=>
-        impl #n::Controller for #self_ty {
-            fn meta() -> &'static #n::ControllerMeta {
-                &__NESTLING_META
-            }
-        }
-    };
-    quote! {
-        #[doc(hidden)]
-        const _: () = {
-            #(#fns)*
-            #(#layer_fns)*
-
-            static __NESTLING_HANDLERS: [#n::HandlerMeta; #count] = [#(#metas),*];
-
-            fn __nestling_type_id() -> #n::TypeId {
-                #n::TypeId::of::<#self_ty>()
-            }
-
-            fn __nestling_auto() -> #n::Option<#n::Instance> {
-                #[allow(unused_imports)]
-                use #n::{AutoFallback as _, AutoViaDefault as _};
-                (&&#n::AutoProbe::<#self_ty>::new()).auto()
-            }
-
-            static __NESTLING_META: #n::ControllerMeta = #n::ControllerMeta {
-                name: #name,
-                file: ::core::file!(),
-                type_id: __nestling_type_id,
-                auto: __nestling_auto,
-                handlers: &__NESTLING_HANDLERS,
-                layers: &[#(#controller_layers),*],
-            };
-
-            #controller_impl
-
-            #n::inventory::submit! {
-                #n::ControllerEntry(&__NESTLING_META)
+                }
+            });
+        let controller_layers = self.layers.iter().map(|l| &l.name);
+        // One entry per registered pattern: `#[message_pattern(["a", "b"])]` registers two.
+        let metas: Vec<_> = self
+            .handlers
+            .iter()
+            .flat_map(|g| {
+                let h = g.h;
+                let kind = match h.kind {
+                    Kind::Message => quote!(#n::HandlerKind::Message),
+                    Kind::Event => quote!(#n::HandlerKind::Event),
+                };
+                let method = h.method.to_string();
+                let line = h.line as u32;
+                let fn_name = &g.entry_fn;
+                let entry = if h.is_async {
+                    quote!(#n::HandlerEntry::Async(#fn_name))
+                } else {
+                    let decodes_data = h.params.iter().any(|p| matches!(p, Param::Payload { .. }));
+                    quote!(#n::HandlerEntry::Now { call: #fn_name, decodes_data: #decodes_data })
+                };
+                let layers: Vec<_> = g.layers.iter().map(|l| &l.name).collect();
+                h.pattern
+                    .value
+                    .routes()
+                    .into_iter()
+                    .map(move |route| {
+                        let json = route.to_json();
+                        quote! {
+                            #n::HandlerMeta {
+                                kind: #kind,
+                                pattern: #json,
+                                method: #method,
+                                line: #line,
+                                entry: #entry,
+                                layers: &[#(#layers),*],
+                            }
+                        }
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let handlers_static = &self.handlers_static;
+        let meta_static = &self.meta_static;
+        let type_id_fn = &self.type_id_fn;
+        let auto_fn = &self.auto_fn;
+        // Every token of the impl carries the self type's span, the static's name included,
+        // so a type that cannot be a controller (not `Send + Sync`, …) is reported there.
+        let mut meta_in_impl = meta_static.clone();
+        meta_in_impl.set_span(self_ty.span());
+        let controller_impl = quote_spanned! {self_ty.span()=>
+            impl #n::Controller for #self_ty {
+                fn meta() -> &'static #n::ControllerMeta {
+                    &#meta_in_impl
+                }
             }
         };
+        quote! {
+            #[doc(hidden)]
+            const _: () = {
+                #(#fns)*
+                #(#layer_fns)*
+
+                static #handlers_static: [#n::HandlerMeta; #count] = [#(#metas),*];
+
+                fn #type_id_fn() -> #n::TypeId {
+                    #n::TypeId::of::<#self_ty>()
+                }
+
+                fn #auto_fn() -> #n::Option<#n::Instance> {
+                    #[allow(unused_imports)]
+                    use #n::{AutoFallback as _, AutoViaDefault as _};
+                    (&&#n::AutoProbe::<#self_ty>::new()).auto()
+                }
+
+                static #meta_static: #n::ControllerMeta = #n::ControllerMeta {
+                    name: #name,
+                    file: ::core::file!(),
+                    type_id: #type_id_fn,
+                    auto: #auto_fn,
+                    handlers: &#handlers_static,
+                    layers: &[#(#controller_layers),*],
+                };
+
+                #controller_impl
+
+                #n::inventory::submit! {
+                    #n::ControllerEntry(&#meta_static)
+                }
+            };
+        }
     }
 }

@@ -7,11 +7,12 @@ mod dispatch;
 use proc_macro2::TokenStream;
 use quote::{quote, ToTokens};
 use syn::parse::{Parse, ParseStream};
-use syn::{Attribute, FnArg, ItemImpl, ItemTrait, Token, TraitItem, Visibility};
+use syn::{Attribute, FnArg, ItemImpl, ItemTrait, Token, TraitItem};
 
-use crate::ast::{self, parse_controller, take_pattern_attrs, Param};
+use crate::ast::{self, split_malformed, take_pattern_attrs, Controller, Param};
 use crate::ctxt::Ctxt;
-use client::{expand_client, ClientMethod};
+use client::{ClientGen, ClientMethod};
+use dispatch::Registration;
 
 /// Arguments of `#[nestling::controller(..)]` and `#[nestling::client(..)]`.
 pub struct Args {
@@ -69,18 +70,6 @@ fn docs(attrs: &[Attribute]) -> Vec<Attribute> {
 
 /// `#[nestling::controller]` on an impl block.
 pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
-    let cx = Ctxt::default();
-    let args = match syn::parse2::<Args>(args) {
-        Ok(a) => a,
-        Err(e) => {
-            cx.error(e);
-            Args {
-                krate: quote!(::nestling),
-                client: false,
-                layers: Vec::new(),
-            }
-        }
-    };
     let item: ItemImpl = match syn::parse2(input.clone()) {
         Ok(item) => item,
         Err(_) => {
@@ -92,40 +81,54 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
             return quote!(#e #input);
         }
     };
-    crate::valid::check_impl(&cx, &item);
-    let parsed = parse_controller(&cx, item.clone());
-    let Some(mut controller) = parsed else {
-        let errors = cx.into_compile_errors();
-        return quote!(#item #errors);
-    };
-    controller.layers = args.layers.clone();
-    crate::valid::check_duplicates(&cx, &controller);
-    let user_item = &controller.item;
-    let n = private(&args);
-    if cx.has_errors() {
-        // The impl (without pattern attributes) still compiles, and so does an empty
-        // registration (as long as the impl itself is usable), so the mistakes above are
-        // the only messages the user sees: `Server::builder().controller(..)` still
-        // type-checks.
-        let errors = cx.into_compile_errors();
-        let fallback = if item.generics.params.is_empty() && item.trait_.is_none() {
-            let empty = ast::Controller {
+    let cx = Ctxt::new();
+    let args = match syn::parse2::<Args>(args) {
+        Ok(a) => a,
+        Err(e) => {
+            cx.error(e);
+            Args {
+                krate: quote!(::nestling),
+                client: false,
                 layers: Vec::new(),
-                item: controller.item.clone(),
-                name: controller.name.clone(),
-                handlers: Vec::new(),
+            }
+        }
+    };
+    let controller = Controller::from_syn(item.clone());
+    crate::valid::check_controller(&cx, &controller);
+    let n = private(&args);
+    let user_item = &controller.item;
+    let name = match (cx.check(), &controller.name) {
+        (Ok(()), Some(name)) => name,
+        (Err(errors), Some(name)) => {
+            // The impl (without pattern attributes) still compiles, and so does an empty
+            // registration (as long as the impl itself is usable), so the mistakes are the
+            // only messages the user sees: `Server::builder().controller(..)` still
+            // type-checks.
+            let errors = errors.to_compile_error();
+            let fallback = if item.generics.params.is_empty() && item.trait_.is_none() {
+                Registration::new(&n, &controller.item.self_ty, name, [], &[]).expand()
+            } else {
+                TokenStream::new()
             };
-            dispatch::expand_registration(&n, &empty)
-        } else {
-            TokenStream::new()
-        };
-        return quote!(#user_item #fallback #errors);
-    }
-    let registration = dispatch::expand_registration(&n, &controller);
+            return quote!(#user_item #fallback #errors);
+        }
+        // `valid` reports a controller without a name, so this is never `Ok`.
+        (result, None) => {
+            let errors = result.err().map(|e| e.to_compile_error());
+            return quote!(#item #errors);
+        }
+    };
+    let registration = Registration::new(
+        &n,
+        &controller.item.self_ty,
+        name,
+        controller.handlers(),
+        &args.layers,
+    )
+    .expand();
     let client = if args.client {
         let methods: Vec<ClientMethod> = controller
-            .handlers
-            .iter()
+            .handlers()
             .map(|h| {
                 let method_docs = controller.item.items.iter().find_map(|i| match i {
                     syn::ImplItem::Fn(f) if f.sig.ident == h.method => Some(docs(&f.attrs)),
@@ -150,14 +153,8 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
                 }
             })
             .collect();
-        let about = format!("the patterns of [`{}`]", controller.name);
-        expand_client(
-            &n,
-            &syn::parse_quote!(pub),
-            &controller.name,
-            &about,
-            &methods,
-        )
+        let about = format!("the patterns of [`{name}`]");
+        ClientGen::new(&n, &syn::parse_quote!(pub), name, about, &methods).expand()
     } else {
         TokenStream::new()
     };
@@ -170,7 +167,6 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
 
 /// `#[nestling::client]` on a trait declaring a remote service's patterns.
 pub fn remote_client(args: TokenStream, input: TokenStream) -> TokenStream {
-    let cx = Ctxt::default();
     let args = match syn::parse2::<Args>(args) {
         Ok(a) => a,
         Err(e) => return e.to_compile_error(),
@@ -186,6 +182,7 @@ pub fn remote_client(args: TokenStream, input: TokenStream) -> TokenStream {
             return quote!(#e #input);
         }
     };
+    let cx = Ctxt::new();
     let mut methods = Vec::new();
     for trait_item in &mut item.items {
         let TraitItem::Fn(f) = trait_item else {
@@ -195,9 +192,13 @@ pub fn remote_client(args: TokenStream, input: TokenStream) -> TokenStream {
             );
             continue;
         };
-        let had_pattern = ast::has_pattern_attr(&f.attrs);
-        let found = take_pattern_attrs(&cx, &mut f.attrs);
-        let Some((kind, pattern, _)) = found.into_iter().next() else {
+        let found = take_pattern_attrs(&mut f.attrs);
+        let had_pattern = !found.is_empty();
+        let (malformed, well_formed) = split_malformed(found);
+        for e in malformed {
+            cx.error(e);
+        }
+        let Some((kind, pattern, _)) = well_formed.into_iter().next() else {
             if had_pattern {
                 continue; // its parse error is already reported
             }
@@ -243,14 +244,13 @@ pub fn remote_client(args: TokenStream, input: TokenStream) -> TokenStream {
             docs: docs(&f.attrs),
         });
     }
-    if cx.has_errors() {
-        return cx.into_compile_errors();
+    if let Err(errors) = cx.check() {
+        return errors.to_compile_error();
     }
     let n = private(&args);
-    let vis: Visibility = item.vis.clone();
     let about = format!("the remote service `{}`", item.ident);
     let docs = docs(&item.attrs);
-    let client = expand_client(&n, &vis, &item.ident, &about, &methods);
+    let client = ClientGen::new(&n, &item.vis, &item.ident, about, &methods).expand();
     quote! {
         #(#docs)*
         #client
