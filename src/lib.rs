@@ -85,6 +85,7 @@
 //! ```
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 pub use nestling_macros::{client, controller, event_pattern, message_pattern};
 pub use nestling_runtime::{
@@ -99,6 +100,14 @@ pub use nestling_runtime::{
 pub use nestling_runtime::tls;
 
 pub use nestling_runtime::trace;
+
+/// In-process clients of a server for unit tests (Nest's `Test.createTestingModule`): the
+/// whole pipeline, no socket.
+pub use nestling_runtime::testing;
+
+/// The transport interface (Nest's `CustomTransportStrategy` and `ClientProxy`): serve and
+/// call over a transport of your own.
+pub use nestling_runtime::transport;
 
 /// NATS transport (the `nats` feature): the same controllers and clients over NATS, wire
 /// compatible with Nest's `Transport.NATS`, with queue groups for scale-out.

@@ -1,7 +1,5 @@
 //! Controllers implementing `Default` are served without being listed; others are not.
 
-use std::time::Duration;
-
 use nestling::{Client, Server};
 
 #[derive(Default)]
@@ -28,37 +26,27 @@ impl Counter {
     }
 }
 
-async fn serve(builder: nestling::ServerBuilder) -> (Client, tokio::task::JoinHandle<()>) {
-    let listening = builder
-        .build()
-        .unwrap()
-        .listen("127.0.0.1:0")
-        .await
-        .unwrap();
-    let client = Client::builder(listening.local_addr().to_string())
-        .request_timeout(Some(Duration::from_secs(5)))
-        .build();
-    let task = tokio::spawn(async move { listening.serve().await.unwrap() });
-    (client, task)
+/// The server's handlers, called in-process: routing and discovery are what is tested
+/// here, not a socket.
+fn serve(builder: nestling::ServerBuilder) -> Client {
+    nestling::testing::client(&builder.build().unwrap())
 }
 
 #[tokio::test]
 async fn default_controllers_are_found_without_listing() {
-    let (client, task) = serve(Server::builder()).await;
+    let client = serve(Server::builder());
     let s: String = client.send("hello", "nest").await.unwrap();
     assert_eq!(s, "hello nest");
     // Counter has no Default and was not added: not served.
     let e = client.send::<_, _, i64>("count", &()).await.unwrap_err();
     assert!(e.remote().unwrap().is_no_handler(), "{e}");
-    task.abort();
 }
 
 #[tokio::test]
 async fn stateful_controllers_are_added_with_their_instance() {
-    let (client, task) = serve(Server::builder().controller(Counter { start: 41 })).await;
+    let client = serve(Server::builder().controller(Counter { start: 41 }));
     let n: i64 = client.send("count", &()).await.unwrap();
     assert_eq!(n, 41);
     let s: String = client.send("hello", "again").await.unwrap();
     assert_eq!(s, "hello again");
-    task.abort();
 }

@@ -18,8 +18,8 @@ pub use crate::client::Client;
 pub use crate::client::ReplyStream;
 pub use crate::error::ClientError;
 pub use crate::handler::{
-    serialize_reply, HandlerFailure, HandlerFuture, HandlerKind, HandlerNowFn, HandlerOutcome,
-    Instance, IntoRpcError, Reply, Request,
+    serialize_reply, HandlerEntry, HandlerFailure, HandlerFuture, HandlerKind, HandlerNowFn,
+    HandlerOutcome, Instance, IntoRpcError, Reply, Request,
 };
 pub use crate::middleware::{DynLayer, IntoDynLayer};
 pub use crate::pattern::Pattern;

@@ -58,6 +58,38 @@ pub type HandlerFn = fn(&Instance, Request) -> HandlerFuture;
 /// the request (it answers with the request's `id`).
 pub type HandlerNowFn = fn(&Instance, &Request) -> HandlerOutcome;
 
+/// How a handler is entered: the generated function of a plain `fn` handler runs it to
+/// completion, that of an `async fn` handler returns its future. One field, so a handler
+/// cannot be described as both or neither; the server adapts one form to the other where
+/// it needs to (middleware takes a future).
+#[derive(Debug, Clone, Copy)]
+pub enum HandlerEntry {
+    /// A plain `fn` handler: runs at once, borrowing the request.
+    Now {
+        /// The generated function.
+        call: HandlerNowFn,
+        /// Whether the handler takes a payload: its first act is then to decode `data` with
+        /// serde_json, a strict parse that fails on invalid JSON, so the server may leave
+        /// the checking of `data` to it.
+        decodes_data: bool,
+    },
+    /// An `async fn` handler: returns the future that runs it.
+    Async(HandlerFn),
+}
+
+impl HandlerEntry {
+    /// Starts the handler on `request`: an `async` handler's future, or a plain one's
+    /// outcome, already computed, in a ready future.
+    pub fn start(self, instance: &Instance, request: Request) -> HandlerFuture {
+        match self {
+            HandlerEntry::Async(call) => call(instance, request),
+            HandlerEntry::Now { call, .. } => {
+                Box::pin(std::future::ready(call(instance, &request)))
+            }
+        }
+    }
+}
+
 /// Whether a handler answers requests or consumes events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HandlerKind {

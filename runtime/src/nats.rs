@@ -27,7 +27,7 @@
 //! handler whole, as an event. Headers reach handlers through
 //! [`Context::nats_headers`](crate::Context::nats_headers).
 
-pub use crate::server::nats::{NatsListening, NatsServe};
+pub use crate::transport::nats::server::{NatsListening, NatsServe};
 
 /// The NATS client library, for connection options ([`NatsServe::with_client`]).
 pub use async_nats;

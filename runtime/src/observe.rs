@@ -104,16 +104,11 @@ impl Observed {
         self.span.in_scope(f)
     }
 
-    /// Forgets a packet that turned out not to be one (its `data` was not JSON, see
-    /// `packet::Parsed`): it is handled again from the general parse, and counted then.
-    pub fn abandon(self) {
-        #[cfg(feature = "metrics")]
-        if self.kind != Kind::Call {
-            handles::get().in_flight.decrement(1.0);
-        }
-    }
-
     /// Records how it ended: `ok`, `error` (an `err` reply), `rejected`, …
+    ///
+    /// One that is dropped unfinished (a packet handled again from the general parse, a
+    /// task aborted at shutdown) is not counted, but leaves the in-flight gauge all the
+    /// same: see the `Drop` impl.
     pub fn finish(self, outcome: &'static str) {
         // Without metrics, only an enabled span wants the duration: no clock read.
         #[cfg(not(feature = "metrics"))]
@@ -136,12 +131,33 @@ impl Observed {
     }
 }
 
-/// Counts an accepted (`+1`) or closed (`-1`) server connection.
-pub(crate) fn connection(delta: f64) {
-    #[cfg(feature = "metrics")]
-    handles::get().connections.increment(delta);
-    #[cfg(not(feature = "metrics"))]
-    let _ = delta;
+/// The in-flight gauge goes down however a packet's handling ends, finished or not.
+#[cfg(feature = "metrics")]
+impl Drop for Observed {
+    fn drop(&mut self) {
+        if self.kind != Kind::Call {
+            handles::get().in_flight.decrement(1.0);
+        }
+    }
+}
+
+/// One open server connection, counted in `nestling_server_connections` while it lives:
+/// the count goes down when the connection's task ends, or is aborted.
+pub(crate) struct OpenConnection(());
+
+impl OpenConnection {
+    pub fn counted() -> Self {
+        #[cfg(feature = "metrics")]
+        handles::get().connections.increment(1.0);
+        OpenConnection(())
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        #[cfg(feature = "metrics")]
+        handles::get().connections.decrement(1.0);
+    }
 }
 
 /// Every metric nestling records, registered once (see the module docs).
@@ -225,7 +241,6 @@ mod handles {
                 Kind::Request => &self.request,
                 Kind::Event => &self.event,
             };
-            self.in_flight.decrement(1.0);
             served.duration.record(seconds);
             let i = match outcome {
                 "ok" => 0,

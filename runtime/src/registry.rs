@@ -6,7 +6,7 @@
 
 use std::any::TypeId;
 
-use crate::handler::{HandlerFn, HandlerKind, HandlerNowFn, Instance};
+use crate::handler::{HandlerEntry, HandlerKind, Instance};
 use crate::middleware::DynLayer;
 
 /// One handler method, as declared by a pattern attribute.
@@ -21,14 +21,7 @@ pub struct HandlerMeta {
     /// Source line of the method.
     pub line: u32,
     /// The generated dispatch function.
-    pub call: HandlerFn,
-    /// For plain `fn` handlers: the same, run to completion at once (`call` then only
-    /// wraps it in a future).
-    pub call_now: Option<HandlerNowFn>,
-    /// Whether the handler takes a payload: its first act is then to decode `data` with
-    /// serde_json, a strict parse that fails on invalid JSON, so the server may leave the
-    /// checking of `data` to it.
-    pub decodes_data: bool,
+    pub entry: HandlerEntry,
     /// Layers from `#[message_pattern(.., layer = f)]`, outermost first.
     pub layers: &'static [fn() -> DynLayer],
 }

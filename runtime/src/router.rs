@@ -16,7 +16,7 @@ pub(crate) struct Bound {
     pub instance: Instance,
     pub controller: &'static ControllerMeta,
     pub meta: &'static HandlerMeta,
-    /// The handler wrapped in its middleware, when it has any (otherwise `meta.call` is
+    /// The handler wrapped in its middleware, when it has any (otherwise `meta.entry` is
     /// invoked directly).
     pub service: Option<HandlerService>,
 }
@@ -164,7 +164,6 @@ impl Router {
     }
 
     /// Every route, with its key (Nest's normalised pattern).
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub fn routes(&self) -> impl Iterator<Item = (&RouteKey, &Route)> {
         self.by_key.iter().map(|(key, &i)| (key, &self.table[i]))
     }
@@ -179,7 +178,7 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::handler::{HandlerFuture, Request};
+    use crate::handler::{HandlerEntry, HandlerFuture, Request};
     use crate::registry::{ControllerMeta, HandlerMeta};
 
     fn never(_: &Instance, _: Request) -> HandlerFuture {
@@ -192,9 +191,7 @@ mod tests {
             pattern,
             method,
             line: 1,
-            call: never,
-            call_now: None,
-            decodes_data: false,
+            entry: HandlerEntry::Async(never),
             layers: &[],
         }
     }

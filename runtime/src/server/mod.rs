@@ -1,24 +1,13 @@
-//! The TCP server: Nest's `NestFactory.createMicroservice(…, { transport: Transport.TCP })`.
+//! The server: Nest's `NestFactory.createMicroservice(AppModule, …)`. Its routes are served
+//! on a transport: TCP (`listen`), NATS (`listen_nats`), or one of your own (`serve_on`).
 
 mod config;
-mod connection;
-mod deadline;
-mod dispatch;
-#[cfg(feature = "nats")]
-pub(crate) mod nats;
-mod replies;
 
 use std::any::TypeId;
 use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
-
-use tokio::net::{TcpListener, ToSocketAddrs};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
-use tokio_util::sync::CancellationToken;
 
 pub use config::{
     ServerConfig, DEFAULT_INCOMPLETE_FRAME_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
@@ -30,6 +19,7 @@ use crate::handler::Instance;
 use crate::middleware::{service_fn, DynLayer, HandlerService, IntoDynLayer};
 use crate::registry::{all_controllers, Controller, ControllerMeta, HandlerMeta};
 use crate::router::{Bound, Router};
+use crate::transport::{Shutdown, Transport};
 
 /// Configures which controllers a [`Server`] serves and its limits.
 ///
@@ -295,8 +285,8 @@ fn layered(
     if layers.is_empty() {
         return None;
     }
-    let (call, instance) = (handler.call, instance.clone());
-    let base = service_fn(move |request| call(&instance, request));
+    let (entry, instance) = (handler.entry, instance.clone());
+    let base = service_fn(move |request| entry.start(&instance, request));
     Some(
         layers
             .iter()
@@ -317,7 +307,7 @@ fn layered(
 pub struct Server {
     router: Arc<Router>,
     config: Arc<ServerConfig>,
-    tls: Option<TlsSettings>,
+    pub(crate) tls: Option<TlsSettings>,
 }
 
 impl std::fmt::Debug for Server {
@@ -346,147 +336,47 @@ impl Server {
     pub fn config(&self) -> &ServerConfig {
         &self.config
     }
+    /// The server's routes and limits, as a [`Transport`](crate::transport::Transport)
+    /// sees them (see [`Dispatcher`](crate::transport::Dispatcher)).
+    pub fn dispatcher(&self) -> crate::transport::Dispatcher {
+        crate::transport::Dispatcher::new(self.router.clone(), self.config.clone())
+    }
 
-    /// Binds the listening socket. Use port 0 for an ephemeral port and read it back
-    /// with [`Listening::local_addr`].
+    /// Serves on `transport` (a transport of your own, see
+    /// [`Transport`](crate::transport::Transport)) until `signal` completes, then asks it to
+    /// shut down gracefully and waits until it has.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
-    /// let listening = nestling::Server::builder().discover(false).build().unwrap()
-    ///     .listen("127.0.0.1:0").await.unwrap();
-    /// assert_ne!(listening.local_addr().port(), 0);
+    /// use nestling::transport::{Dispatcher, Shutdown, Transport};
+    /// struct Idle;
+    /// impl Transport for Idle {
+    ///     async fn serve(self, _: Dispatcher, shutdown: Shutdown) -> Result<(), nestling::ServerError> {
+    ///         shutdown.requested().await;
+    ///         Ok(())
+    ///     }
+    /// }
+    /// let server = nestling::Server::builder().discover(false).build().unwrap();
+    /// server.serve_on(Idle, async {}).await.unwrap();
     /// # });
     /// ```
-    pub async fn listen(
+    pub async fn serve_on<T: Transport>(
         self,
-        addr: impl ToSocketAddrs + std::fmt::Debug,
-    ) -> Result<Listening, ServerError> {
-        let shown = format!("{addr:?}");
-        let listener = bind(addr).await.map_err(|source| ServerError::Bind {
-            addr: shown.clone(),
-            source,
-        })?;
-        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
-            addr: shown,
-            source,
-        })?;
-        Ok(Listening {
-            server: self,
-            listener,
-            local_addr,
-        })
-    }
-}
-
-/// Nest's listen backlog (Node's default): bursts of connects queue instead of being
-/// dropped and retried a second later, as with the OS-default 128.
-const LISTEN_BACKLOG: u32 = 511;
-
-/// Binds like Nest: `SO_REUSEADDR`, a 511-deep backlog; tries each resolved address.
-async fn bind(addr: impl ToSocketAddrs) -> std::io::Result<TcpListener> {
-    let mut last = None;
-    for addr in tokio::net::lookup_host(addr).await? {
-        let socket = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
-        socket.set_reuseaddr(true)?;
-        match socket
-            .bind(addr)
-            .and_then(|()| socket.listen(LISTEN_BACKLOG))
-        {
-            Ok(listener) => return Ok(listener),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidInput,
-            "address resolved to nothing",
-        )
-    }))
-}
-
-/// A server bound to its address, ready to serve.
-#[derive(Debug)]
-pub struct Listening {
-    server: Server,
-    listener: TcpListener,
-    local_addr: SocketAddr,
-}
-
-impl Listening {
-    /// The bound address.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local_addr
-    }
-
-    /// Serves until the process ends.
-    pub async fn serve(self) -> Result<(), ServerError> {
-        self.serve_with_shutdown(std::future::pending()).await
-    }
-
-    /// Serves until `signal` completes, then shuts down gracefully: stops accepting,
-    /// stops reading new packets, lets in-flight requests finish and send their replies
-    /// for up to [`ServerConfig::shutdown_grace`], then closes every connection.
-    pub async fn serve_with_shutdown(
-        self,
+        transport: T,
         signal: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
-        let Listening {
-            server,
-            listener,
-            local_addr,
-        } = self;
-        let token = CancellationToken::new();
-        let slots = Arc::new(Semaphore::new(server.config.max_connections.max(1)));
-        let mut connections = JoinSet::new();
-        tracing::info!(%local_addr, routes = server.router.len(), "nestling microservice listening");
-        tokio::pin!(signal);
+        let shutdown = Shutdown::new();
+        let serving = transport.serve(self.dispatcher(), shutdown.clone());
+        tokio::pin!(serving, signal);
+        let mut signalled = false;
         loop {
             tokio::select! {
-                _ = &mut signal => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
-                accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        let Ok(slot) = slots.clone().try_acquire_owned() else {
-                            tracing::warn!(%peer, limit = server.config.max_connections, "connection limit reached, closing new connection");
-                            continue;
-                        };
-                        let router = server.router.clone();
-                        let config = server.config.clone();
-                        let token = token.clone();
-                        let tls = server.tls.clone();
-                        connections.spawn(async move {
-                            crate::observe::connection(1.0);
-                            connection::serve_connection(stream, peer, router, config, token, tls).await;
-                            crate::observe::connection(-1.0);
-                            drop(slot);
-                        });
-                    }
-                    Err(e) => {
-                        // Typically EMFILE: back off instead of spinning.
-                        tracing::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                served = &mut serving => return served,
+                () = &mut signal, if !signalled => {
+                    signalled = true;
+                    shutdown.request();
                 }
             }
         }
-        drop(listener);
-        token.cancel();
-        let drained = tokio::time::timeout(server.config.shutdown_grace, async {
-            while connections.join_next().await.is_some() {}
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!(
-                remaining = connections.len(),
-                "shutdown grace period over, closing connections with requests still running"
-            );
-            connections.shutdown().await;
-        }
-        tracing::info!(%local_addr, "nestling microservice stopped");
-        Ok(())
     }
 }

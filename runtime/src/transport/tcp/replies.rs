@@ -8,9 +8,9 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use super::dispatch::ReplySink;
 use crate::outbox::{Batch, Outbox};
 use crate::packet::Wire;
+use crate::transport::ReplySink;
 
 struct Shared {
     outbox: Outbox,
@@ -39,16 +39,16 @@ impl Replies {
     }
 
     /// Queues the replies collected while processing one batch of packets, as one frame
-    /// of the outbox; `outbox` is left empty with its capacity kept for the next batch.
+    /// of the outbox; `ready` is left empty with its capacity kept for the next batch.
     /// Waits while the writer is that far behind.
-    pub async fn put_batch(&self, outbox: &mut BytesMut) {
+    pub async fn put_batch(&self, ready: &mut BytesMut) {
         // An error means the writer is gone; the replies have nowhere to go.
         let _ = self
             .0
             .outbox
-            .push(|dst| dst.extend_from_slice(outbox), None)
+            .push(|dst| dst.extend_from_slice(ready), None)
             .await;
-        outbox.clear();
+        ready.clear();
     }
 }
 

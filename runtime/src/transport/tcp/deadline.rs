@@ -4,10 +4,12 @@
 //! every read. A fresh `sleep_until` per read registers a timer each time, and tokio
 //! wakes its driver (an `eventfd` write, and an extra turn of the event loop) whenever a
 //! timer is registered while no earlier one is pending: thousands of system calls a
-//! second for a timer that never fires. Deadlines only ever move later, so here the timer
-//! stays armed at the earliest deadline asked for; when it fires before the deadline now
-//! wanted, it is re-armed to it. That costs one timer registration per deadline period
-//! (30 s by default) instead of one per read.
+//! second for a timer that never fires. So here the timer is moved only when it would fire
+//! too late: a later deadline leaves it armed where it is (when it then fires before the
+//! deadline now wanted, it is re-armed to that), while an earlier one re-arms it at once
+//! (e.g. a shorter incomplete-frame limit starting on an idle connection). Under load the
+//! deadline almost always moves later, which costs one timer registration per deadline
+//! period (30 s by default) instead of one per read.
 
 use std::pin::Pin;
 use std::time::Instant;

@@ -10,14 +10,12 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{SelectAll, StreamExt};
-use tokio::sync::Semaphore;
 
-use super::dispatch::{handle_event, handle_request, Origin, ReplySink, Slot};
-use super::Server;
-use crate::context::{Frame, NatsOrigin, PacketFields};
+use crate::context::NatsOrigin;
 use crate::error::ServerError;
-use crate::packet::{parse_inbound_spans, Inbound, Span, Wire};
-use crate::router::Route;
+use crate::packet::Wire;
+use crate::server::Server;
+use crate::transport::{Dispatcher, Origin, ReplySink, Shutdown, Subscription, Transport};
 
 /// Where and how a [`Server`] serves over NATS (Nest's `{ transport: Transport.NATS,
 /// options: { servers, queue } }`).
@@ -81,9 +79,14 @@ impl NatsServe {
 /// A server subscribed on NATS, ready to serve (from [`Server::listen_nats`]).
 pub struct NatsListening {
     server: Server,
-    client: async_nats::Client,
+    transport: NatsTransport,
     subjects: Vec<String>,
-    subscriptions: Vec<(Arc<Route>, async_nats::Subscriber)>,
+}
+
+/// The NATS transport: subscriptions made, messages to take from them.
+struct NatsTransport {
+    client: async_nats::Client,
+    subscriptions: Vec<(Subscription, async_nats::Subscriber)>,
 }
 
 impl std::fmt::Debug for NatsListening {
@@ -130,30 +133,41 @@ impl Server {
         };
         let mut subjects = Vec::new();
         let mut subscriptions = Vec::new();
-        for (key, route) in self.router.routes() {
-            check_subject(key, route)?;
-            let subscription = match &nats.queue {
+        for subscription in self.dispatcher().subscriptions() {
+            check_subject(&subscription)?;
+            let key = subscription.key().to_owned();
+            let subscriber = match &nats.queue {
                 Some(group) => client.queue_subscribe(key.clone(), group.clone()).await,
                 None => client.subscribe(key.clone()).await,
             }
             .map_err(|e| failed(&e))?;
-            subjects.push(key.clone());
-            subscriptions.push((Arc::new(route.clone()), subscription));
+            subjects.push(key);
+            subscriptions.push((subscription, subscriber));
         }
         // Subscriptions are in place once the server has seen them: a request published
         // right after this returns reaches us.
         client.flush().await.map_err(|e| failed(&e))?;
         Ok(NatsListening {
             server: self,
-            client,
+            transport: NatsTransport {
+                client,
+                subscriptions,
+            },
             subjects,
-            subscriptions,
         })
     }
 }
 
 /// Refuses route keys NATS cannot subscribe (the NATS server would close the connection).
-fn check_subject(key: &str, route: &Route) -> Result<(), ServerError> {
+fn check_subject(subscription: &Subscription) -> Result<(), ServerError> {
+    check_key(subscription.key()).map_err(|reason| ServerError::InvalidSubject {
+        handler: subscription.handler(),
+        pattern: subscription.pattern().to_owned(),
+        reason,
+    })
+}
+
+fn check_key(key: &str) -> Result<(), &'static str> {
     let reason = if key.starts_with('\u{0}') {
         Some("only string, number and object patterns have a NATS subject")
     } else if key.is_empty() || key.split('.').any(str::is_empty) {
@@ -163,29 +177,24 @@ fn check_subject(key: &str, route: &Route) -> Result<(), ServerError> {
     } else {
         None
     };
-    match reason {
-        None => Ok(()),
-        Some(reason) => {
-            let bound = route.message.iter().chain(&route.events).next();
-            Err(ServerError::InvalidSubject {
-                handler: bound.map(|b| b.describe()).unwrap_or_default(),
-                pattern: bound.map(|b| b.meta.pattern).unwrap_or(key).to_owned(),
-                reason,
-            })
-        }
-    }
+    reason.map_or(Ok(()), Err)
 }
 
-/// A request's reply subject.
+/// A request's reply subject; `None` for a request that came without one (Nest runs the
+/// handler and drops the result).
+#[derive(Clone)]
 struct NatsReply {
     client: async_nats::Client,
-    subject: async_nats::Subject,
+    subject: Option<async_nats::Subject>,
 }
 
 impl ReplySink for NatsReply {
     const WIRE: Wire = Wire::Bare;
     async fn send(&self, packet: Bytes) -> bool {
-        publish(&self.client, &self.subject, packet).await
+        match &self.subject {
+            Some(subject) => publish(&self.client, subject, packet).await,
+            None => false,
+        }
     }
 }
 
@@ -234,28 +243,32 @@ impl NatsListening {
         signal: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
         let NatsListening {
-            server,
+            server, transport, ..
+        } = self;
+        server.serve_on(transport, signal).await
+    }
+}
+
+impl Transport for NatsTransport {
+    async fn serve(self, dispatcher: Dispatcher, shutdown: Shutdown) -> Result<(), ServerError> {
+        let NatsTransport {
             client,
-            subjects,
             subscriptions,
         } = self;
-        let limit = server.config.max_in_flight_per_connection.max(1);
-        let in_flight = Arc::new(Semaphore::new(limit));
+        let subjects = subscriptions.len();
         let mut incoming: SelectAll<_> = futures_util::stream::select_all(
-            subscriptions
-                .into_iter()
-                .map(|(route, sub)| sub.map(move |message| (route.clone(), message))),
+            subscriptions.into_iter().map(|(subscription, subscriber)| {
+                let subscription = Arc::new(subscription);
+                subscriber.map(move |message| (subscription.clone(), message))
+            }),
         );
-        tracing::info!(
-            subjects = subjects.len(),
-            "nestling microservice listening on NATS"
-        );
-        tokio::pin!(signal);
+        tracing::info!(subjects, "nestling microservice listening on NATS");
+        let mut inbox = dispatcher.inbox();
+        let mut ready = BytesMut::new();
         let mut draining = false;
-        let mut slot: Slot = None;
         loop {
             let next = tokio::select! {
-                _ = &mut signal, if !draining => {
+                () = shutdown.requested(), if !draining => {
                     draining = true;
                     for subscription in incoming.iter_mut() {
                         // UNSUB + PING: messages the NATS server sent before it saw the
@@ -268,25 +281,44 @@ impl NatsListening {
                 }
                 next = incoming.next() => next,
             };
-            let Some((route, message)) = next else { break };
-            // Backpressure: no further message is taken until a slot is free (inline work
-            // leaves the slot filled, see `Slot`).
-            if slot.is_none() {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    break;
-                };
-                slot = Some(permit);
+            let Some((subscription, message)) = next else {
+                break;
+            };
+            // Backpressure: no further message is taken until there is room.
+            inbox.reserve().await;
+            let async_nats::Message {
+                subject,
+                reply,
+                payload,
+                headers,
+                ..
+            } = message;
+            let mut origin = Origin::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
+            origin.nats = Some(Arc::new(NatsOrigin {
+                subject: subject.clone(),
+                headers,
+            }));
+            let sink = NatsReply {
+                client: client.clone(),
+                subject: reply,
+            };
+            let handled = inbox.handle_message(
+                &origin,
+                &subscription,
+                subject.as_str(),
+                payload,
+                &mut ready,
+                || sink.clone(),
+            );
+            if let Err(e) = handled {
+                tracing::warn!(%subject, "dropping a NATS message: {e}");
             }
-            if let Some((subject, packet)) = handle_message(&route, message, &client, &mut slot) {
-                publish(&client, &subject, packet).await;
+            if !ready.is_empty() {
+                let packet = ready.split().freeze();
+                sink.send(packet).await;
             }
         }
-        drop(slot);
-        let all = u32::try_from(limit).unwrap_or(u32::MAX);
-        if tokio::time::timeout(server.config.shutdown_grace, in_flight.acquire_many(all))
-            .await
-            .is_err()
-        {
+        if !inbox.drain(dispatcher.config().shutdown_grace).await {
             tracing::warn!("shutdown grace period over, stopping with requests still running");
         }
         if let Err(e) = client.flush().await {
@@ -297,125 +329,12 @@ impl NatsListening {
     }
 }
 
-/// Handles one NATS message for `route`; returns a reply ready at once, with its subject.
-fn handle_message(
-    route: &Route,
-    message: async_nats::Message,
-    client: &async_nats::Client,
-    slot: &mut Slot,
-) -> Option<(async_nats::Subject, Bytes)> {
-    let async_nats::Message {
-        subject,
-        reply,
-        payload,
-        headers,
-        ..
-    } = message;
-    let origin = Origin {
-        peer: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-        nats: Some(Arc::new(NatsOrigin {
-            subject: subject.clone(),
-            headers,
-        })),
-        received: std::time::Instant::now(),
-    };
-    let packet = match parse_inbound_spans(&payload) {
-        Ok(packet) => packet,
-        Err(e) => {
-            tracing::warn!(%subject, "dropping a NATS message: {e}");
-            return None;
-        }
-    };
-    // The subscription's subject names the pattern of a packet that has none: its JSON is
-    // put in front of the payload, so that one frame holds every field of the request.
-    let pattern_of = |packet: &Inbound<Span>| match packet {
-        Inbound::Request { pattern, .. } | Inbound::Event { pattern, .. } => *pattern,
-        Inbound::Undefined => None,
-    };
-    let (frame, shift, subject_pattern) = match pattern_of(&packet) {
-        Some(_) => (payload, 0, Span::all(0)),
-        None => {
-            let subject_json = serde_json::to_vec(subject.as_str()).unwrap_or_default();
-            let mut frame = BytesMut::with_capacity(subject_json.len() + payload.len());
-            frame.extend_from_slice(&subject_json);
-            frame.extend_from_slice(&payload);
-            (
-                frame.freeze(),
-                subject_json.len(),
-                Span::all(subject_json.len()),
-            )
-        }
-    };
-    let at = |s: Span| s.shifted(shift);
-    type Field = Option<Span>;
-    let request = |pattern: Field, data: Field, id: Field, metadata: Field| {
-        let fields = PacketFields {
-            pattern: pattern.map_or(subject_pattern, at),
-            id: id.map(at),
-            metadata: metadata.map(at),
-        };
-        origin.request(Frame::Bytes(frame.clone()), fields, data.map(at))
-    };
-    // NATS packets are fully parsed: their `data` needs no check.
-    let event = |request, slot: &mut Slot| {
-        let _ = handle_event(route.event_handlers(), request, &origin, slot, false);
-        None
-    };
-    match packet {
-        // Not a Nest packet (e.g. `nats pub sum '[1,2]'`): Nest hands the whole message to
-        // the subject's handler as an event.
-        Inbound::Undefined => {
-            let whole = Span::all(frame.len() - shift);
-            event(request(None, Some(whole), None, None), slot)
-        }
-        Inbound::Event {
-            pattern,
-            data,
-            metadata,
-        } => event(request(pattern, data, None, metadata), slot),
-        Inbound::Request {
-            pattern,
-            data,
-            id,
-            metadata,
-        } => {
-            let request = request(pattern, data, Some(id), metadata);
-            let Some(reply) = reply else {
-                // Nobody to answer: Nest runs the handler and drops the result.
-                let _ = handle_request(Some(route), request, &origin, slot, || Discard, false);
-                return None;
-            };
-            let sink = NatsReply {
-                client: client.clone(),
-                subject: reply.clone(),
-            };
-            handle_request(Some(route), request, &origin, slot, || sink, false).map(|answer| {
-                let mut packet = BytesMut::new();
-                answer.encode(Wire::Bare, &mut packet);
-                (reply, packet.freeze())
-            })
-        }
-    }
-}
-
-/// The sink of a request that came without a reply subject: replies go nowhere.
-struct Discard;
-
-impl ReplySink for Discard {
-    const WIRE: Wire = Wire::Bare;
-    async fn send(&self, _packet: Bytes) -> bool {
-        false
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::check_subject;
-    use crate::router::Route;
+    use super::check_key;
 
     #[test]
     fn route_keys_that_cannot_be_subjects_are_refused() {
-        let route = Route::default();
         for ok in [
             "sum",
             "user.created",
@@ -425,7 +344,7 @@ mod tests {
             "42",
             "求和",
         ] {
-            assert!(check_subject(ok, &route).is_ok(), "{ok}");
+            assert!(check_key(ok).is_ok(), "{ok}");
         }
         for bad in [
             "",
@@ -437,7 +356,7 @@ mod tests {
             "\u{0}true",
             "\u{0}null",
         ] {
-            assert!(check_subject(bad, &route).is_err(), "{bad:?}");
+            assert!(check_key(bad).is_err(), "{bad:?}");
         }
     }
 }

@@ -1,0 +1,154 @@
+//! One accepted connection: frames → inbox → replies ready at once, written per batch;
+//! replies that come later go through the same writer.
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use super::reader::{FrameReader, ReadEnd};
+use super::replies::Replies;
+use crate::server::TlsSettings;
+use crate::transport::{Dispatcher, Inbox, Origin, Shutdown};
+
+/// How long a TLS client may take to complete its handshake.
+#[cfg(feature = "tls")]
+const TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+pub(super) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    dispatcher: Dispatcher,
+    shutdown: Shutdown,
+    tls: Option<TlsSettings>,
+) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(%peer, "could not set TCP_NODELAY: {e}");
+    }
+    #[cfg(feature = "tls")]
+    if let Some(tls) = tls {
+        let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream));
+        let accepted = tokio::select! {
+            () = shutdown.requested() => return,
+            accepted = handshake => accepted,
+        };
+        match accepted {
+            Ok(Ok(tls_stream)) => {
+                let (rd, wr) = tokio::io::split(tls_stream);
+                serve_halves(rd, wr, peer, dispatcher, shutdown).await;
+            }
+            Ok(Err(e)) => tracing::warn!(%peer, "closing connection: TLS handshake failed: {e}"),
+            Err(_) => {
+                tracing::warn!(%peer, "closing connection: TLS handshake took longer than {TLS_HANDSHAKE_TIMEOUT:?}")
+            }
+        }
+        return;
+    }
+    #[cfg(not(feature = "tls"))]
+    let _: Option<TlsSettings> = tls;
+    let (rd, wr) = stream.into_split();
+    serve_halves(rd, wr, peer, dispatcher, shutdown).await;
+}
+
+async fn serve_halves<R, W>(
+    rd: R,
+    wr: W,
+    peer: SocketAddr,
+    dispatcher: Dispatcher,
+    shutdown: Shutdown,
+) where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let config = dispatcher.config();
+    let (replies, writer) = Replies::new(config.max_in_flight_per_connection.max(1), wr, peer);
+    let frames = FrameReader::new(rd, config);
+    let reader = read_loop(
+        frames,
+        dispatcher.inbox(),
+        Origin::new(peer),
+        &replies,
+        &shutdown,
+    );
+    tokio::pin!(writer);
+    // The reader finishes first (EOF, bad frame or shutdown); the writer then drains the
+    // replies of requests still running, and ends once their senders are dropped.
+    tokio::select! {
+        _ = reader => {}
+        _ = &mut writer => { return; }
+    }
+    drop(replies);
+    writer.await;
+}
+
+/// Reads packets until the connection ends, and logs why it did. Replies ready at once
+/// are collected in `ready` and handed to the writer once per batch of frames read.
+async fn read_loop<R: AsyncRead + Unpin>(
+    mut frames: FrameReader<R>,
+    mut inbox: Inbox,
+    mut origin: Origin,
+    replies: &Replies,
+    shutdown: &Shutdown,
+) {
+    let mut ready = BytesMut::new();
+    let mut stopping = std::pin::pin!(shutdown.requested());
+    let ended = async {
+        loop {
+            while let Some(frame) = frames.next()? {
+                if !inbox.try_reserve() {
+                    // Backpressure: nothing more is read until a request finishes; what
+                    // is ready meanwhile is written rather than held.
+                    flush(replies, &mut ready).await;
+                    tokio::select! {
+                        () = &mut stopping => return Err(ReadEnd::Shutdown),
+                        () = inbox.reserve() => {}
+                    }
+                }
+                inbox.handle_frame(&origin, &frame, &mut ready, || replies.clone())?;
+            }
+            flush(replies, &mut ready).await;
+            origin.set_received(frames.read(&mut stopping).await?);
+        }
+    };
+    let ended: Result<(), ReadEnd> = ended.await;
+    if let Err(why) = ended {
+        why.log(origin.peer());
+    }
+    // Replies of the last batch still go out, whatever ended the reading.
+    flush(replies, &mut ready).await;
+}
+
+/// Hands the replies collected while processing a batch of packets to the writer, as one
+/// buffer: one queue operation and, usually, one write for the whole batch.
+async fn flush(replies: &Replies, ready: &mut BytesMut) {
+    if !ready.is_empty() {
+        replies.put_batch(ready).await;
+        // The writer is polled by the same task as this reader, and the reader would go
+        // on reading while input keeps coming: step back once so the replies go out now,
+        // before the next batch (the latency of a pipelining client is its replies').
+        // Not `tokio::task::yield_now`, which waits for a turn of the I/O driver (one more
+        // `epoll_wait` per batch): the task is simply queued again.
+        YieldOnce(false).await;
+    }
+}
+
+/// Returns `Pending` once, waking its task at once.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
+}

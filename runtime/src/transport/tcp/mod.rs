@@ -1,0 +1,185 @@
+//! Nest's `Transport.TCP`: `<len>#<json>` frames over a TCP (or TLS) stream. The server side
+//! is a [`Transport`] like any other: an accept loop, and per connection a frame reader
+//! feeding an [`Inbox`](crate::transport::Inbox) and a writer draining its replies.
+
+pub(crate) mod client;
+mod connection;
+mod deadline;
+mod reader;
+mod replies;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, ToSocketAddrs};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::error::ServerError;
+use crate::observe::OpenConnection;
+use crate::server::{Server, TlsSettings};
+use crate::transport::{Dispatcher, Shutdown, Transport};
+
+impl Server {
+    /// Binds the listening socket. Use port 0 for an ephemeral port and read it back
+    /// with [`Listening::local_addr`].
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let listening = nestling::Server::builder().discover(false).build().unwrap()
+    ///     .listen("127.0.0.1:0").await.unwrap();
+    /// assert_ne!(listening.local_addr().port(), 0);
+    /// # });
+    /// ```
+    pub async fn listen(
+        self,
+        addr: impl ToSocketAddrs + std::fmt::Debug,
+    ) -> Result<Listening, ServerError> {
+        let shown = format!("{addr:?}");
+        let listener = bind(addr).await.map_err(|source| ServerError::Bind {
+            addr: shown.clone(),
+            source,
+        })?;
+        let local_addr = listener.local_addr().map_err(|source| ServerError::Bind {
+            addr: shown,
+            source,
+        })?;
+        Ok(Listening {
+            server: self,
+            listener,
+            local_addr,
+        })
+    }
+}
+
+/// Nest's listen backlog (Node's default): bursts of connects queue instead of being
+/// dropped and retried a second later, as with the OS-default 128.
+const LISTEN_BACKLOG: u32 = 511;
+
+/// Binds like Nest: `SO_REUSEADDR`, a 511-deep backlog; tries each resolved address.
+async fn bind(addr: impl ToSocketAddrs) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host(addr).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "address resolved to nothing",
+        )
+    }))
+}
+
+/// A server bound to its address, ready to serve.
+#[derive(Debug)]
+pub struct Listening {
+    server: Server,
+    listener: TcpListener,
+    local_addr: SocketAddr,
+}
+
+/// The TCP transport: an accept loop over a bound listener.
+struct TcpTransport {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    tls: Option<TlsSettings>,
+}
+
+impl Listening {
+    /// The bound address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until the process ends.
+    pub async fn serve(self) -> Result<(), ServerError> {
+        self.serve_with_shutdown(std::future::pending()).await
+    }
+
+    /// Serves until `signal` completes, then shuts down gracefully: stops accepting,
+    /// stops reading new packets, lets in-flight requests finish and send their replies
+    /// for up to [`ServerConfig::shutdown_grace`](crate::ServerConfig::shutdown_grace), then closes every connection.
+    pub async fn serve_with_shutdown(
+        self,
+        signal: impl Future<Output = ()>,
+    ) -> Result<(), ServerError> {
+        let Listening {
+            server,
+            listener,
+            local_addr,
+        } = self;
+        let transport = TcpTransport {
+            listener,
+            local_addr,
+            tls: server.tls.clone(),
+        };
+        server.serve_on(transport, signal).await
+    }
+}
+
+impl Transport for TcpTransport {
+    async fn serve(self, dispatcher: Dispatcher, shutdown: Shutdown) -> Result<(), ServerError> {
+        let TcpTransport {
+            listener,
+            local_addr,
+            tls,
+        } = self;
+        let config = dispatcher.config().clone();
+        let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let mut connections = JoinSet::new();
+        tracing::info!(%local_addr, routes = dispatcher.route_count(), "nestling microservice listening");
+        loop {
+            tokio::select! {
+                () = shutdown.requested() => break,
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                accepted = listener.accept() => match accepted {
+                    Ok((stream, peer)) => {
+                        let Ok(slot) = slots.clone().try_acquire_owned() else {
+                            tracing::warn!(%peer, limit = config.max_connections, "connection limit reached, closing new connection");
+                            continue;
+                        };
+                        let (dispatcher, shutdown, tls) = (dispatcher.clone(), shutdown.clone(), tls.clone());
+                        connections.spawn(async move {
+                            let _counted = OpenConnection::counted();
+                            connection::serve(stream, peer, dispatcher, shutdown, tls).await;
+                            drop(slot);
+                        });
+                    }
+                    Err(e) => {
+                        // Typically EMFILE: back off instead of spinning.
+                        tracing::warn!("accept failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        }
+        drop(listener);
+        let drained = tokio::time::timeout(config.shutdown_grace, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                remaining = connections.len(),
+                "shutdown grace period over, closing connections with requests still running"
+            );
+            connections.shutdown().await;
+        }
+        tracing::info!(%local_addr, "nestling microservice stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,146 @@
+//! A connection's incoming bytes as frames: the codec over a read buffer, with the read
+//! deadlines (a frame that takes too long to arrive, an idle connection).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+use super::deadline::Deadline;
+use crate::codec::{FrameError, FrameText, NestCodec};
+use crate::server::ServerConfig;
+
+/// Read buffer of a new connection (bytes).
+const INITIAL_BUFFER: usize = 8 * 1024;
+/// Largest read buffer kept while a connection is between frames (bytes).
+const RETAINED_BUFFER: usize = 64 * 1024;
+
+/// Why a connection stops being read.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum ReadEnd {
+    /// The server is shutting down.
+    #[error("the server is shutting down")]
+    Shutdown,
+    /// The peer closed its side between frames.
+    #[error("the peer closed the connection")]
+    Closed,
+    #[error("peer closed the connection in the middle of a frame ({buffered} bytes buffered)")]
+    ClosedMidFrame { buffered: usize },
+    #[error("a frame stayed incomplete for {0:?}")]
+    Incomplete(Duration),
+    #[error("no packet for {0:?} (idle timeout)")]
+    Idle(Duration),
+    #[error("read failed: {0}")]
+    Failed(std::io::Error),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error(transparent)]
+    Packet(#[from] crate::packet::InvalidJson),
+}
+
+impl ReadEnd {
+    /// Logs why the connection closes, at the level the reason deserves.
+    pub fn log(&self, peer: std::net::SocketAddr) {
+        match self {
+            ReadEnd::Shutdown | ReadEnd::Closed => {}
+            ReadEnd::Failed(_) => tracing::debug!(%peer, "{self}"),
+            ReadEnd::ClosedMidFrame { buffered } => tracing::warn!(
+                %peer,
+                buffered,
+                "peer closed the connection in the middle of a frame"
+            ),
+            _ => tracing::warn!(%peer, "closing connection: {self}"),
+        }
+    }
+}
+
+/// Frames read from `R`, in batches: every frame a read completed is taken with
+/// [`next`](Self::next) before the next [`read`](Self::read).
+pub(super) struct FrameReader<R> {
+    rd: R,
+    codec: NestCodec,
+    buf: BytesMut,
+    /// When the last read returned: every frame it completed arrived then.
+    read_at: Instant,
+    /// Whether a frame was taken since the last read.
+    completed: bool,
+    /// When the frame now being received started; bounds slow senders (slowloris).
+    frame_started: Option<Instant>,
+    timer: Deadline,
+    incomplete_frame_timeout: Option<Duration>,
+    idle_timeout: Option<Duration>,
+}
+
+impl<R: AsyncRead + Unpin> FrameReader<R> {
+    pub fn new(rd: R, config: &ServerConfig) -> Self {
+        FrameReader {
+            rd,
+            codec: NestCodec::with_max_frame_len(config.max_frame_len),
+            buf: BytesMut::with_capacity(INITIAL_BUFFER),
+            read_at: Instant::now(),
+            completed: false,
+            frame_started: None,
+            timer: Deadline::new(),
+            incomplete_frame_timeout: config.incomplete_frame_timeout,
+            idle_timeout: config.idle_timeout,
+        }
+    }
+
+    /// The next frame already read, if a whole one is buffered.
+    pub fn next(&mut self) -> Result<Option<FrameText>, ReadEnd> {
+        let frame = self.codec.decode_text(&mut self.buf)?;
+        self.completed |= frame.is_some();
+        Ok(frame)
+    }
+
+    /// Reads more bytes, waiting at most until the read deadline or `stopping`; returns
+    /// when they arrived.
+    pub async fn read(
+        &mut self,
+        stopping: &mut (impl Future<Output = ()> + Unpin),
+    ) -> Result<Instant, ReadEnd> {
+        let partial = !self.buf.is_empty() || self.codec.in_frame();
+        if self.buf.is_empty() && self.buf.capacity() > RETAINED_BUFFER {
+            // A large frame grew the buffer; do not keep that memory on an idle connection.
+            self.buf = BytesMut::with_capacity(INITIAL_BUFFER);
+        }
+        let now = self.read_at;
+        self.frame_started = match (partial, std::mem::take(&mut self.completed)) {
+            (false, _) => None,
+            (true, true) => Some(now),
+            (true, false) => self.frame_started.or(Some(now)),
+        };
+        let deadline = match (self.frame_started, self.incomplete_frame_timeout) {
+            (Some(start), Some(limit)) => Some((start + limit, ReadEnd::Incomplete(limit))),
+            (None, _) => self
+                .idle_timeout
+                .map(|idle| (now + idle, ReadEnd::Idle(idle))),
+            _ => None,
+        };
+        let timer = &mut self.timer;
+        let expired = async move {
+            let (at, why) = deadline?;
+            timer.until(at).await;
+            Some(why)
+        };
+        let read = tokio::select! {
+            () = stopping => return Err(ReadEnd::Shutdown),
+            // No deadline: `None` at once, which disables this branch.
+            Some(why) = expired => return Err(why),
+            read = self.rd.read_buf(&mut self.buf) => read,
+        };
+        self.read_at = Instant::now();
+        match read {
+            // Whitespace after the last frame (a trailing newline) is harmless at EOF.
+            Ok(0) if !self.codec.in_frame() && self.buf.iter().all(u8::is_ascii_whitespace) => {
+                Err(ReadEnd::Closed)
+            }
+            Ok(0) => Err(ReadEnd::ClosedMidFrame {
+                buffered: self.buf.len(),
+            }),
+            Ok(_) => Ok(self.read_at),
+            Err(e) => Err(ReadEnd::Failed(e)),
+        }
+    }
+}
