@@ -21,10 +21,10 @@
 //! Each connection costs two descriptors in this process (client and server side), so the
 //! open-file limit (`ulimit -n`) must be at least `connections * 2 + 100`.
 //!
-//! Connecting: the server's listener has tokio's default accept backlog of 128 (Nest uses
-//! 511), so a batch of more than ~128 simultaneous connects overflows it and the kernel's
-//! SYN retransmit makes each such batch take about 1 s; `--batch 100` connects 10,000
-//! clients in well under a second.
+//! Connecting: nestling's listener is bound with an accept backlog of 511, as Nest's (Node's
+//! default; the kernel caps it at `net.core.somaxconn`), not tokio's default of 128. A batch
+//! of more than ~511 simultaneous connects can overflow it, and the kernel's SYN retransmit
+//! then makes such a batch take about 1 s; the default `--batch 500` stays within it.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;

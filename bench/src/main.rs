@@ -5,6 +5,8 @@
 //! See `bench/README.md`. `--ceiling-server` runs the ceiling server itself (the bench starts
 //! it that way as a child process).
 
+#![deny(unsafe_code)]
+
 mod ceiling;
 mod cost;
 mod loadgen;

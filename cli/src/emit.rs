@@ -1,11 +1,14 @@
-//! `nestling emit`: one event frame, written and flushed before the process exits.
+//! `nestling emit`: one event frame on a connection of its own, written, flushed and closed
+//! before the process exits.
 //!
-//! `nestling::Client::emit` returns once the frame is *queued* on the client's connection; a
-//! process that exits right after it can lose the event (its writer task never runs). A
-//! one-shot command therefore writes the frame itself: the bytes are built by
+//! `nestling::Client::emit` returns once the connection's writer has handed the frame to the
+//! socket (as Nest's `emit` completes), not merely queued it, but it leaves the connection
+//! open until the client is dropped. A one-shot command writes the frame itself instead, so
+//! that it also ends the connection cleanly: the bytes are built by
 //! [`nestling::packet::encode_outbound`] with the pattern's event form
 //! ([`Pattern::event_json`], Nest's normalised string for objects), exactly what
-//! `Client::emit` would send, and the socket is then closed cleanly (FIN after the data).
+//! `Client::emit` would send, then flushed, and the socket's write side is shut down (TLS's
+//! close_notify, then FIN after the data).
 
 use std::time::Duration;
 

@@ -65,6 +65,8 @@
 //! $ nestling listen 127.0.0.1:8888 --json --echo
 //! ```
 
+#![deny(unsafe_code)]
+
 mod call;
 mod emit;
 mod input;

@@ -7,8 +7,13 @@
 //! * [`packet`]: request, event and response JSON objects;
 //! * [`Pattern`]: message patterns and Nest's pattern normalisation;
 //! * [`Server`] and [`Client`]: the two ends of a connection.
+//!
+//! The crate denies unsafe code, except for one fenced exception: reading a frame the codec
+//! has already validated as UTF-8 as `&str` without checking it again, which the codec's
+//! proptests and fuzz target cover.
 
 #![warn(missing_docs)]
+#![deny(unsafe_code)]
 
 mod client;
 pub mod codec;

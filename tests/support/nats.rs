@@ -24,7 +24,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::process::Command;
 
-use super::{find_on_path, nest_dir, require_node, run_nest_client_env, Proc, READY_TIMEOUT};
+use super::node::{nest_dir, require_node, run_nest_client_env, spawn_node};
+use super::process::{find_on_path, Proc};
+use super::wait::READY_TIMEOUT;
 
 const NATS_REQUIRED: &str =
     "nats-server is required for the NATS tests: apt-get install -y nats-server";
@@ -325,7 +327,7 @@ pub async fn spawn_nest_nats_service(
 /// Starts `tests/nest/gateway.mjs` (HTTP on an ephemeral port, `READY <port>`) calling the
 /// user service over NATS at `nats_url`.
 pub async fn spawn_nest_nats_gateway(node: &Path, nats_url: &str) -> Proc {
-    super::spawn_node(
+    spawn_node(
         node,
         "gateway.mjs",
         &[("TRANSPORT", "nats"), ("NATS_URL", nats_url)],
