@@ -12,8 +12,9 @@ use crate::packet::Wire;
 /// in full.
 pub(super) struct DataNotJson;
 
-/// A request's reply, not yet encoded: the transport writes it where it goes (replies
-/// ready at once straight into the transport's buffer of them).
+/// The reply of a request whose handler did not answer inline (it was polled as a future),
+/// not yet encoded: appended to the transport's buffer of ready replies when it turned out
+/// ready at once, sent to the reply sink otherwise.
 pub(super) struct Answer {
     /// The request's context: the reply echoes its `id`.
     pub to: Context,
@@ -23,7 +24,6 @@ pub(super) struct Answer {
 pub(super) enum AnswerBody {
     Value(Option<Vec<u8>>),
     Error(Vec<u8>),
-    NoHandler,
 }
 
 impl Answer {
@@ -33,7 +33,6 @@ impl Answer {
         match &self.body {
             AnswerBody::Value(value) => wire.response(dst, value.as_deref(), id),
             AnswerBody::Error(err) => wire.error(dst, err, id),
-            AnswerBody::NoHandler => wire.no_handler(dst, id),
         }
     }
 }

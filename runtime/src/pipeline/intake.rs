@@ -201,11 +201,8 @@ impl Inbox {
                 metadata,
             } => {
                 let request = request(pattern, data, Some(id), metadata);
-                if let Ok(Some(answer)) =
-                    handle_request(Some(route), request, origin, slot, &sink, false)
-                {
-                    answer.encode(S::WIRE, ready);
-                }
+                // Checked data: the handler cannot find it not JSON.
+                let _ = handle_request(Some(route), request, origin, slot, &sink, false, ready);
             }
         }
         Ok(())
@@ -280,9 +277,7 @@ fn route_packet<S: ReplySink>(
                 check(&data)?;
             }
             let request = request(pattern, data, Some(id), metadata);
-            if let Some(answer) = handle_request(route, request, origin, slot, sink, unchecked)? {
-                answer.encode(S::WIRE, ready);
-            }
+            handle_request(route, request, origin, slot, sink, unchecked, ready)?;
         }
     }
     Ok(())

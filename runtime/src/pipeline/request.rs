@@ -7,6 +7,8 @@ use std::sync::Arc;
 use futures_util::FutureExt;
 use tracing::Instrument;
 
+use bytes::BytesMut;
+
 use super::answer::{request_id, Answer, AnswerBody, DataNotJson};
 use super::call::Slot;
 use super::call::{
@@ -20,10 +22,10 @@ use crate::handler::{HandlerFuture, HandlerOutcome, Reply, ReplyStream, Request}
 use crate::observe::{Kind, Observed};
 use crate::router::{Bound, Route};
 
-/// Answers a request with the handlers of `route` (no route: Nest's no-handler error).
-/// Returns the reply if it is ready at once; otherwise the reply goes to the sink made by
-/// `sink` (only made when needed: replies ready at once need none). [`DataNotJson`]: see
-/// [`call_now`]; nothing was answered.
+/// Answers a request with the handlers of `route` (no route: Nest's no-handler error). A
+/// reply ready at once is appended to `ready` in `S`'s wire form; otherwise the reply goes
+/// to the sink made by `sink` (only made when needed: replies ready at once need none).
+/// [`DataNotJson`]: see [`call_now`]; nothing was answered.
 pub(super) fn handle_request<S: ReplySink>(
     route: Option<&Route>,
     request: Request,
@@ -31,11 +33,11 @@ pub(super) fn handle_request<S: ReplySink>(
     slot: &mut Slot,
     sink: impl FnOnce() -> S,
     unchecked: bool,
-) -> Result<Option<Answer>, DataNotJson> {
+    ready: &mut BytesMut,
+) -> Result<(), DataNotJson> {
     let Some(route) = route.filter(|r| r.message.is_some() || !r.events.is_empty()) else {
-        let body = AnswerBody::NoHandler;
-        let to = request.into_context();
-        return Ok(Some(Answer { to, body }));
+        S::WIRE.no_handler(ready, request_id(request.context()));
+        return Ok(());
     };
     let ctx = request.context();
     let trace = crate::trace::from_metadata(ctx.metadata_json());
@@ -48,7 +50,7 @@ pub(super) fn handle_request<S: ReplySink>(
     );
     if let Some((now, bound)) = route.message.as_ref().and_then(runs_now) {
         // A plain `fn` handler: answered right here, no future, no task. It borrows the
-        // request; the reply keeps its context (for the `id`).
+        // request, whose `id` the reply echoes.
         let outcome = call_now(
             now,
             bound,
@@ -57,28 +59,26 @@ pub(super) fn handle_request<S: ReplySink>(
             &observed,
             "request",
             unchecked,
-        );
-        let to = request.into_context();
-        let outcome = outcome?;
+        )?;
         let label = outcome_label(&outcome);
-        let body = match outcome {
-            Ok(Reply::Value(value)) => AnswerBody::Value(value),
-            Err(failure) => AnswerBody::Error(failure.wire_json()),
+        let id = request_id(request.context());
+        match outcome {
+            Ok(Reply::Value(value)) => S::WIRE.response(ready, value.as_deref(), id),
+            Err(failure) => S::WIRE.error(ready, &failure.wire_json(), id),
             Ok(Reply::Stream(stream)) => {
-                return Ok(pump_later(stream, to, observed, trace, slot.take(), sink()));
+                let to = request.into_context();
+                let answer = pump_later(stream, to, observed, trace, slot.take(), sink());
+                answer.inspect(|a| a.encode(S::WIRE, ready));
+                return Ok(());
             }
-        };
+        }
         observed.finish(label);
-        return Ok(Some(Answer { to, body }));
+        return Ok(());
     }
-    Ok(run_later(
-        route,
-        request,
-        observed,
-        trace,
-        slot.take(),
-        sink(),
-    ))
+    if let Some(answer) = run_later(route, request, observed, trace, slot.take(), sink()) {
+        answer.encode(S::WIRE, ready);
+    }
+    Ok(())
 }
 
 /// A plain `fn` handler returned a stream: items may take time to come, so the stream is
