@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use nestling::middleware::{guard, DynLayer, HandlerService};
-use nestling::{Client, Request, Server};
+use nestling::{Request, Server};
 use serde_json::{json, Value};
 use support::{require_node, run_nest_client, spawn_node, RunningServer};
 use tower::{Layer, Service};
@@ -111,25 +111,22 @@ impl Guarded {
     }
 }
 
-async fn server() -> RunningServer {
-    RunningServer::start(
-        Server::builder()
-            .discover(false)
-            .controller(Guarded)
-            .layer(note("global"))
-            .layer(nestling::middleware::timing())
-            .layer(guard(|req: &Request| req.context().pattern() != "blocked"))
-            .build()
-            .unwrap(),
-    )
-    .await
+fn guarded() -> Server {
+    Server::builder()
+        .discover(false)
+        .controller(Guarded)
+        .layer(note("global"))
+        .layer(nestling::middleware::timing())
+        .layer(guard(|req: &Request| req.context().pattern() != "blocked"))
+        .build()
+        .unwrap()
 }
 
 // The journal is global: run the checks of all tests in one test to keep them apart.
 #[tokio::test(flavor = "multi_thread")]
 async fn layers_run_outermost_first_and_guards_reject_like_nest() {
-    let server = server().await;
-    let client = Client::new(server.addr.to_string());
+    // The layers are what is tested, not a socket: called in-process.
+    let client = nestling::testing::client(&guarded());
 
     journal();
     let ok: String = client
@@ -189,7 +186,7 @@ async fn rejection_matches_a_real_nest_guard() {
         return;
     };
     let nest = spawn_node(&node, "user-service.mjs", &[]).await;
-    let rust = server().await;
+    let rust = RunningServer::start(guarded()).await;
     let ops = json!([
         {"op": "send", "pattern": "secret", "data": {"user": "ann", "token": "s3cret"}},
         {"op": "send", "pattern": "secret", "data": {"user": "bob", "token": "nope"}},
@@ -239,17 +236,14 @@ async fn tower_concurrency_limit_applies_globally() {
             })
         })
     };
-    let server = RunningServer::start(
-        Server::builder()
-            .discover(false)
-            .controller(Slow)
-            .layer(tower::limit::ConcurrencyLimitLayer::new(1))
-            .layer(watch)
-            .build()
-            .unwrap(),
-    )
-    .await;
-    let client = Client::new(server.addr.to_string());
+    let server = Server::builder()
+        .discover(false)
+        .controller(Slow)
+        .layer(tower::limit::ConcurrencyLimitLayer::new(1))
+        .layer(watch)
+        .build()
+        .unwrap();
+    let client = nestling::testing::client(&server);
     let calls = (0..8).map(|_| client.send::<_, _, bool>("nap", &()));
     for r in futures_util::future::join_all(calls).await {
         assert!(r.unwrap());

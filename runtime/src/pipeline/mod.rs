@@ -1,6 +1,6 @@
 //! The transport-agnostic dispatch core: packet → route → payload decoding → layers →
 //! handler → reply or stream, whichever transport brought the packet. Transports
-//! ([`crate::transport`]) feed it through an [`Inbox`] and receive replies through their
+//! (`nestling::transport`) feed it through an [`Inbox`] and receive replies through their
 //! [`ReplySink`]; this module imports none of them.
 
 mod answer;
@@ -26,7 +26,7 @@ use crate::server::ServerConfig;
 /// A server's routes and limits, as a transport sees them: what Nest hands a
 /// `CustomTransportStrategy` in `messageHandlers`. Cheap to clone.
 ///
-/// A [`Transport`](crate::transport::Transport) receives one when a server starts serving
+/// A `Transport` receives one when a server starts serving
 /// on it, and makes an [`Inbox`] per connection (or per subscriber) to hand packets to.
 ///
 /// ```
