@@ -1,13 +1,11 @@
 //! The client: Nest's `ClientProxy` for `Transport.TCP` (and, with the `nats` feature,
-//! `Transport.NATS`).
+//! `Transport.NATS`, or any [`ClientTransport`](crate::transport::ClientTransport)).
 
 mod backoff;
-mod connection;
+mod decode;
 mod link;
-#[cfg(feature = "nats")]
-mod nats;
 mod payload;
-mod pending;
+pub(crate) mod pending;
 mod stream;
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,24 +15,23 @@ use std::time::{Duration, Instant};
 use futures_util::future::{Either, FutureExt as _};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::net::TcpStream;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tracing::Instrument;
 
 use backoff::Backoff;
 pub use backoff::{DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX};
-use connection::Connection;
-use link::{Link, Outgoing};
-use pending::Completion;
+use link::{Dialer, Link, Outgoing};
+use pending::{Completion, PendingCalls};
 use stream::CallGuard;
 pub use stream::ReplyStream;
-use tokio::sync::Semaphore;
 
 use crate::codec::DEFAULT_MAX_FRAME_LEN;
-use crate::error::{ClientError, RemoteError};
+use crate::error::ClientError;
 use crate::observe::Observed;
-use crate::packet::Wire;
 use crate::pattern::IntoPattern;
 use crate::pattern::Pattern;
-use tracing::Instrument;
+use crate::transport::tcp::client::TcpDial;
+use crate::transport::ClientConnector;
 
 /// Default [`ClientBuilder::connect_timeout`].
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -48,6 +45,9 @@ pub const DEFAULT_MAX_IN_FLIGHT_CALLS: usize = 65_536;
 /// With the `nats` feature, a `nats://host:port` address makes the same client call
 /// services over NATS (Nest's `Transport.NATS`) instead: one NATS connection, replies
 /// routed by id, and [`ClientError::NoResponders`] when nobody serves the pattern.
+///
+/// With [`ClientBuilder::transport`], the same client sends through a transport of your
+/// own (a [`ClientTransport`](crate::transport::ClientTransport)).
 ///
 /// All calls share **one** TCP connection and are matched to replies by id, so any number
 /// of calls can be in flight at once. The connection opens on the first call (or on
@@ -72,16 +72,15 @@ struct Inner {
     addr: String,
     connect_timeout: Duration,
     request_timeout: Option<Duration>,
-    max_frame_len: usize,
-    max_queued_frames: usize,
     next_id: AtomicU64,
-    wire: Wire,
+    /// TCP, NATS or the user's transport.
+    dialer: Dialer,
+    /// Settings of TCP links.
+    tcp: TcpDial,
     current: Mutex<Option<Link>>,
     connecting: tokio::sync::Mutex<()>,
     backoff: Mutex<Backoff>,
     in_flight: Arc<Semaphore>,
-    #[cfg(feature = "tls")]
-    tls: Option<crate::tls::ClientTls>,
 }
 
 impl Drop for Inner {
@@ -90,7 +89,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let current = self.current.get_mut().unwrap_or_else(|p| p.into_inner());
         if let Some(conn) = current.take() {
-            conn.close("the client was dropped".into());
+            conn.close("the client was dropped");
         }
     }
 }
@@ -124,11 +123,50 @@ pub struct ClientBuilder {
     max_in_flight: usize,
     backoff_base: Duration,
     backoff_max: Duration,
+    /// Set by [`ClientBuilder::transport`]; otherwise chosen by the address.
+    dialer: Option<Dialer>,
     #[cfg(feature = "tls")]
     tls: Option<crate::tls::ClientTls>,
 }
 
 impl ClientBuilder {
+    /// Sends through a transport of your own instead of TCP or NATS (Nest's custom
+    /// `ClientProxy`): `connector` opens a
+    /// [`ClientTransport`](crate::transport::ClientTransport) to the client's address on
+    /// the first call and again whenever the transport has closed. Everything else works
+    /// unchanged: ids, timeouts, in-flight limits, reconnect pacing, `send_stream`, `emit`.
+    /// The TCP settings (`tls`, `max_frame_len`, `max_queued_frames`) do not apply.
+    ///
+    /// A complete transport is in [`ClientTransport`](crate::transport::ClientTransport)'s
+    /// documentation.
+    ///
+    /// ```
+    /// # use nestling_runtime::transport::{ClientTransport, ReplyRouter, TransportFuture};
+    /// # use nestling_runtime::ClientError;
+    /// # struct MyTransport { replies: ReplyRouter }
+    /// # impl MyTransport {
+    /// #     async fn connect(_addr: &str) -> Result<Self, ClientError> {
+    /// #         Ok(MyTransport { replies: ReplyRouter::new() })
+    /// #     }
+    /// # }
+    /// # impl ClientTransport for MyTransport {
+    /// #     fn wire(&self) -> nestling_runtime::packet::Wire { nestling_runtime::packet::Wire::Bare }
+    /// #     fn replies(&self) -> &ReplyRouter { &self.replies }
+    /// #     fn request<'a>(&'a self, _: &'a nestling_runtime::Pattern, _: u64, _: bytes::Bytes)
+    /// #         -> TransportFuture<'a, Result<(), ClientError>> { Box::pin(async { Ok(()) }) }
+    /// #     fn event<'a>(&'a self, _: &'a nestling_runtime::Pattern, _: bytes::Bytes)
+    /// #         -> TransportFuture<'a, Result<(), ClientError>> { Box::pin(async { Ok(()) }) }
+    /// # }
+    /// let client = nestling_runtime::Client::builder("mine://orders")
+    ///     .transport(|addr: String| async move { MyTransport::connect(&addr).await })
+    ///     .build();
+    /// assert_eq!(client.addr(), "mine://orders");
+    /// ```
+    pub fn transport(mut self, connector: impl ClientConnector) -> Self {
+        self.dialer = Some(Dialer::Custom(Arc::new(connector)));
+        self
+    }
+
     /// Connects over TLS (Nest's `tlsOptions` on `ClientsModule`).
     ///
     /// ```
@@ -142,7 +180,8 @@ impl ClientBuilder {
         self
     }
 
-    /// How long to wait for the TCP connection (default 5 s).
+    /// How long to wait for the connection (default 5 s): the TCP connect and the TLS
+    /// handshake each, the NATS connect, or a custom transport's connector.
     ///
     /// ```
     /// let client = nestling::Client::builder("127.0.0.1:8888")
@@ -215,19 +254,22 @@ impl ClientBuilder {
     pub fn build(self) -> Client {
         Client {
             inner: Arc::new(Inner {
-                wire: link::wire_for(&self.addr),
+                dialer: self.dialer.unwrap_or_else(|| Dialer::for_addr(&self.addr)),
                 addr: self.addr,
                 connect_timeout: self.connect_timeout,
                 request_timeout: self.request_timeout,
-                max_frame_len: self.max_frame_len,
-                max_queued_frames: self.max_queued_frames,
+                tcp: TcpDial {
+                    connect_timeout: self.connect_timeout,
+                    max_frame_len: self.max_frame_len,
+                    max_queued_frames: self.max_queued_frames,
+                    #[cfg(feature = "tls")]
+                    tls: self.tls,
+                },
                 next_id: AtomicU64::new(1),
                 current: Mutex::new(None),
                 connecting: tokio::sync::Mutex::new(()),
                 backoff: Mutex::new(Backoff::new(self.backoff_base, self.backoff_max)),
                 in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
-                #[cfg(feature = "tls")]
-                tls: self.tls,
             }),
         }
     }
@@ -252,6 +294,7 @@ impl Client {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT_CALLS,
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_max: DEFAULT_BACKOFF_MAX,
+            dialer: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -288,7 +331,7 @@ impl Client {
     pub fn close(&self) {
         let conn = self.lock_current().take();
         if let Some(conn) = conn {
-            conn.close("closed by the client".into());
+            conn.close("closed by the client");
         }
     }
 
@@ -331,9 +374,10 @@ impl Client {
                 last_error: last_error.to_owned(),
             });
         }
-        let opened = match self.inner.wire {
-            Wire::Tcp => self.dial_tcp().await.map(Link::Tcp),
-            Wire::Bare => self.dial_nats().await,
+        let opened = match &self.inner.dialer {
+            Dialer::Tcp => self.inner.tcp.dial(addr).await.map(Link::Tcp),
+            Dialer::Nats => self.dial_nats().await,
+            Dialer::Custom(connector) => self.dial_custom(connector.as_ref()).await,
         };
         let conn = match opened {
             Ok(conn) => {
@@ -349,26 +393,14 @@ impl Client {
         Ok(conn)
     }
 
-    async fn dial_tcp(&self) -> Result<Arc<Connection>, ClientError> {
-        let addr = &self.inner.addr;
-        let dialed = tokio::time::timeout(self.inner.connect_timeout, TcpStream::connect(addr))
-            .await
-            .map_err(|_| ClientError::ConnectTimeout {
-                addr: addr.clone(),
-                timeout: self.inner.connect_timeout,
-            })?
-            .map_err(|source| ClientError::Connect {
-                addr: addr.clone(),
-                source,
-            })?;
-        self.open(dialed).await
-    }
-
     #[cfg(feature = "nats")]
     async fn dial_nats(&self) -> Result<Link, ClientError> {
-        nats::NatsLink::connect(&self.inner.addr, self.inner.connect_timeout)
-            .await
-            .map(Link::Nats)
+        crate::transport::nats::client::NatsLink::connect(
+            &self.inner.addr,
+            self.inner.connect_timeout,
+        )
+        .await
+        .map(Link::Nats)
     }
 
     #[cfg(not(feature = "nats"))]
@@ -382,34 +414,17 @@ impl Client {
         })
     }
 
-    /// Starts a connection over a freshly dialled socket, after a TLS handshake if
-    /// configured.
-    async fn open(&self, stream: TcpStream) -> Result<Arc<Connection>, ClientError> {
-        let _ = stream.set_nodelay(true);
-        let (max_frame_len, queue) = (self.inner.max_frame_len, self.inner.max_queued_frames);
-        #[cfg(feature = "tls")]
-        if let Some(tls) = &self.inner.tls {
-            let addr = &self.inner.addr;
-            let tls_error = |e: std::io::Error| ClientError::Tls {
+    /// Opens the user's transport, within the connect timeout.
+    async fn dial_custom(&self, connector: &dyn ClientConnector) -> Result<Link, ClientError> {
+        let addr = &self.inner.addr;
+        let timeout = self.inner.connect_timeout;
+        tokio::time::timeout(timeout, connector.connect(addr))
+            .await
+            .map_err(|_| ClientError::ConnectTimeout {
                 addr: addr.clone(),
-                source: e,
-            };
-            let name = tls
-                .name_for(addr)
-                .map_err(|e| tls_error(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)))?;
-            let handshake = tls.connector.connect(name, stream);
-            let tls_stream = tokio::time::timeout(self.inner.connect_timeout, handshake)
-                .await
-                .map_err(|_| ClientError::ConnectTimeout {
-                    addr: addr.clone(),
-                    timeout: self.inner.connect_timeout,
-                })?
-                .map_err(tls_error)?;
-            let (rd, wr) = tokio::io::split(tls_stream);
-            return Ok(Connection::start(rd, wr, max_frame_len, queue));
-        }
-        let (rd, wr) = stream.into_split();
-        Ok(Connection::start(rd, wr, max_frame_len, queue))
+                timeout,
+            })?
+            .map(Link::Custom)
     }
 
     /// One outgoing packet (a request with `id`, an event without), carrying the current
@@ -503,55 +518,74 @@ impl Client {
         result
     }
 
+    /// Starts request `id`, the same way for `send` and `send_stream`: encodes it, takes an
+    /// in-flight slot, connects if need be, registers the call on the link with `register`
+    /// (whose result is what the caller waits on) and sends the request. A call dropped from
+    /// here on is forgotten by its guard.
+    async fn start_call<T, W>(
+        &self,
+        pattern: &Pattern,
+        id: u64,
+        data: &T,
+        register: impl FnOnce(&PendingCalls, u64) -> Result<W, String>,
+    ) -> Result<Started<W>, ClientError>
+    where
+        T: Serialize + ?Sized,
+    {
+        let packet = self.encode(pattern, pattern.json_bytes(), data, Some(id))?;
+        // The slot is held until the reply (or failure) arrives. Free slots and a live
+        // connection are the usual case: taken without a wait.
+        let in_flight = &self.inner.in_flight;
+        let slot = match in_flight.clone().try_acquire_owned() {
+            Ok(slot) => slot,
+            // Boxed: the wait is rare, and its future would otherwise be part of every
+            // call's future and copied with it.
+            Err(_) => Box::pin(in_flight.clone().acquire_owned())
+                .await
+                .map_err(|_| self.closed("client closed".into()))?,
+        };
+        let link = self.connection().await?;
+        let calls = &link.replies().calls;
+        let waiting = register(calls, id).map_err(|r| self.closed(r))?;
+        let guard = CallGuard {
+            calls: calls.clone(),
+            id,
+            armed: true,
+        };
+        link.request(pattern, id, packet).await?;
+        Ok(Started {
+            link,
+            guard,
+            waiting,
+            slot,
+        })
+    }
+
     /// One request/reply exchange (the body of [`send_with_timeout`](Self::send_with_timeout)).
     async fn call_once<T, R>(&self, pattern: &Pattern, id: u64, data: &T) -> Result<R, ClientError>
     where
         T: Serialize + ?Sized,
         R: DeserializeOwned,
     {
-        let packet = self.encode(pattern, pattern.json_bytes(), data, Some(id))?;
-        // The slot is held until the reply (or failure) arrives. Free slots and a live
-        // connection are the usual case: taken without a wait.
-        let _slot = match self.inner.in_flight.try_acquire() {
-            Ok(slot) => Some(slot),
-            Err(_) => self.inner.in_flight.acquire().await.ok(),
-        };
-        let link = self.connection().await?;
-        link.calls().register(id).map_err(|r| self.closed(r))?;
-        let mut guard = CallGuard {
-            calls: link.calls().clone(),
-            id,
-            armed: true,
-        };
-        link.request(pattern, id, packet)
-            .await
-            .map_err(|r| self.closed(r))?;
-        let completion = link.calls().outcome(id).await;
+        let Started {
+            link,
+            mut guard,
+            waiting: (),
+            slot: _slot,
+        } = self
+            .start_call(pattern, id, data, PendingCalls::register)
+            .await?;
+        let completion = link.replies().calls.outcome(id).await;
         guard.armed = false;
         match completion {
-            Completion::Value(Some(raw)) => serde_json::from_slice(&raw).map_err(|source| {
-                let text = String::from_utf8_lossy(&raw);
-                ClientError::Decode {
-                    pattern: pattern.to_string(),
-                    reply: text.chars().take(200).collect(),
-                    source,
-                }
-            }),
+            Completion::Value(Some(raw)) => decode::value(pattern, &raw),
             // Completed without a value: fine for `()` / `Option<T>` replies.
             Completion::Value(None) => {
                 R::deserialize(serde_json::Value::Null).map_err(|_| ClientError::EmptyReply {
                     pattern: pattern.to_string(),
                 })
             }
-            Completion::Error(err) => {
-                let value = serde_json::from_slice(&err).unwrap_or_else(|_| {
-                    serde_json::Value::String(String::from_utf8_lossy(&err).into_owned())
-                });
-                Err(ClientError::Remote {
-                    pattern: pattern.to_string(),
-                    error: RemoteError::new(value),
-                })
-            }
+            Completion::Error(err) => Err(decode::remote_error(pattern, &err)),
             Completion::Closed(reason) => Err(self.closed(reason)),
             Completion::NoResponders => Err(ClientError::NoResponders {
                 pattern: pattern.to_string(),
@@ -588,33 +622,15 @@ impl Client {
     {
         let pattern = to_pattern(pattern)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        let packet = self.encode(&pattern, pattern.json_bytes(), data, Some(id))?;
-        let slot = self
-            .inner
-            .in_flight
-            .clone()
-            .acquire_owned()
-            .await
-            .map_err(|_| self.closed("client closed".into()))?;
-        let link = self.connection().await?;
-        let events = link
-            .calls()
-            .register_stream(id)
-            .map_err(|r| self.closed(r))?;
-        let guard = CallGuard {
-            calls: link.calls().clone(),
-            id,
-            armed: true,
-        };
-        link.request(&pattern, id, packet)
-            .await
-            .map_err(|r| self.closed(r))?;
+        let call = self
+            .start_call(&pattern, id, data, PendingCalls::register_stream)
+            .await?;
         Ok(ReplyStream::new(
-            events,
-            guard,
+            call.waiting,
+            call.guard,
             pattern.to_string(),
             self.inner.addr.clone(),
-            slot,
+            call.slot,
         ))
     }
 
@@ -636,10 +652,20 @@ impl Client {
         let pattern = to_pattern(pattern)?;
         let packet = self.encode(&pattern, pattern.event_json_bytes(), data, None)?;
         let link = self.connection().await?;
-        link.event(&pattern, packet)
-            .await
-            .map_err(|r| self.closed(r))
+        link.event(&pattern, packet).await
     }
+}
+
+/// A call under way (from [`Client::start_call`]): registered on `link`, its request sent.
+struct Started<W> {
+    link: Link,
+    /// Forgets the call if the caller stops waiting.
+    guard: CallGuard,
+    /// What the caller waits on: nothing more for `send` (the link's call table holds the
+    /// outcome), the events' channel for `send_stream`.
+    waiting: W,
+    /// The in-flight slot, held until the call ends.
+    slot: OwnedSemaphorePermit,
 }
 
 fn to_pattern(pattern: impl IntoPattern) -> Result<Pattern, ClientError> {

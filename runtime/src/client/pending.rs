@@ -1,5 +1,6 @@
-//! The table of calls awaiting replies, shared by every transport: replies are matched to
-//! calls by id, and when the link ends every pending call fails at once.
+//! The table of calls awaiting replies, shared by every transport (public as
+//! [`ReplyRouter`](crate::transport::ReplyRouter)): replies are matched to calls by id,
+//! and when the link ends every pending call fails at once.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -22,7 +23,6 @@ pub(crate) enum Completion {
     /// The link ended first.
     Closed(String),
     /// Nobody is subscribed to the pattern (NATS "no responders").
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     NoResponders,
 }
 
@@ -36,7 +36,6 @@ pub(crate) enum StreamEvent {
     /// The link ended before the stream completed.
     Closed(String),
     /// Nobody is subscribed to the pattern (NATS "no responders").
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     NoResponders,
     /// `isDisposed`: the stream completed.
     End,
@@ -139,17 +138,18 @@ impl PendingCalls {
     }
 
     /// Whether the link is over (no call can be registered any more).
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub fn is_closed(&self) -> bool {
         self.lock().closed.is_some()
     }
 
+    /// Why the link is over, once it is.
+    pub fn closed(&self) -> Option<String> {
+        self.lock().closed.clone()
+    }
+
     /// Why the link is over (or a generic reason if it is not known).
     pub fn closed_reason(&self) -> String {
-        self.lock()
-            .closed
-            .clone()
-            .unwrap_or_else(|| "connection closed".into())
+        self.closed().unwrap_or_else(|| "connection closed".into())
     }
 
     /// Marks the link over, failing every pending call with `reason`.
@@ -172,13 +172,11 @@ impl PendingCalls {
     }
 
     /// Ends call `id`: nobody was subscribed to receive it.
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub fn no_responders(&self, id: u64) {
         self.end(id, Completion::NoResponders, StreamEvent::NoResponders);
     }
 
     /// Ends call `id` alone with `reason` (its reply was unusable).
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub fn fail(&self, id: u64, reason: &str) {
         self.end(
             id,
@@ -210,7 +208,6 @@ impl PendingCalls {
 
     /// Routes a reply that arrived on call `id`'s own reply subject (NATS). A reply naming
     /// another id is ignored, as Nest's `ClientNats` does.
-    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub fn on_reply_for(&self, id: u64, reply: Reply) {
         if reply.id().is_some_and(|raw| parse_id(raw) != Some(id)) {
             tracing::debug!(id, "ignoring a reply naming another call's id");

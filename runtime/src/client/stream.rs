@@ -8,8 +8,9 @@ use std::task::{Context, Poll};
 use serde::de::DeserializeOwned;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 
+use super::decode;
 use super::pending::{PendingCalls, StreamEvent};
-use crate::error::{ClientError, RemoteError};
+use crate::error::ClientError;
 
 /// Removes a call's pending entry if the caller stops waiting (timeout or drop), so a
 /// late reply is discarded.
@@ -100,24 +101,10 @@ impl<R: DeserializeOwned> futures_core::Stream for ReplyStream<R> {
             Poll::Ready(e) => e,
         };
         Poll::Ready(match event {
-            Some(StreamEvent::Item(raw)) => {
-                Some(
-                    serde_json::from_slice(&raw).map_err(|source| ClientError::Decode {
-                        pattern: this.pattern.clone(),
-                        reply: String::from_utf8_lossy(&raw).chars().take(200).collect(),
-                        source,
-                    }),
-                )
-            }
+            Some(StreamEvent::Item(raw)) => Some(decode::value(&this.pattern, &raw)),
             Some(StreamEvent::Error(raw)) => {
                 this.finish();
-                let value = serde_json::from_slice(&raw).unwrap_or_else(|_| {
-                    serde_json::Value::String(String::from_utf8_lossy(&raw).into_owned())
-                });
-                Some(Err(ClientError::Remote {
-                    pattern: this.pattern.clone(),
-                    error: RemoteError::new(value),
-                }))
+                Some(Err(decode::remote_error(&this.pattern, &raw)))
             }
             Some(StreamEvent::Closed(reason)) => {
                 this.finish();

@@ -11,22 +11,24 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt;
 
-use super::pending::PendingCalls;
 use crate::error::ClientError;
-use crate::packet::parse_reply;
+use crate::packet::{parse_reply, Wire};
 use crate::pattern::Pattern;
+use crate::transport::{ClientTransport, ReplyRouter, TransportFuture};
 
 pub(crate) struct NatsLink {
-    pub calls: Arc<PendingCalls>,
+    pub replies: ReplyRouter,
     client: async_nats::Client,
+    /// The server address(es) dialled, for errors reported through [`ClientTransport`].
+    url: String,
     /// This link's reply subject prefix, `_INBOX.<unique>`.
     inbox: String,
-    replies: tokio::task::JoinHandle<()>,
+    replies_task: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for NatsLink {
     fn drop(&mut self) {
-        self.replies.abort();
+        self.replies_task.abort();
     }
 }
 
@@ -49,13 +51,14 @@ impl NatsLink {
             .subscribe(format!("{inbox}.*"))
             .await
             .map_err(|e| failed(&e))?;
-        let calls = Arc::new(PendingCalls::default());
-        let replies = tokio::spawn(route_replies(subscription, calls.clone(), inbox.len() + 1));
+        let router = ReplyRouter::new();
+        let replies = tokio::spawn(route_replies(subscription, router.clone(), inbox.len() + 1));
         Ok(Arc::new(NatsLink {
-            calls,
+            replies: router,
             client,
+            url: url.to_owned(),
             inbox,
-            replies,
+            replies_task: replies,
         }))
     }
 
@@ -63,13 +66,13 @@ impl NatsLink {
     pub fn is_closed(&self) -> bool {
         // The call table is marked closed before any failed call is woken, so a caller
         // retrying at once sees it (the aborted task may not have finished yet).
-        self.calls.is_closed() || self.replies.is_finished()
+        self.replies.is_closed() || self.replies_task.is_finished()
     }
 
     /// Ends the link, failing every pending call with `reason`.
-    pub fn close(&self, reason: String) {
-        self.calls.close(&reason);
-        self.replies.abort();
+    pub fn close(&self, reason: &str) {
+        self.replies.close_all(reason);
+        self.replies_task.abort();
     }
 
     /// Publishes request `id` on its pattern's subject, replies to `<inbox>.<id>`.
@@ -95,6 +98,61 @@ impl NatsLink {
     }
 }
 
+/// The NATS link through the public interface (the client itself calls it directly).
+impl ClientTransport for NatsLink {
+    fn wire(&self) -> Wire {
+        Wire::Bare
+    }
+
+    fn replies(&self) -> &ReplyRouter {
+        &self.replies
+    }
+
+    fn request<'a>(
+        &'a self,
+        pattern: &'a Pattern,
+        id: u64,
+        packet: Bytes,
+    ) -> TransportFuture<'a, Result<(), ClientError>> {
+        Box::pin(async move {
+            NatsLink::request(self, pattern, id, packet)
+                .await
+                .map_err(|reason| self.closed_error(reason))
+        })
+    }
+
+    fn event<'a>(
+        &'a self,
+        pattern: &'a Pattern,
+        packet: Bytes,
+    ) -> TransportFuture<'a, Result<(), ClientError>> {
+        Box::pin(async move {
+            NatsLink::event(self, pattern, packet)
+                .await
+                .map_err(|reason| self.closed_error(reason))
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        NatsLink::is_closed(self)
+    }
+
+    fn close(&self, reason: &str) {
+        NatsLink::close(self, reason);
+    }
+}
+
+impl NatsLink {
+    /// The error of a call this link could not send: it is over, for `reason`.
+    #[cold]
+    pub fn closed_error(&self, reason: String) -> ClientError {
+        ClientError::ConnectionClosed {
+            addr: self.url.clone(),
+            reason,
+        }
+    }
+}
+
 /// The subject Nest's `ClientNats` publishes a pattern on: its normalised route form
 /// (`sum`, `{"cmd":"sum"}`, `42`).
 pub(crate) fn subject(pattern: &Pattern) -> String {
@@ -105,7 +163,7 @@ pub(crate) fn subject(pattern: &Pattern) -> String {
 /// Routes every message on `<inbox>.*` to the call named by the subject's last token.
 async fn route_replies(
     mut subscription: async_nats::Subscriber,
-    calls: Arc<PendingCalls>,
+    replies: ReplyRouter,
     prefix_len: usize,
 ) {
     while let Some(message) = subscription.next().await {
@@ -121,18 +179,18 @@ async fn route_replies(
         if message.payload.is_empty()
             || message.status == Some(async_nats::StatusCode::NO_RESPONDERS)
         {
-            calls.no_responders(id);
+            replies.no_responders(id);
             continue;
         }
         match parse_reply(&message.payload) {
-            Ok(reply) => calls.on_reply_for(id, reply),
+            Ok(reply) => replies.deliver_to(id, reply),
             Err(e) => {
                 tracing::warn!(subject = %message.subject, "unusable NATS reply: {e}");
-                calls.fail(id, &format!("the reply was unusable: {e}"));
+                replies.fail(id, &format!("the reply was unusable: {e}"));
             }
         }
     }
-    calls.close("the NATS connection was closed");
+    replies.close_all("the NATS connection was closed");
 }
 
 #[cfg(test)]
