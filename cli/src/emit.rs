@@ -5,7 +5,7 @@
 //! socket (as Nest's `emit` completes), not merely queued it, but it leaves the connection
 //! open until the client is dropped. A one-shot command writes the frame itself instead, so
 //! that it also ends the connection cleanly: the bytes are built by
-//! [`nestling::packet::encode_outbound`] with the pattern's event form
+//! [`nestling::packet::Wire::outbound`] (on TCP) with the pattern's event form
 //! ([`Pattern::event_json`], Nest's normalised string for objects), exactly what
 //! `Client::emit` would send, then flushed, and the socket's write side is shut down (TLS's
 //! close_notify, then FIN after the data).
@@ -47,7 +47,8 @@ pub async fn run(args: EmitArgs) -> Result<(), Failure> {
 /// The event frame `Client::emit` sends: `{"pattern":P,"data":D}` with P in event form.
 fn event_frame(pattern: &Pattern, data: &Value) -> Result<BytesMut, Failure> {
     let mut frame = BytesMut::new();
-    nestling::packet::encode_outbound(&mut frame, pattern.event_json(), data, None)
+    nestling::packet::Wire::Tcp
+        .outbound(&mut frame, pattern.event_json(), data, None, None)
         .map_err(|e| Failure::usage(format!("could not encode the event: {e}")))?;
     Ok(frame)
 }

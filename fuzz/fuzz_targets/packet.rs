@@ -7,10 +7,10 @@
 //! * `parse_inbound` and `parse_reply` (with their shortcuts for Nest-shaped packets and
 //!   value replies) give the same results as the general parses, `parse_inbound_general`
 //!   and `parse_reply_general`;
-//! * `encode_response`, `encode_stream_item`, `encode_error`, `encode_no_handler` and
-//!   `encode_outbound` produce exactly one frame that `NestCodec` decodes back to the
-//!   packet text, with nothing left over;
-//! * `parse_reply` (or `parse_inbound` for `encode_outbound`) of that frame gives back the
+//! * `Wire::Tcp`'s `response`, `stream_item`, `error`, `no_handler` and `outbound` produce
+//!   exactly one frame that `NestCodec` decodes back to the packet text, with nothing left
+//!   over;
+//! * `parse_reply` (or `parse_inbound` for `outbound`) of that frame gives back the
 //!   value and id that went in, byte for byte, with JavaScript truthiness deciding whether
 //!   an `err` is an error (Nest's `ClientTCP`);
 //! * ids used: a plain string id, the fuzzed value itself, and, when the input is a
@@ -21,8 +21,7 @@ use bytes::{Bytes, BytesMut};
 use libfuzzer_sys::fuzz_target;
 use nestling_runtime::codec::NestCodec;
 use nestling_runtime::packet::{
-    encode_error, encode_no_handler, encode_outbound, encode_response, encode_stream_item,
-    parse_inbound, parse_inbound_general, parse_reply, parse_reply_general, Inbound, Reply,
+    parse_inbound, parse_inbound_general, parse_reply, parse_reply_general, Inbound, Reply, Wire,
 };
 use nestling_runtime::NO_HANDLER_MESSAGE;
 use serde_json::value::RawValue;
@@ -75,7 +74,7 @@ fn check_replies(value: &[u8], id: &[u8]) {
 
     // {"response":V,"isDisposed":true,"id":ID}
     let mut wire = BytesMut::new();
-    encode_response(&mut wire, Some(value), id);
+    Wire::Tcp.response(&mut wire, Some(value), id);
     let text = cat(&[
         b"{\"response\":",
         value,
@@ -95,7 +94,7 @@ fn check_replies(value: &[u8], id: &[u8]) {
 
     // {"isDisposed":true,"id":ID}: a handler with no value.
     let mut wire = BytesMut::new();
-    encode_response(&mut wire, None, id);
+    Wire::Tcp.response(&mut wire, None, id);
     let text = cat(&[b"{\"isDisposed\":true,\"id\":", id, b"}"]);
     let reply = parse_reply(&single_frame(wire, &text)).expect("empty response parses");
     assert_eq!(
@@ -109,7 +108,7 @@ fn check_replies(value: &[u8], id: &[u8]) {
 
     // {"response":V,"id":ID}: a stream item that is not the last.
     let mut wire = BytesMut::new();
-    encode_stream_item(&mut wire, value, id);
+    Wire::Tcp.stream_item(&mut wire, value, id);
     let text = cat(&[b"{\"response\":", value, b",\"id\":", id, b"}"]);
     let reply = parse_reply(&single_frame(wire, &text)).expect("stream item parses");
     assert_eq!(
@@ -123,7 +122,7 @@ fn check_replies(value: &[u8], id: &[u8]) {
 
     // {"err":E,"isDisposed":true,"id":ID}: an error only when E is truthy (Nest client).
     let mut wire = BytesMut::new();
-    encode_error(&mut wire, value, id);
+    Wire::Tcp.error(&mut wire, value, id);
     let text = cat(&[
         b"{\"err\":",
         value,
@@ -148,7 +147,7 @@ fn check_replies(value: &[u8], id: &[u8]) {
 
     // Nest's no-handler reply.
     let mut wire = BytesMut::new();
-    encode_no_handler(&mut wire, id);
+    Wire::Tcp.no_handler(&mut wire, id);
     let message = format!("\"{NO_HANDLER_MESSAGE}\"");
     let text = cat(&[
         b"{\"id\":",
@@ -176,7 +175,9 @@ fn check_outbound(value: &[u8]) {
     };
     for id in [None, Some(7u64), Some(u64::MAX)] {
         let mut wire = BytesMut::new();
-        encode_outbound(&mut wire, text, &*raw, id).expect("a raw value serialises");
+        Wire::Tcp
+            .outbound(&mut wire, text, &*raw, None, id)
+            .expect("a raw value serialises");
         let id_text = id.map(|n| format!("\"{n}\""));
         let mut expected = cat(&[
             b"{\"pattern\":",

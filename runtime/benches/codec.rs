@@ -4,7 +4,7 @@
 use bytes::{Bytes, BytesMut};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use nestling_runtime::codec::{encode_frame, NestCodec};
-use nestling_runtime::packet::{encode_response, parse_inbound, parse_reply};
+use nestling_runtime::packet::{parse_inbound, parse_reply, Wire};
 use nestling_runtime::utf16::utf16_len;
 use tokio_util::codec::Decoder;
 
@@ -63,11 +63,11 @@ fn packets(c: &mut Criterion) {
     g.bench_function("parse_reply", |b| {
         b.iter(|| black_box(parse_reply(black_box(&reply)).unwrap()))
     });
-    g.bench_function("encode_response", |b| {
+    g.bench_function("response", |b| {
         let mut out = BytesMut::with_capacity(64);
         b.iter(|| {
             out.clear();
-            encode_response(&mut out, Some(b"6"), br#""39c17211f6ab3cd75c3bb""#);
+            Wire::Tcp.response(&mut out, Some(b"6"), br#""39c17211f6ab3cd75c3bb""#);
         })
     });
     g.finish();

@@ -328,35 +328,37 @@ impl Decoder for NestCodec {
 /// assert_eq!(&buf[..], "15#{\"data\":\"a😀b\"}".as_bytes());
 /// ```
 pub fn encode_frame(json: &str, dst: &mut BytesMut) {
-    // The text is a value, not a literal: it goes at an odd position to be counted.
-    encode_frame_parts(dst, &[b"", json.as_bytes()]);
+    encode_frame_parts(dst, &[(b"", json.as_bytes())], b"");
 }
 
-/// Writes one frame whose JSON text is the concatenation of `parts`, straight into `dst`:
-/// the length is counted over the parts, so packets are framed without first being
-/// assembled in a buffer of their own. Every part must be UTF-8 (literals, serde_json
-/// output, or slices of decoded frames), and the parts at even positions must be ASCII
-/// literals (`{"response":`, `,"id":`, …): their UTF-16 length is their byte length, so
-/// only the values between them are counted, in the same pass that sums the bytes.
-pub(crate) fn encode_frame_parts(dst: &mut BytesMut, parts: &[&[u8]]) {
-    let (mut units, mut bytes) = (0, 0);
-    for (i, part) in parts.iter().enumerate() {
-        bytes += part.len();
-        units += if i % 2 == 0 {
-            debug_assert!(part.is_ascii(), "even parts are ASCII literals");
-            part.len()
-        } else {
-            utf16_len_bytes(part)
-        };
+/// A fixed piece of packet syntax (`{"response":`, `,"id":`, …), which must be ASCII: its
+/// UTF-16 length is then its byte length. Only `'static` bytes fit, so a value (serde_json
+/// output, a slice of a frame) cannot stand in for one.
+pub(crate) type Lit = &'static [u8];
+
+/// Writes one frame whose JSON text is `parts` — each a literal and the value that follows
+/// it — then `tail`, straight into `dst`: the length is counted over the parts, so packets
+/// are framed without first being assembled in a buffer of their own. Values must be UTF-8
+/// (serde_json output, slices of decoded frames); only they are counted, in the same pass
+/// that sums the bytes, as a literal's length is its byte length.
+pub(crate) fn encode_frame_parts(dst: &mut BytesMut, parts: &[(Lit, &[u8])], tail: Lit) {
+    debug_assert!(tail.is_ascii(), "literals are ASCII");
+    let (mut units, mut bytes) = (tail.len(), tail.len());
+    for &(lit, value) in parts {
+        debug_assert!(lit.is_ascii(), "literals are ASCII");
+        bytes += lit.len() + value.len();
+        units += lit.len() + utf16_len_bytes(value);
     }
     let mut header = itoa::Buffer::new();
     let header = header.format(units);
     dst.reserve(header.len() + 1 + bytes);
     dst.extend_from_slice(header.as_bytes());
     dst.extend_from_slice(b"#");
-    for part in parts {
-        dst.extend_from_slice(part);
+    for &(lit, value) in parts {
+        dst.extend_from_slice(lit);
+        dst.extend_from_slice(value);
     }
+    dst.extend_from_slice(tail);
 }
 
 impl Encoder<&str> for NestCodec {

@@ -154,7 +154,7 @@ proptest! {
         let value_json = serde_json::to_string(&value).unwrap();
         let id_json = serde_json::to_string(&id).unwrap();
         let mut buf = BytesMut::new();
-        packet::encode_response(&mut buf, Some(value_json.as_bytes()), id_json.as_bytes());
+        packet::Wire::Tcp.response(&mut buf, Some(value_json.as_bytes()), id_json.as_bytes());
         let frame = NestCodec::new().decode(&mut buf).unwrap().unwrap();
         prop_assert!(buf.is_empty());
         match packet::parse_reply(&frame).unwrap() {
@@ -171,7 +171,7 @@ proptest! {
     fn outbound_packets_roundtrip(pattern in wire_string(), data in wire_string(), id in any::<u64>()) {
         let pattern_json = serde_json::to_string(&pattern).unwrap();
         let mut buf = BytesMut::new();
-        packet::encode_outbound(&mut buf, &pattern_json, &data, Some(id)).unwrap();
+        packet::Wire::Tcp.outbound(&mut buf, &pattern_json, &data, None, Some(id)).unwrap();
         let frame = NestCodec::new().decode(&mut buf).unwrap().unwrap();
         match packet::parse_inbound(&frame).unwrap() {
             Inbound::Request { pattern: Some(p), data: Some(d), id: got_id, metadata: None } => {

@@ -122,6 +122,25 @@ fn encode_large_header_has_no_leading_zeros_or_sign() {
     assert_eq!(dst.len(), 6 + json.len());
 }
 
+#[test]
+fn frame_parts_count_values_in_utf16_units_and_literals_by_bytes() {
+    let mut dst = BytesMut::from(&b"x"[..]);
+    encode_frame_parts(
+        &mut dst,
+        &[
+            (b"{\"data\":", "\"a😀b\"".as_bytes()),
+            (b"", b""),
+            (b",\"id\":", "\"求\"".as_bytes()),
+        ],
+        b"}",
+    );
+    let json = "{\"data\":\"a😀b\",\"id\":\"求\"}";
+    assert_eq!(
+        &dst[..],
+        format!("x{}#{json}", json.encode_utf16().count()).as_bytes()
+    );
+}
+
 // ---------------------------------------------------------------------------
 // Decoding: happy paths
 // ---------------------------------------------------------------------------
