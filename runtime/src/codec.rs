@@ -201,8 +201,19 @@ fn parse_header(header: &[u8], max: usize) -> Result<usize, FrameError> {
 /// A decoded frame known to be UTF-8 text: only [`NestCodec::decode_text`] makes one, from a
 /// frame the decoder validated while finding its end (or rebuilt with U+FFFD). The packet
 /// parser then reads it as `&str`, without checking every byte a second time.
+///
+/// A transport of your own gets them from [`NestCodec::decode_text`] and hands them to
+/// `nestling::transport::Inbox::handle_frame`.
+///
+/// ```
+/// use nestling::codec::NestCodec;
+/// let mut codec = NestCodec::new();
+/// let mut buf = bytes::BytesMut::from(&b"13#{\"pattern\":1}"[..]);
+/// let frame = codec.decode_text(&mut buf).unwrap().unwrap();
+/// assert_eq!(frame.as_str(), r#"{"pattern":1}"#);
+/// ```
 #[derive(Debug, Clone)]
-pub(crate) struct FrameText(Bytes);
+pub struct FrameText(Bytes);
 
 impl FrameText {
     /// The frame's bytes.
@@ -215,19 +226,35 @@ impl FrameText {
     pub fn as_str(&self) -> &str {
         // SAFETY: a `FrameText` is only built by `NestCodec::decode_text` from `decode`'s
         // output, which is UTF-8: `find_boundary` validated every byte (`valid`), or the
-        // frame was rebuilt with `String::from_utf8_lossy`. The proptests
+        // frame was rebuilt with `String::from_utf8_lossy`; or by `TryFrom<Bytes>`, which
+        // checks with `std::str::from_utf8`. The proptests
         // (`runtime/tests/codec_props.rs`) and the `decode` fuzz target assert this for
         // every frame they decode.
         unsafe { std::str::from_utf8_unchecked(&self.0) }
     }
 }
 
+/// A packet that arrived without Nest's framing (a message, an in-process call): checked
+/// to be UTF-8 here.
+///
+/// ```
+/// use nestling::codec::FrameText;
+/// let frame = FrameText::try_from(bytes::Bytes::from_static(br#"{"pattern":"sum"}"#)).unwrap();
+/// assert_eq!(frame.as_str(), r#"{"pattern":"sum"}"#);
+/// assert!(FrameText::try_from(bytes::Bytes::from_static(b"\xff")).is_err());
+/// ```
+impl TryFrom<Bytes> for FrameText {
+    type Error = std::str::Utf8Error;
+
+    fn try_from(bytes: Bytes) -> Result<Self, Self::Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(FrameText(bytes))
+    }
+}
+
 impl NestCodec {
     /// [`Decoder::decode`], keeping the fact that the frame is UTF-8 in its type.
-    pub(crate) fn decode_text(
-        &mut self,
-        src: &mut BytesMut,
-    ) -> Result<Option<FrameText>, FrameError> {
+    pub fn decode_text(&mut self, src: &mut BytesMut) -> Result<Option<FrameText>, FrameError> {
         let frame = self.decode(src)?;
         debug_assert!(frame
             .as_ref()

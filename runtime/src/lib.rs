@@ -27,12 +27,15 @@ mod observe;
 mod outbox;
 pub mod packet;
 mod pattern;
+mod pipeline;
 mod registry;
 mod router;
 mod server;
+pub mod testing;
 #[cfg(feature = "tls")]
 pub mod tls;
 pub mod trace;
+pub mod transport;
 pub mod utf16;
 
 #[doc(hidden)]
@@ -45,12 +48,13 @@ pub use client::{
 pub use context::Context;
 pub use error::{ClientError, RemoteError, RpcException, ServerError, NO_HANDLER_MESSAGE};
 pub use handler::{
-    HandlerFailure, HandlerFn, HandlerFuture, HandlerKind, HandlerNowFn, HandlerOutcome, Instance,
-    IntoRpcError, Reply, ReplyStream as HandlerReplyStream, Request,
+    HandlerEntry, HandlerFailure, HandlerFn, HandlerFuture, HandlerKind, HandlerNowFn,
+    HandlerOutcome, Instance, IntoRpcError, Reply, ReplyStream as HandlerReplyStream, Request,
 };
 pub use pattern::{IntoPattern, Pattern};
 pub use registry::{all_controllers, Controller, ControllerEntry, ControllerMeta, HandlerMeta};
 pub use server::{
-    Listening, Server, ServerBuilder, ServerConfig, DEFAULT_INCOMPLETE_FRAME_TIMEOUT,
-    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT, DEFAULT_SHUTDOWN_GRACE,
+    Server, ServerBuilder, ServerConfig, DEFAULT_INCOMPLETE_FRAME_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_SHUTDOWN_GRACE,
 };
+pub use transport::tcp::Listening;

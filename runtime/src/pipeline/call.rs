@@ -63,7 +63,7 @@ pub(super) async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
 }
 
 /// A plain `fn` handler without middleware that decodes `data`: its strict payload
-/// decoding can stand in for the check of unchecked `data` (see [`dispatch`]).
+/// decoding can stand in for the check of unchecked `data` (see `Inbox::handle_frame`).
 pub(super) fn decodes_at_once(bound: &Bound) -> bool {
     matches!(
         (&bound.service, bound.meta.entry),
