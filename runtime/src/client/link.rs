@@ -15,7 +15,6 @@ use crate::pattern::Pattern;
 use crate::transport::nats::client::NatsLink;
 use crate::transport::tcp::client::TcpLink;
 use crate::transport::{ClientConnector, ClientTransport, ReplyRouter, TransportFuture};
-use crate::utf16::utf16_len_bytes;
 
 /// A packet to send, its `data` serialised but not yet framed: TCP frames it straight into
 /// the connection's outbox, other transports get it encoded in their wire form.
@@ -32,55 +31,14 @@ pub(crate) struct Outgoing<'a> {
 impl Outgoing<'_> {
     /// Appends the packet in `wire`'s form: `{"pattern":P,"data":D,"metadata":M,"id":"ID"}`
     /// (`metadata` and `id` only when present), in a `<len>#` frame for [`Wire::Tcp`].
-    ///
-    /// The same bytes as [`Wire::outbound_raw`] (a test checks it), written for this one
-    /// packet shape: every TCP call is framed straight into the outbox through here.
-    /// `outbound_raw`'s general loop over parts is fast only when the compiler inlines it
-    /// into the call's future, which it stops doing once another link also encodes
-    /// through it; out of line it cost ~5 % more instructions per call
-    /// (`bench/client-cost.sh`), this function ~0.5 % less than the inlined one.
     fn put(&self, wire: Wire, dst: &mut BytesMut) {
-        let mut id_text = itoa::Buffer::new();
-        let id = self.id.map(|id| id_text.format(id).as_bytes());
-        let (pattern, data) = (self.wire_pattern, &self.data[..]);
-        let metadata = self.metadata.as_deref();
-        let values = pattern.len() + data.len() + metadata.map_or(0, <[u8]>::len);
-        let syntax = PATTERN_KEY.len()
-            + DATA_KEY.len()
-            + metadata.map_or(0, |_| METADATA_KEY.len())
-            + id.map_or(0, |id| ID_KEY.len() + id.len() + 1)
-            + 1;
-        let mut header = itoa::Buffer::new();
-        let header = match wire {
-            Wire::Tcp => {
-                // Values may be non-ASCII; the syntax and the id's digits are ASCII.
-                let units = syntax
-                    + utf16_len_bytes(pattern)
-                    + utf16_len_bytes(data)
-                    + metadata.map_or(0, utf16_len_bytes);
-                header.format(units).as_bytes()
-            }
-            Wire::Bare => &[],
-        };
-        dst.reserve(header.len() + 1 + syntax + values);
-        if wire == Wire::Tcp {
-            dst.extend_from_slice(header);
-            dst.extend_from_slice(b"#");
-        }
-        dst.extend_from_slice(PATTERN_KEY);
-        dst.extend_from_slice(pattern);
-        dst.extend_from_slice(DATA_KEY);
-        dst.extend_from_slice(data);
-        if let Some(metadata) = metadata {
-            dst.extend_from_slice(METADATA_KEY);
-            dst.extend_from_slice(metadata);
-        }
-        if let Some(id) = id {
-            dst.extend_from_slice(ID_KEY);
-            dst.extend_from_slice(id);
-            dst.extend_from_slice(b"\"");
-        }
-        dst.extend_from_slice(b"}");
+        wire.outbound_raw(
+            dst,
+            self.wire_pattern,
+            &self.data,
+            self.metadata.as_deref(),
+            self.id,
+        );
     }
 
     /// The packet on its own, in `wire`'s form, for links that take whole packets (NATS,
@@ -91,11 +49,6 @@ impl Outgoing<'_> {
         packet.freeze()
     }
 }
-
-const PATTERN_KEY: &[u8] = b"{\"pattern\":";
-const DATA_KEY: &[u8] = b",\"data\":";
-const METADATA_KEY: &[u8] = b",\"metadata\":";
-const ID_KEY: &[u8] = b",\"id\":\"";
 
 // Out of line: the TCP arms beside them are every call's path, these are not.
 

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::codec::{encode_frame_parts, Lit};
 use crate::error::NO_HANDLER_MESSAGE;
+use crate::utf16::utf16_len_bytes;
 
 /// How packets travel: framed (`<len>#<json>`) on Nest's TCP transport, bare JSON on
 /// NATS, where every message already holds exactly one packet. The packet text is the
@@ -128,37 +129,65 @@ impl Wire {
     }
 
     /// [`Wire::outbound`] with `data` already serialised (raw JSON).
+    ///
+    /// Inlined into the client's send path, which frames straight into the TCP outbox.
+    #[inline(always)]
     pub(crate) fn outbound_raw(
         self,
         dst: &mut BytesMut,
-        pattern_json: &[u8],
+        pattern: &[u8],
         data: &[u8],
         metadata: Option<&[u8]>,
         id: Option<u64>,
     ) {
+        // Straight-line for this one packet shape (not the loop over parts of the other
+        // packets): it is every client call's path.
         let mut id_text = itoa::Buffer::new();
-        let id_text: &[u8] = id.map_or(b"", |id| id_text.format(id).as_bytes());
-        // Absent optional fields are empty parts: no allocation on the client's send path.
-        let (meta_key, metadata): (Lit, &[u8]) = match metadata {
-            Some(m) => (b",\"metadata\":", m),
-            None => (b"", b""),
+        let id = id.map(|id| id_text.format(id).as_bytes());
+        let values = pattern.len() + data.len() + metadata.map_or(0, <[u8]>::len);
+        let syntax = PATTERN_KEY.len()
+            + DATA_KEY.len()
+            + metadata.map_or(0, |_| METADATA_KEY.len())
+            + id.map_or(0, |id| ID_KEY.len() + id.len() + 1)
+            + 1;
+        let mut header = itoa::Buffer::new();
+        let header = match self {
+            Wire::Tcp => {
+                // Values may be non-ASCII; the syntax and the id's digits are ASCII.
+                let units = syntax
+                    + utf16_len_bytes(pattern)
+                    + utf16_len_bytes(data)
+                    + metadata.map_or(0, utf16_len_bytes);
+                header.format(units).as_bytes()
+            }
+            Wire::Bare => &[],
         };
-        let (id_open, id_close): (Lit, Lit) = match id {
-            Some(_) => (b",\"id\":\"", b"\"}"),
-            None => (b"", b"}"),
-        };
-        self.put(
-            dst,
-            &[
-                (b"{\"pattern\":", pattern_json),
-                (b",\"data\":", data),
-                (meta_key, metadata),
-                (id_open, id_text),
-            ],
-            id_close,
-        );
+        dst.reserve(header.len() + 1 + syntax + values);
+        if self == Wire::Tcp {
+            dst.extend_from_slice(header);
+            dst.extend_from_slice(b"#");
+        }
+        dst.extend_from_slice(PATTERN_KEY);
+        dst.extend_from_slice(pattern);
+        dst.extend_from_slice(DATA_KEY);
+        dst.extend_from_slice(data);
+        if let Some(metadata) = metadata {
+            dst.extend_from_slice(METADATA_KEY);
+            dst.extend_from_slice(metadata);
+        }
+        if let Some(id) = id {
+            dst.extend_from_slice(ID_KEY);
+            dst.extend_from_slice(id);
+            dst.extend_from_slice(b"\"");
+        }
+        dst.extend_from_slice(b"}");
     }
 }
+
+const PATTERN_KEY: &[u8] = b"{\"pattern\":";
+const DATA_KEY: &[u8] = b",\"data\":";
+const METADATA_KEY: &[u8] = b",\"metadata\":";
+const ID_KEY: &[u8] = b",\"id\":\"";
 
 #[cfg(test)]
 mod tests;
