@@ -5,7 +5,7 @@ use std::sync::Arc;
 use crate::router::{Bound, Route};
 
 /// The handlers of one pattern, for a broker transport to subscribe (see
-/// [`Dispatcher::subscriptions`]).
+/// `Dispatcher::subscriptions`).
 ///
 /// ```
 /// #[derive(Default)]

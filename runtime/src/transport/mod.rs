@@ -2,7 +2,7 @@
 //!
 //! A transport is a plug-in, as Nest's `CustomTransportStrategy` (server) and `ClientProxy`
 //! (client) are: the server side hands every inbound packet to the core, the
-//! [`Dispatcher`](crate::transport::Dispatcher), with a [`ReplySink`] for replies that come
+//! [`Dispatcher`], with a [`ReplySink`] for replies that come
 //! later; the client side sends requests and events and resolves replies by id. TCP and
 //! NATS are two implementations of this interface; they import the core, never the other
 //! way round.
