@@ -96,7 +96,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
     let mut stopping = std::pin::pin!(shutdown.requested());
     let ended = async {
         loop {
-            while let Some(frame) = frames.next()? {
+            while let Some(frame) = frames.next() {
                 if !inbox.try_reserve() {
                     // Backpressure: nothing more is read until a request finishes; what
                     // is ready meanwhile is written rather than held.
@@ -108,6 +108,7 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 }
                 inbox.handle_frame(&origin, &frame, &mut ready, || replies.clone())?;
             }
+            frames.check()?;
             flush(replies, &mut ready).await;
             origin.set_received(frames.read(&mut stopping).await?);
         }

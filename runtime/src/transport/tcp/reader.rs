@@ -65,6 +65,8 @@ pub(super) struct FrameReader<R> {
     read_at: Instant,
     /// Whether a frame was taken since the last read.
     completed: bool,
+    /// What stopped [`next`](Self::next) when the buffer held something that is not a frame.
+    bad_frame: Option<FrameError>,
     /// When the frame now being received started; bounds slow senders (slowloris).
     frame_started: Option<Instant>,
     timer: Deadline,
@@ -80,6 +82,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             buf: BytesMut::with_capacity(INITIAL_BUFFER),
             read_at: Instant::now(),
             completed: false,
+            bad_frame: None,
             frame_started: None,
             timer: Deadline::new(),
             incomplete_frame_timeout: config.incomplete_frame_timeout,
@@ -87,11 +90,26 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         }
     }
 
-    /// The next frame already read, if a whole one is buffered.
-    pub fn next(&mut self) -> Result<Option<FrameText>, ReadEnd> {
-        let frame = self.codec.decode_text(&mut self.buf)?;
-        self.completed |= frame.is_some();
-        Ok(frame)
+    /// The next frame already read, if a whole one is buffered. `None` too when what is
+    /// buffered is not a frame: [`check`](Self::check), after the frames, says so. (The
+    /// frame loop then tests a pointer, not a `Result` of an `Option`.)
+    pub fn next(&mut self) -> Option<FrameText> {
+        match self.codec.decode_text(&mut self.buf) {
+            Ok(frame) => {
+                self.completed |= frame.is_some();
+                frame
+            }
+            Err(e) => {
+                self.bad_frame = Some(e);
+                None
+            }
+        }
+    }
+
+    /// Whether the bytes after the last frame taken were a frame's start (or nothing):
+    /// the error that stopped [`next`](Self::next) otherwise.
+    pub fn check(&mut self) -> Result<(), ReadEnd> {
+        self.bad_frame.take().map_or(Ok(()), |e| Err(e.into()))
     }
 
     /// Reads more bytes, waiting at most until the read deadline or `stopping`; returns
