@@ -14,7 +14,9 @@
 //! Run: `cargo run --example gateway`, then `curl 'http://127.0.0.1:3000/sum?num=1,2,3'`.
 //! Env: `PORT` (3000), `USER_SERVICE_HOST` (127.0.0.1), `USER_SERVICE_PORT` (8888),
 //! `REQUEST_TIMEOUT_MS` (10000). With `NATS_URL=nats://127.0.0.1:4222` the same client
-//! calls the user service (Rust or Nest, one instance or a queue group) over NATS.
+//! calls the user service (Rust or Nest, one instance or a queue group) over NATS; with
+//! `USER_SERVICE_URL=amqp://127.0.0.1:5672?queue=user_service`, over RabbitMQ (any address
+//! the client takes works there).
 
 use std::time::Duration;
 
@@ -101,14 +103,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_writer(std::io::stderr)
         .init();
     let env = |k: &str, d: &str| std::env::var(k).unwrap_or_else(|_| d.to_string());
-    // A `nats://` address selects the NATS transport; nothing else changes.
-    let service = std::env::var("NATS_URL").unwrap_or_else(|_| {
-        format!(
-            "{}:{}",
-            env("USER_SERVICE_HOST", "127.0.0.1"),
-            env("USER_SERVICE_PORT", "8888")
-        )
-    });
+    // A `nats://` or `amqp://…?queue=…` address selects that transport; nothing else changes.
+    let service = std::env::var("USER_SERVICE_URL")
+        .or_else(|_| std::env::var("NATS_URL"))
+        .unwrap_or_else(|_| {
+            format!(
+                "{}:{}",
+                env("USER_SERVICE_HOST", "127.0.0.1"),
+                env("USER_SERVICE_PORT", "8888")
+            )
+        });
     let timeout_ms: u64 = env("REQUEST_TIMEOUT_MS", "10000").parse()?;
     // Like Nest's ClientsModule the connection opens on first use; unlike Nest, a dead
     // service fails fast instead of hanging the HTTP request.

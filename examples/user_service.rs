@@ -12,12 +12,17 @@
 //!
 //! Run: `cargo run --example user_service` (HOST/PORT override 127.0.0.1:8888).
 //!
+//! Over RabbitMQ (the `rmq` feature), as one of N competing consumers of the queue
+//! `RMQ_QUEUE` (default `user_service`): `RMQ_URL=amqp://127.0.0.1:5672 INSTANCE=a cargo run
+//! --example user_service` (`RMQ_PREFETCH` sets the prefetch count).
+//!
 //! Over NATS instead (the `nats` feature), as one of N instances sharing the load:
 //! `NATS_URL=nats://127.0.0.1:4222 INSTANCE=a cargo run --example user_service`. Instances
 //! join the queue group `NATS_QUEUE` (default `user-service`), so each request reaches one
 //! of them. The controller does not change; only the last lines of `main` do.
 
 use nestling::nats::NatsServe;
+use nestling::rmq::RmqServe;
 use nestling::Server;
 
 #[derive(Default)]
@@ -80,6 +85,18 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         .with(filter)
         .init();
     let server = Server::builder().build()?;
+    if let Ok(url) = std::env::var("RMQ_URL") {
+        let queue = std::env::var("RMQ_QUEUE").unwrap_or_else(|_| "user_service".into());
+        let mut rmq = RmqServe::new(url, queue);
+        if let Ok(prefetch) = std::env::var("RMQ_PREFETCH") {
+            rmq = rmq.prefetch_count(prefetch.parse()?);
+        }
+        let listening = server.listen_rmq(rmq).await?;
+        // Consuming: requests published from now on reach this instance (or its peers).
+        println!("READY rmq");
+        listening.serve_with_shutdown(shutdown_signal()).await?;
+        return Ok(());
+    }
     if let Ok(url) = std::env::var("NATS_URL") {
         let queue = std::env::var("NATS_QUEUE").unwrap_or_else(|_| "user-service".into());
         let listening = server.listen_nats(NatsServe::new(url).queue(queue)).await?;

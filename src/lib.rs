@@ -114,6 +114,11 @@ pub use nestling_runtime::transport;
 #[cfg(feature = "nats")]
 pub use nestling_runtime::nats;
 
+/// RabbitMQ transport (the `rmq` feature): the same controllers and clients over Nest's
+/// `Transport.RMQ`, competing consumers on one queue, acknowledged after the handler.
+#[cfg(feature = "rmq")]
+pub use nestling_runtime::rmq;
+
 /// Lower-level pieces: the handler interface and registry the macros generate code for.
 pub mod runtime {
     pub use nestling_runtime::*;

@@ -71,10 +71,14 @@ pub struct Context {
     peer: SocketAddr,
     id: Option<Span>,
     metadata: Option<Span>,
-    /// Set for packets that came over NATS.
-    #[cfg(feature = "nats")]
-    nats: Option<std::sync::Arc<NatsOrigin>>,
+    /// What the transport knows of the message beyond the packet (a broker message's
+    /// subject, headers, properties), set by transports through
+    /// [`Origin::with_extension`](crate::transport::Origin::with_extension).
+    extension: Option<Extension>,
 }
+
+/// A transport's own value about a message: one pointer, whatever the transport.
+pub(crate) type Extension = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
 /// Where a NATS message came from: its subject and headers (Nest's `NatsContext`).
 #[cfg(feature = "nats")]
@@ -96,7 +100,9 @@ impl std::fmt::Debug for Context {
                 &self.metadata_json().map(String::from_utf8_lossy),
             );
         #[cfg(feature = "nats")]
-        d.field("nats", &self.nats);
+        d.field("nats", &self.extension::<NatsOrigin>());
+        #[cfg(feature = "rmq")]
+        d.field("rmq", &self.rmq());
         d.finish()
     }
 }
@@ -116,8 +122,7 @@ impl Context {
             peer,
             id: None,
             metadata: None,
-            #[cfg(feature = "nats")]
-            nats: None,
+            extension: None,
         }
     }
 
@@ -129,8 +134,7 @@ impl Context {
             peer,
             id: fields.id,
             metadata: fields.metadata,
-            #[cfg(feature = "nats")]
-            nats: None,
+            extension: None,
         }
     }
 
@@ -155,10 +159,21 @@ impl Context {
         (self, at)
     }
 
-    #[cfg(feature = "nats")]
-    pub(crate) fn with_nats(mut self, origin: std::sync::Arc<NatsOrigin>) -> Self {
-        self.nats = Some(origin);
+    pub(crate) fn with_extension(mut self, extension: Option<Extension>) -> Self {
+        self.extension = extension;
         self
+    }
+
+    /// The value of type `T` the transport attached to the message, if any (see
+    /// [`Origin::with_extension`](crate::transport::Origin::with_extension)): how a
+    /// transport of your own hands its handlers what it knows beyond the packet.
+    ///
+    /// ```
+    /// let ctx = nestling::Context::new(r#""sum""#, "127.0.0.1:5000".parse().unwrap());
+    /// assert!(ctx.extension::<String>().is_none()); // nothing attached
+    /// ```
+    pub fn extension<T: std::any::Any>(&self) -> Option<&T> {
+        self.extension.as_deref()?.downcast_ref()
     }
 
     /// The pattern in the sender's form, as Nest's `TcpContext.getPattern()` returns it:
@@ -194,7 +209,7 @@ impl Context {
     /// ```
     pub fn subject(&self) -> Option<&str> {
         #[cfg(feature = "nats")]
-        if let Some(origin) = &self.nats {
+        if let Some(origin) = self.extension::<NatsOrigin>() {
             return Some(origin.subject.as_str());
         }
         None
@@ -220,7 +235,19 @@ impl Context {
     /// ```
     #[cfg(feature = "nats")]
     pub fn nats_headers(&self) -> Option<&async_nats::HeaderMap> {
-        self.nats.as_ref().and_then(|o| o.headers.as_ref())
+        self.extension::<NatsOrigin>()?.headers.as_ref()
+    }
+
+    /// The RabbitMQ message the packet arrived in (Nest's `RmqContext.getMessage()`): its
+    /// properties and routing; `None` over other transports.
+    ///
+    /// ```
+    /// let ctx = nestling::Context::new(r#""sum""#, "127.0.0.1:5000".parse().unwrap());
+    /// assert!(ctx.rmq().is_none()); // a TCP packet
+    /// ```
+    #[cfg(feature = "rmq")]
+    pub fn rmq(&self) -> Option<&crate::rmq::RmqMessage> {
+        self.extension()
     }
 
     /// The raw JSON of the request `id`, or `None` for an event.

@@ -321,6 +321,14 @@ pub enum ServerError {
         /// What failed.
         message: String,
     },
+    /// Connecting to RabbitMQ or declaring the queue, exchange or consumer failed.
+    #[error("RabbitMQ at {url}: {message}; check that rabbitmq-server is running and reachable and that the queue's options match its existing declaration")]
+    Rmq {
+        /// The broker URL given (credentials removed).
+        url: String,
+        /// What failed.
+        message: String,
+    },
     /// Accepting connections failed fatally.
     #[error("listener failed: {0}")]
     Io(#[from] std::io::Error),

@@ -29,6 +29,8 @@ pub mod packet;
 mod pattern;
 mod pipeline;
 mod registry;
+#[cfg(feature = "rmq")]
+pub mod rmq;
 mod router;
 mod server;
 pub mod testing;
@@ -43,7 +45,8 @@ pub mod __private;
 
 pub use client::{
     Client, ClientBuilder, ReplyStream, DEFAULT_BACKOFF_BASE, DEFAULT_BACKOFF_MAX,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_IN_FLIGHT_CALLS, DEFAULT_MAX_QUEUED_FRAMES,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_BUFFERED_STREAM_BYTES, DEFAULT_MAX_IN_FLIGHT_CALLS,
+    DEFAULT_MAX_QUEUED_FRAMES,
 };
 pub use context::Context;
 pub use error::{ClientError, RemoteError, RpcException, ServerError, NO_HANDLER_MESSAGE};
@@ -55,6 +58,7 @@ pub use pattern::{IntoPattern, Pattern};
 pub use registry::{all_controllers, Controller, ControllerEntry, ControllerMeta, HandlerMeta};
 pub use server::{
     Server, ServerBuilder, ServerConfig, DEFAULT_INCOMPLETE_FRAME_TIMEOUT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_IN_FLIGHT, DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_MAX_IN_FLIGHT, DEFAULT_MEMORY_BUDGET, DEFAULT_MEMORY_BUDGET_GRACE,
+    DEFAULT_REPLY_HIGH_WATER, DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_STALL_TIMEOUT,
 };
 pub use transport::tcp::Listening;

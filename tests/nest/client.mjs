@@ -3,6 +3,9 @@
 //   node client.mjs <host> <port>  < ops.json
 //   TRANSPORT=nats NATS_URL=nats://127.0.0.1:4222 node client.mjs  < ops.json
 //     (ClientNats instead: host/port arguments are ignored; one NATS connection)
+//   TRANSPORT=rmq RMQ_URL=amqp://127.0.0.1:5672 RMQ_QUEUE=user_service node client.mjs < ops.json
+//     (ClientRMQ: requests to the queue, replies through amq.rabbitmq.reply-to; an op's
+//      "rmq" field, {headers, priority, ...}, is sent with RmqRecordBuilder's setOptions)
 //
 // stdin: a JSON array of operations, e.g.
 //   [{"op":"send","pattern":"sum","data":[1,2,3]},
@@ -15,7 +18,12 @@
 //                                {"timeout":true} after timeoutMs, default 5000)
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
-import { ClientProxyFactory, Transport } from '@nestjs/microservices';
+import { Logger } from '@nestjs/common';
+import { ClientProxyFactory, RmqRecordBuilder, Transport } from '@nestjs/microservices';
+
+// stdout carries the one result line: Nest's info logs ("[Nest] … Successfully connected
+// to RMQ broker") would be taken for it. Errors still go to stderr.
+Logger.overrideLogger(['error']);
 import { lastValueFrom } from 'rxjs';
 
 const [host = '127.0.0.1', portArg = '8888'] = process.argv.slice(2);
@@ -44,6 +52,8 @@ async function runOp(client, op) {
   const timeout = new Promise((resolve) => {
     timer = setTimeout(() => resolve(TIMEOUT), timeoutMs);
   });
+  const data = op.rmq ? new RmqRecordBuilder(op.data).setOptions(op.rmq).build() : op.data;
+  op = { ...op, data };
   const work = (async () => {
     switch (op.op) {
       case 'send':
@@ -80,13 +90,22 @@ async function runOp(client, op) {
 async function main() {
   const ops = JSON.parse(await readStdin());
   if (!Array.isArray(ops)) throw new Error('stdin must be a JSON array of ops');
+  const transport = (process.env.TRANSPORT || 'tcp').toLowerCase();
   const client =
-    (process.env.TRANSPORT || 'tcp').toLowerCase() === 'nats'
+    transport === 'nats'
       ? ClientProxyFactory.create({
           transport: Transport.NATS,
           options: { servers: [process.env.NATS_URL || 'nats://127.0.0.1:4222'] },
         })
-      : tcpClient();
+      : transport === 'rmq'
+        ? ClientProxyFactory.create({
+            transport: Transport.RMQ,
+            options: {
+              urls: [process.env.RMQ_URL || 'amqp://127.0.0.1:5672'],
+              queue: process.env.RMQ_QUEUE || 'user_service',
+            },
+          })
+        : tcpClient();
   const results = await Promise.all(ops.map((op) => runOp(client, op)));
   // Wait for the write to drain: process.exit() would cut output over 64 KiB on a pipe.
   await new Promise((resolve) => process.stdout.write(JSON.stringify(results) + '\n', resolve));

@@ -6,10 +6,15 @@
 //   TRANSPORT=nats: serve the same controller over Transport.NATS instead of TCP
 //     (HOST/PORT/TLS_* are then ignored):
 //     NATS_URL (default nats://127.0.0.1:4222)  NATS_QUEUE (optional queue group)
+//   TRANSPORT=rmq: serve it over Transport.RMQ (ServerRMQ, amqplib +
+//     amqp-connection-manager): RMQ_URL (default amqp://127.0.0.1:5672),
+//     RMQ_QUEUE (default user_service), RMQ_NOACK=false (manual acknowledgement: Nest
+//     then nacks what it cannot route; these handlers never ack), RMQ_PREFETCH (prefetchCount)
 //   INSTANCE (optional): what the `whoami` handler returns (default 'nest')
 //
-// stdout: `READY <port>` once listening over TCP, or `READY nats` once subscribed over
-// NATS (after a flush: the NATS server has registered every subscription);
+// stdout: `READY <port>` once listening over TCP, `READY rmq` once consuming over RMQ, or
+// `READY nats` once subscribed over NATS (after a flush: the NATS server has registered
+// every subscription);
 // `EVENT log <json>` for every `log` event.
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
@@ -30,8 +35,11 @@ const PORT = Number(process.env.PORT || 8888);
 const TRANSPORT = (process.env.TRANSPORT || 'tcp').toLowerCase();
 const NATS_URL = process.env.NATS_URL || 'nats://127.0.0.1:4222';
 const INSTANCE = process.env.INSTANCE || 'nest';
-if (TRANSPORT !== 'tcp' && TRANSPORT !== 'nats') {
-  throw new Error(`TRANSPORT must be tcp or nats, not ${JSON.stringify(TRANSPORT)}`);
+const RMQ_URL = process.env.RMQ_URL || 'amqp://127.0.0.1:5672';
+const RMQ_QUEUE = process.env.RMQ_QUEUE || 'user_service';
+const RMQ_NOACK = process.env.RMQ_NOACK !== 'false';
+if (!['tcp', 'nats', 'rmq'].includes(TRANSPORT)) {
+  throw new Error(`TRANSPORT must be tcp, nats or rmq, not ${JSON.stringify(TRANSPORT)}`);
 }
 
 // Apply a method decorator the way TypeScript's legacy decorators would.
@@ -269,6 +277,20 @@ class AppController {
     remember(data.key, ctx.getPattern());
   }
 
+  // What RmqContext exposes of the message: its properties and routing (RMQ only).
+  rmqMessage(data, ctx) {
+    const { properties, fields } = ctx.getMessage();
+    return {
+      pattern: ctx.getPattern(),
+      headers: properties.headers ?? null,
+      priority: properties.priority ?? null,
+      directReplyTo: String(properties.replyTo).startsWith('amq.rabbitmq.reply-to'),
+      hasCorrelationId: typeof properties.correlationId === 'string',
+      exchange: fields.exchange,
+      redelivered: fields.redelivered,
+    };
+  }
+
   // {key, n}: waits (up to 3 s) until `n` values were recorded under `key`, then
   // returns them sorted (JS default sort: UTF-16 code unit order).
   // Which process answered: INSTANCE (default 'nest'). For queue-group spread tests.
@@ -348,13 +370,14 @@ decorate(AppController, 'audit', EventPattern('audit'));
 decorate(AppController, 'eventBoom', EventPattern('event_boom'));
 decorate(AppController, 'recorded', MessagePattern('recorded'));
 decorate(AppController, 'whoami', MessagePattern('whoami'));
+decorate(AppController, 'rmqMessage', MessagePattern('rmq_message'));
 decorate(AppController, 'patternOf', MessagePattern('pattern_of'));
 decorate(AppController, 'patternOfObj', MessagePattern({ Cmd: 'pattern_of', a: 1 }));
 decorate(AppController, 'patternSeen', EventPattern('pattern_seen'));
 // Mixed-case keys: ICU collation (localeCompare) and code-point order sort them differently.
 decorate(AppController, 'patternSeenMixed', EventPattern({ Ev: 'pattern_seen', a: 1 }));
 decorate(AppController, 'patternSeenLower', EventPattern({ ev: 'pattern_seen', a: 1 }));
-for (const method of ['patternOf', 'patternOfObj', 'patternSeen', 'patternSeenMixed', 'patternSeenLower']) {
+for (const method of ['rmqMessage', 'patternOf', 'patternOfObj', 'patternSeen', 'patternSeenMixed', 'patternSeenLower']) {
   Payload()(AppController.prototype, method, 0);
   Ctx()(AppController.prototype, method, 1);
 }
@@ -379,8 +402,24 @@ async function bootstrapNats() {
   console.log('READY nats');
 }
 
+async function bootstrapRmq() {
+  const app = await NestFactory.createMicroservice(AppModule, {
+    transport: Transport.RMQ,
+    options: {
+      urls: [RMQ_URL],
+      queue: RMQ_QUEUE,
+      noAck: RMQ_NOACK,
+      ...(process.env.RMQ_PREFETCH && { prefetchCount: Number(process.env.RMQ_PREFETCH) }),
+    },
+  });
+  app.enableShutdownHooks();
+  await app.listen();
+  console.log('READY rmq');
+}
+
 async function bootstrap() {
   if (TRANSPORT === 'nats') return bootstrapNats();
+  if (TRANSPORT === 'rmq') return bootstrapRmq();
   const app = await NestFactory.createMicroservice(AppModule, {
     transport: Transport.TCP,
     options: {

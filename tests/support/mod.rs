@@ -18,7 +18,9 @@
 //! - `http`: HTTP GET against a gateway ([`http_get`]);
 //! - `logs`: `tracing` to the test output or into a buffer ([`init_tracing`],
 //!   [`capture_tracing`]);
-//! - [`nats`]: `nats-server` and the NestJS peers in NATS mode (used as `support::nats::…`).
+//! - `memory`: a process's resident memory ([`rss_kib`], [`RssPeak`]);
+//! - [`nats`]: `nats-server` and the NestJS peers in NATS mode (used as `support::nats::…`);
+//! - [`rmq`]: a `rabbitmq-server` node and the NestJS peers in RMQ mode (`support::rmq::…`).
 
 #![allow(dead_code)]
 
@@ -32,6 +34,7 @@ mod server;
 mod wait;
 
 pub mod nats;
+pub mod rmq;
 
 // Each test binary uses only some of these re-exports, hence the `allow`s.
 #[allow(unused_imports)]

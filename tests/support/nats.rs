@@ -44,7 +44,7 @@ pub const NEST_NATS_READY: &str = "READY nats";
 /// With `CI` set: panics with `required` and `why`. Otherwise prints a loud `SKIPPED` banner
 /// for `test` to stderr (straight to the handle: libtest captures `eprintln!` of passing
 /// tests, and a skip must be visible).
-fn skip_or_panic(test: &str, why: &str, required: &str) {
+pub(super) fn skip_or_panic(test: &str, why: &str, required: &str) {
     if std::env::var_os("CI").is_some() {
         panic!("{required} ({why})");
     }

@@ -76,12 +76,17 @@ fn custom_event<'a>(
 /// Addresses starting with this select the NATS transport.
 pub(crate) const NATS_SCHEME: &str = "nats://";
 
+/// Addresses starting with one of these select the RabbitMQ transport.
+pub(crate) const RMQ_SCHEMES: [&str; 2] = ["amqp://", "amqps://"];
+
 /// How a client opens its link.
 #[derive(Clone)]
 pub(crate) enum Dialer {
     Tcp,
     /// `nats://` addresses (an error without the `nats` feature).
     Nats,
+    /// `amqp://` addresses (an error without the `rmq` feature).
+    Rmq,
     Custom(Arc<dyn ClientConnector>),
 }
 
@@ -90,6 +95,8 @@ impl Dialer {
     pub fn for_addr(addr: &str) -> Self {
         if addr.starts_with(NATS_SCHEME) {
             Dialer::Nats
+        } else if RMQ_SCHEMES.iter().any(|s| addr.starts_with(s)) {
+            Dialer::Rmq
         } else {
             Dialer::Tcp
         }
@@ -101,6 +108,7 @@ impl std::fmt::Debug for Dialer {
         f.write_str(match self {
             Dialer::Tcp => "Tcp",
             Dialer::Nats => "Nats",
+            Dialer::Rmq => "Rmq",
             Dialer::Custom(_) => "Custom",
         })
     }

@@ -1,7 +1,7 @@
 //! The client: Nest's `ClientProxy` for `Transport.TCP` (and, with the `nats` feature,
 //! `Transport.NATS`, or any [`ClientTransport`](crate::transport::ClientTransport)).
 
-mod backoff;
+pub(crate) mod backoff;
 mod decode;
 mod link;
 mod payload;
@@ -377,6 +377,7 @@ impl Client {
         let opened = match &self.inner.dialer {
             Dialer::Tcp => self.inner.tcp.dial(addr).await.map(Link::Tcp),
             Dialer::Nats => self.dial_nats().await,
+            Dialer::Rmq => self.dial_rmq().await,
             Dialer::Custom(connector) => self.dial_custom(connector.as_ref()).await,
         };
         let conn = match opened {
@@ -401,6 +402,27 @@ impl Client {
         )
         .await
         .map(Link::Nats)
+    }
+
+    #[cfg(feature = "rmq")]
+    async fn dial_rmq(&self) -> Result<Link, ClientError> {
+        let link = crate::transport::rmq::client::RmqLink::connect(
+            &self.inner.addr,
+            self.inner.connect_timeout,
+        )
+        .await?;
+        Ok(Link::Custom(link))
+    }
+
+    #[cfg(not(feature = "rmq"))]
+    async fn dial_rmq(&self) -> Result<Link, ClientError> {
+        Err(ClientError::Connect {
+            addr: self.inner.addr.clone(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::Unsupported,
+                "amqp:// addresses need nestling's `rmq` cargo feature",
+            ),
+        })
     }
 
     #[cfg(not(feature = "nats"))]

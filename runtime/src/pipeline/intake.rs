@@ -209,6 +209,113 @@ impl Inbox {
     }
 }
 
+/// When the work one packet started has finished: from
+/// [`Inbox::handle_frame_tracked`] and [`Inbox::handle_message_tracked`], for transports
+/// that acknowledge a message only once it has been handled (a broker's manual ack).
+///
+/// While it is held (awaited or not), the packet counts against the inbox's in-flight
+/// limit; dropping it early releases that room.
+///
+/// ```no_run
+/// # use nestling::transport::{Dispatcher, Origin, ReplySink};
+/// # async fn serve<S: ReplySink + Clone>(dispatcher: Dispatcher, frame: nestling::codec::FrameText, sink: S) {
+/// let mut inbox = dispatcher.inbox();
+/// let origin = Origin::new("0.0.0.0:0".parse().unwrap());
+/// let mut ready = bytes::BytesMut::new();
+/// inbox.reserve().await;
+/// let done = inbox.handle_frame_tracked(&origin, &frame, &mut ready, || sink.clone()).unwrap();
+/// // ... send what is in `ready` ...
+/// tokio::spawn(async move {
+///     done.finished().await;
+///     // every handler of the packet has returned and its stream ended: acknowledge it
+/// });
+/// # }
+/// ```
+#[must_use = "the packet holds its in-flight room until this is dropped"]
+pub struct Completion {
+    /// The packet's own one-permit semaphore and the inbox's in-flight permit, held until
+    /// the work that took the packet's permit drops it; `None`: finished at once.
+    running: Option<(Arc<Semaphore>, Slot)>,
+}
+
+impl std::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completion")
+            .field("done", &self.is_done())
+            .finish()
+    }
+}
+
+impl Completion {
+    /// Whether everything finished during the call that returned this (plain `fn`
+    /// handlers, unknown patterns): then [`finished`](Self::finished) is ready at once.
+    pub fn is_done(&self) -> bool {
+        self.running
+            .as_ref()
+            .is_none_or(|(own, _)| own.available_permits() > 0)
+    }
+
+    /// Resolves once every handler the packet started has returned (a stream: once it
+    /// ended), then releases the packet's in-flight room.
+    pub async fn finished(self) {
+        if let Some((own, room)) = self.running {
+            // Closed or acquired: either way the work let go of the packet's permit.
+            let _ = own.acquire().await;
+            drop(room);
+        }
+    }
+}
+
+impl Inbox {
+    /// [`handle_frame`](Self::handle_frame), telling when the packet's work has finished.
+    pub fn handle_frame_tracked<S: ReplySink>(
+        &mut self,
+        origin: &Origin,
+        frame: &FrameText,
+        ready: &mut BytesMut,
+        sink: impl Fn() -> S,
+    ) -> Result<Completion, InvalidJson> {
+        self.tracked(|inbox| inbox.handle_frame(origin, frame, ready, sink))
+    }
+
+    /// [`handle_message`](Self::handle_message), telling when the message's work has
+    /// finished.
+    pub fn handle_message_tracked<S: ReplySink>(
+        &mut self,
+        origin: &Origin,
+        subscription: &Subscription,
+        channel: &str,
+        message: Bytes,
+        ready: &mut BytesMut,
+        sink: impl Fn() -> S,
+    ) -> Result<Completion, InvalidJson> {
+        self.tracked(|inbox| {
+            inbox.handle_message(origin, subscription, channel, message, ready, sink)
+        })
+    }
+
+    /// Runs `handle` with the packet's own permit in the slot: work that outlives
+    /// dispatch takes it (and drops it when done), work that finishes at once leaves it.
+    fn tracked(
+        &mut self,
+        handle: impl FnOnce(&mut Self) -> Result<(), InvalidJson>,
+    ) -> Result<Completion, InvalidJson> {
+        let room = self.slot.take();
+        let own = Arc::new(Semaphore::new(1));
+        self.slot = own.clone().try_acquire_owned().ok();
+        let handled = handle(self);
+        let running = match self.slot.take() {
+            // Nothing took the packet's permit: the inbox keeps its room for the next one.
+            Some(_finished) => {
+                self.slot = room;
+                None
+            }
+            None => Some((own, room)),
+        };
+        handled.map(|()| Completion { running })
+    }
+}
+
 /// Routes one packet by its `pattern`. Replies ready at once (plain `fn` handlers, unknown
 /// patterns) are appended to `ready` in `S`'s wire form; later ones go to `sink`'s sink.
 ///

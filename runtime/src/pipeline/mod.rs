@@ -15,7 +15,7 @@ mod subscription;
 
 use std::sync::Arc;
 
-pub use intake::Inbox;
+pub use intake::{Completion, Inbox};
 pub use origin::Origin;
 pub use sink::ReplySink;
 pub use subscription::Subscription;
@@ -71,6 +71,28 @@ impl Dispatcher {
     /// The number of patterns served.
     pub fn route_count(&self) -> usize {
         self.router.len()
+    }
+
+    /// Whether a packet with this `pattern` (its raw JSON, as received) has a handler:
+    /// for transports that treat unroutable messages differently (a broker rejects them).
+    ///
+    /// ```
+    /// #[derive(Default)]
+    /// struct Math;
+    /// #[nestling::controller]
+    /// impl Math {
+    ///     #[message_pattern({ cmd: "sum" })]
+    ///     fn sum(&self, nums: Vec<i64>) -> i64 { nums.iter().sum() }
+    /// }
+    ///
+    /// let dispatcher = nestling::Server::builder().build().unwrap().dispatcher();
+    /// assert!(dispatcher.handles(br#"{ "cmd": "sum" }"#));
+    /// assert!(!dispatcher.handles(br#""nope""#));
+    /// ```
+    pub fn handles(&self, pattern_json: &[u8]) -> bool {
+        self.router
+            .lookup(pattern_json)
+            .is_some_and(|r| r.message.is_some() || !r.events.is_empty())
     }
 
     /// A way in for one connection (or one subscriber): see [`Inbox`].

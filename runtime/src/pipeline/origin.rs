@@ -1,9 +1,10 @@
 //! Who sent a packet, and when it arrived.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
-use crate::context::{Context, Frame, PacketFields};
+use crate::context::{Context, Extension, Frame, PacketFields};
 use crate::handler::Request;
 use crate::packet::Span;
 
@@ -20,8 +21,7 @@ use crate::packet::Span;
 #[derive(Debug, Clone)]
 pub struct Origin {
     pub(crate) peer: SocketAddr,
-    #[cfg(feature = "nats")]
-    pub(crate) nats: Option<std::sync::Arc<crate::context::NatsOrigin>>,
+    extension: Option<Extension>,
     /// On TCP, the read that brought the packet: one clock read per batch of packets, not
     /// one per packet.
     pub(crate) received: Instant,
@@ -33,8 +33,7 @@ impl Origin {
     pub fn new(peer: SocketAddr) -> Self {
         Origin {
             peer,
-            #[cfg(feature = "nats")]
-            nats: None,
+            extension: None,
             received: Instant::now(),
         }
     }
@@ -42,6 +41,25 @@ impl Origin {
     /// The peer's address, as handlers see it in [`Context::peer_addr`].
     pub fn peer(&self) -> SocketAddr {
         self.peer
+    }
+
+    /// Attaches what the transport knows of the message beyond its packet (a broker
+    /// message's headers, properties, routing): handlers read it with
+    /// [`Context::extension`].
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use nestling::transport::Origin;
+    ///
+    /// /// What a transport of your own tells its handlers.
+    /// struct Mailbox { name: String }
+    ///
+    /// let origin = Origin::new("0.0.0.0:0".parse().unwrap())
+    ///     .with_extension(Arc::new(Mailbox { name: "orders".into() }));
+    /// ```
+    pub fn with_extension<T: std::any::Any + Send + Sync>(mut self, value: Arc<T>) -> Self {
+        self.extension = Some(value);
+        self
     }
 
     /// Packets handled from now on arrived now: call it after each read.
@@ -61,12 +79,8 @@ impl Origin {
         fields: PacketFields,
         data: Option<Span>,
     ) -> Request {
-        let ctx = Context::in_frame(frame, fields, self.peer);
-        #[cfg(feature = "nats")]
-        let ctx = match &self.nats {
-            Some(nats) => ctx.with_nats(nats.clone()),
-            None => ctx,
-        };
+        let ctx =
+            Context::in_frame(frame, fields, self.peer).with_extension(self.extension.clone());
         Request::in_frame(data, ctx)
     }
 }

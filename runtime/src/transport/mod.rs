@@ -9,12 +9,14 @@
 
 #[cfg(feature = "nats")]
 pub(crate) mod nats;
+#[cfg(feature = "rmq")]
+pub(crate) mod rmq;
 pub(crate) mod tcp;
 
 mod client;
 mod server;
 
 pub use crate::codec::FrameText;
-pub use crate::pipeline::{Dispatcher, Inbox, Origin, ReplySink, Subscription};
+pub use crate::pipeline::{Completion, Dispatcher, Inbox, Origin, ReplySink, Subscription};
 pub use client::{ClientConnector, ClientTransport, ReplyRouter, TransportFuture};
 pub use server::{Shutdown, Transport};

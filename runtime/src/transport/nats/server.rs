@@ -293,11 +293,12 @@ impl Transport for NatsTransport {
                 headers,
                 ..
             } = message;
-            let mut origin = Origin::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0)));
-            origin.nats = Some(Arc::new(NatsOrigin {
-                subject: subject.clone(),
-                headers,
-            }));
+            let origin = Origin::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0))).with_extension(
+                Arc::new(NatsOrigin {
+                    subject: subject.clone(),
+                    headers,
+                }),
+            );
             let sink = NatsReply {
                 client: client.clone(),
                 subject: reply,

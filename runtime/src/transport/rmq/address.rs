@@ -1,0 +1,172 @@
+//! `amqp://` client addresses: the broker's URI plus the service's queue and the
+//! `ClientRMQ` options nestling reads from the query string (the rest of it goes to lapin).
+
+use crate::error::ClientError;
+
+/// Where and how a client publishes, read off its address:
+/// `amqp://user:pass@host:5672/vhost?queue=user_service&persistent=true`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RmqTarget {
+    /// The broker URI lapin connects to (nestling's own parameters removed).
+    pub broker: String,
+    /// The service's queue (Nest's `queue`): requests and events go there.
+    pub queue: String,
+    /// Declare the queue before publishing (Nest's default; `no_assert=true` turns it off).
+    pub assert_queue: bool,
+    /// The queue's `durable` flag when declared (Nest's `queueOptions.durable`, default true).
+    pub durable: bool,
+    /// Messages survive a broker restart (Nest's `persistent`, default false).
+    pub persistent: bool,
+    /// Publish to this exchange with the pattern as routing key instead of to the queue
+    /// (Nest's `wildcards` / `exchangeType: 'fanout'`; `exchange` defaults to the queue).
+    pub exchange: Option<String>,
+}
+
+/// The query parameters nestling reads; every other one is lapin's.
+const OURS: [&str; 6] = [
+    "queue",
+    "no_assert",
+    "durable",
+    "persistent",
+    "exchange",
+    "wildcards",
+];
+
+impl RmqTarget {
+    /// Reads `addr`; fails without a `queue` (Nest's client has nowhere to publish then).
+    pub fn parse(addr: &str) -> Result<Self, ClientError> {
+        let invalid = |reason: String| ClientError::Connect {
+            addr: redact(addr),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, reason),
+        };
+        let (base, query) = addr.split_once('?').unwrap_or((addr, ""));
+        let mut theirs = Vec::new();
+        let mut get = std::collections::HashMap::new();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+            if OURS.contains(&key) {
+                get.insert(key, percent_decode(value));
+            } else {
+                theirs.push(pair);
+            }
+        }
+        let flag = |key: &str, default: bool| match get.get(key).map(String::as_str) {
+            None => Ok(default),
+            Some("true" | "1" | "") => Ok(true),
+            Some("false" | "0") => Ok(false),
+            Some(other) => Err(invalid(format!("`{key}={other}`: use true or false"))),
+        };
+        let queue = get.get("queue").cloned().unwrap_or_default();
+        if queue.is_empty() {
+            return Err(invalid(
+                "an amqp:// address names the service's queue: amqp://host:5672?queue=user_service"
+                    .into(),
+            ));
+        }
+        let exchange = match (get.get("exchange"), flag("wildcards", false)?) {
+            (Some(exchange), _) => Some(exchange.clone()),
+            (None, true) => Some(queue.clone()),
+            (None, false) => None,
+        };
+        let broker = if theirs.is_empty() {
+            base.to_owned()
+        } else {
+            format!("{base}?{}", theirs.join("&"))
+        };
+        Ok(RmqTarget {
+            broker,
+            assert_queue: !flag("no_assert", false)?,
+            durable: flag("durable", true)?,
+            persistent: flag("persistent", false)?,
+            queue,
+            exchange,
+        })
+    }
+}
+
+/// `addr` without its password, for messages.
+pub(crate) fn redact(addr: &str) -> String {
+    let Some((scheme, rest)) = addr.split_once("://") else {
+        return addr.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => addr.to_owned(),
+    }
+}
+
+/// `%xx` escapes decoded (queue names may hold any character).
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b'+', ..) => {
+                out.push(b' ');
+                i += 1;
+            }
+            (b, ..) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{redact, RmqTarget};
+
+    #[test]
+    fn addresses_split_into_broker_and_queue() {
+        let t = RmqTarget::parse("amqp://127.0.0.1:5672?queue=user_service").unwrap();
+        assert_eq!(t.broker, "amqp://127.0.0.1:5672");
+        assert_eq!(t.queue, "user_service");
+        assert!(t.assert_queue && t.durable && !t.persistent && t.exchange.is_none());
+
+        let t = RmqTarget::parse(
+            "amqp://u:p@h:1/vh?heartbeat=10&queue=a%2Fb&durable=false&persistent=true&wildcards=true",
+        )
+        .unwrap();
+        assert_eq!(t.broker, "amqp://u:p@h:1/vh?heartbeat=10");
+        assert_eq!(t.queue, "a/b");
+        assert!(!t.durable && t.persistent);
+        assert_eq!(t.exchange.as_deref(), Some("a/b"));
+
+        let t = RmqTarget::parse("amqp://h?queue=q&exchange=events&no_assert=1").unwrap();
+        assert_eq!(t.exchange.as_deref(), Some("events"));
+        assert!(!t.assert_queue);
+    }
+
+    #[test]
+    fn a_missing_queue_or_a_bad_flag_is_a_clear_error() {
+        let e = RmqTarget::parse("amqp://127.0.0.1:5672")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("queue=user_service"), "{e}");
+        let e = RmqTarget::parse("amqp://h?queue=q&durable=maybe")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("durable=maybe"), "{e}");
+    }
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        assert_eq!(
+            redact("amqp://svc:pw@h:5672/v?queue=q"),
+            "amqp://svc:***@h:5672/v?queue=q"
+        );
+        assert_eq!(redact("amqp://h:5672?queue=q"), "amqp://h:5672?queue=q");
+    }
+}

@@ -1,0 +1,216 @@
+//! The client's RabbitMQ link (Nest's `ClientRMQ`): requests are published to the
+//! service's queue with `replyTo: amq.rabbitmq.reply-to` (RabbitMQ's direct reply-to) and
+//! `correlationId` = the packet's id; replies arrive on this link's own channel and are
+//! routed by that id. Events are published without either.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection};
+
+use super::address::{redact, RmqTarget};
+use super::connect::connect;
+use crate::error::ClientError;
+use crate::packet::{parse_reply, Wire};
+use crate::pattern::Pattern;
+use crate::transport::{ClientTransport, ReplyRouter, TransportFuture};
+
+/// RabbitMQ's pseudo-queue for direct replies: no queue is declared per client.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+pub(crate) struct RmqLink {
+    replies: ReplyRouter,
+    connection: Arc<Connection>,
+    channel: Channel,
+    target: RmqTarget,
+    /// The address as given, without its password, for errors.
+    addr: String,
+    replies_task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for RmqLink {
+    fn drop(&mut self) {
+        self.replies_task.abort();
+        let connection = self.connection.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let _ = connection.close(200, "nestling client closed".into()).await;
+            });
+        }
+    }
+}
+
+impl RmqLink {
+    /// Connects to the broker `addr` names, declares the service's queue (as Nest's
+    /// client does, unless `no_assert`) and starts consuming direct replies.
+    pub async fn connect(addr: &str, timeout: Duration) -> Result<Arc<Self>, ClientError> {
+        let target = RmqTarget::parse(addr)?;
+        let failed = |message: String| ClientError::Connect {
+            addr: redact(addr),
+            source: std::io::Error::other(message),
+        };
+        let connection = connect(&target.broker, "nestling client", timeout)
+            .await
+            .map_err(failed)?;
+        let channel = connection
+            .create_channel()
+            .await
+            .map_err(|e| failed(format!("opening a channel failed: {e}")))?;
+        if target.assert_queue && target.exchange.is_none() {
+            let options = QueueDeclareOptions {
+                durable: target.durable,
+                ..QueueDeclareOptions::default()
+            };
+            channel
+                .queue_declare(target.queue.as_str().into(), options, FieldTable::default())
+                .await
+                .map_err(|e| failed(format!("declaring queue {:?} failed: {e}", target.queue)))?;
+        }
+        let options = BasicConsumeOptions {
+            no_ack: true,
+            ..BasicConsumeOptions::default()
+        };
+        let consumer = channel
+            .basic_consume(
+                DIRECT_REPLY_TO.into(),
+                "".into(),
+                options,
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| failed(format!("consuming direct replies failed: {e}")))?;
+        let router = ReplyRouter::new();
+        let replies_task = tokio::spawn(route_replies(consumer, router.clone()));
+        Ok(Arc::new(RmqLink {
+            replies: router,
+            connection: Arc::new(connection),
+            channel,
+            target,
+            addr: redact(addr),
+            replies_task,
+        }))
+    }
+
+    /// Where a packet of `pattern` is published: the service's queue, or with an exchange
+    /// (Nest's `wildcards`, fanout) that exchange with the pattern as routing key.
+    fn destination(&self, pattern: &Pattern) -> (ShortString, ShortString) {
+        match &self.target.exchange {
+            Some(exchange) => (exchange.as_str().into(), routing_key(pattern).into()),
+            None => ("".into(), self.target.queue.as_str().into()),
+        }
+    }
+
+    fn properties(&self) -> BasicProperties {
+        BasicProperties::default()
+            .with_headers(FieldTable::default())
+            .with_delivery_mode(if self.target.persistent { 2 } else { 1 })
+    }
+
+    async fn publish(
+        &self,
+        pattern: &Pattern,
+        packet: Bytes,
+        properties: BasicProperties,
+    ) -> Result<(), ClientError> {
+        let (exchange, key) = self.destination(pattern);
+        self.channel
+            .basic_publish(
+                exchange,
+                key,
+                BasicPublishOptions::default(),
+                &packet,
+                properties,
+            )
+            .await
+            .map(drop)
+            .map_err(|e| {
+                let reason = format!("RabbitMQ publish failed: {e}");
+                self.replies.close_all(&reason);
+                ClientError::ConnectionClosed {
+                    addr: self.addr.clone(),
+                    reason,
+                }
+            })
+    }
+}
+
+impl ClientTransport for RmqLink {
+    fn wire(&self) -> Wire {
+        Wire::Bare
+    }
+
+    fn replies(&self) -> &ReplyRouter {
+        &self.replies
+    }
+
+    fn request<'a>(
+        &'a self,
+        pattern: &'a Pattern,
+        id: u64,
+        packet: Bytes,
+    ) -> TransportFuture<'a, Result<(), ClientError>> {
+        let properties = self
+            .properties()
+            .with_reply_to(DIRECT_REPLY_TO.into())
+            .with_correlation_id(id.to_string().into());
+        Box::pin(self.publish(pattern, packet, properties))
+    }
+
+    fn event<'a>(
+        &'a self,
+        pattern: &'a Pattern,
+        packet: Bytes,
+    ) -> TransportFuture<'a, Result<(), ClientError>> {
+        Box::pin(self.publish(pattern, packet, self.properties()))
+    }
+
+    fn is_closed(&self) -> bool {
+        self.replies.is_closed() || self.replies_task.is_finished()
+    }
+
+    fn close(&self, reason: &str) {
+        self.replies.close_all(reason);
+        self.replies_task.abort();
+    }
+}
+
+/// The routing key Nest's `ClientRMQ` publishes a pattern with: a string pattern as is,
+/// any other as its JSON.
+fn routing_key(pattern: &Pattern) -> String {
+    let text = pattern.event_json();
+    serde_json::from_str::<String>(text).unwrap_or_else(|_| text.to_owned())
+}
+
+/// Routes every direct reply to the call its `correlationId` names.
+async fn route_replies(mut consumer: lapin::Consumer, replies: ReplyRouter) {
+    while let Some(delivery) = consumer.next().await {
+        let delivery = match delivery {
+            Ok(delivery) => delivery,
+            Err(e) => {
+                replies.close_all(&format!("the RabbitMQ connection was lost: {e}"));
+                return;
+            }
+        };
+        let id = delivery
+            .properties
+            .correlation_id()
+            .as_ref()
+            .and_then(|id| id.as_str().parse::<u64>().ok());
+        let Some(id) = id else {
+            tracing::warn!("a RabbitMQ reply without a correlation id of ours was dropped");
+            continue;
+        };
+        match parse_reply(&Bytes::from(delivery.data)) {
+            Ok(reply) => replies.deliver_to(id, reply),
+            Err(e) => {
+                tracing::warn!("unusable RabbitMQ reply: {e}");
+                replies.fail(id, &format!("the reply was unusable: {e}"));
+            }
+        }
+    }
+    replies.close_all("the RabbitMQ connection was closed");
+}
