@@ -14,7 +14,8 @@
 //!
 //! Over RabbitMQ (the `rmq` feature), as one of N competing consumers of the queue
 //! `RMQ_QUEUE` (default `user_service`): `RMQ_URL=amqp://127.0.0.1:5672 INSTANCE=a cargo run
-//! --example user_service` (`RMQ_PREFETCH` sets the prefetch count).
+//! --example user_service` (`RMQ_PREFETCH` sets the prefetch count,
+//! `RMQ_NOACK=true` turns acknowledgements off as Nest's default `noAck: true`).
 //!
 //! Over NATS instead (the `nats` feature), as one of N instances sharing the load:
 //! `NATS_URL=nats://127.0.0.1:4222 INSTANCE=a cargo run --example user_service`. Instances
@@ -46,8 +47,20 @@ impl UserController {
     /// queue group spreads requests.
     #[message_pattern("whoami")]
     fn whoami(&self) -> String {
-        std::env::var("INSTANCE").unwrap_or_else(|_| "user-service".into())
+        instance()
     }
+
+    /// Works for `ms` milliseconds, then names the instance: a request that takes time,
+    /// for the scale-out demo and the fault tests (an instance killed mid-request).
+    #[message_pattern("work")]
+    async fn work(&self, ms: u64) -> String {
+        tokio::time::sleep(std::time::Duration::from_millis(ms.min(60_000))).await;
+        instance()
+    }
+}
+
+fn instance() -> String {
+    std::env::var("INSTANCE").unwrap_or_else(|_| "user-service".into())
 }
 
 async fn shutdown_signal() {
@@ -90,6 +103,10 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         let mut rmq = RmqServe::new(url, queue);
         if let Ok(prefetch) = std::env::var("RMQ_PREFETCH") {
             rmq = rmq.prefetch_count(prefetch.parse()?);
+        }
+        // Nest's default (`noAck: true`): the broker forgets a message once delivered.
+        if std::env::var("RMQ_NOACK").is_ok_and(|v| v == "true") {
+            rmq = rmq.no_ack(true);
         }
         let listening = server.listen_rmq(rmq).await?;
         // Consuming: requests published from now on reach this instance (or its peers).

@@ -297,3 +297,28 @@ pub async fn run_nest_rmq_client(node: &Path, url: &str, queue: &str, ops: &str)
     )
     .await
 }
+
+/// Starts the `user_service` example consuming `queue` on `url` as `INSTANCE=instance`
+/// (plus `env`), and waits for its `READY rmq` line.
+pub async fn spawn_rmq_user_service(
+    url: &str,
+    queue: &str,
+    instance: &str,
+    env: &[(&str, &str)],
+) -> Proc {
+    let mut all = vec![
+        ("RMQ_URL", url),
+        ("RMQ_QUEUE", queue),
+        ("INSTANCE", instance),
+    ];
+    all.extend_from_slice(env);
+    let proc = super::examples::start_example("user_service", &all).await;
+    if let Err(why) = proc
+        .stdout
+        .wait_for(|l| l == NEST_RMQ_READY, 1, READY_TIMEOUT)
+        .await
+    {
+        proc.fail(&format!("no `{NEST_RMQ_READY}` line: {why}"));
+    }
+    proc
+}
