@@ -12,11 +12,13 @@
 
 use std::future::poll_fn;
 use std::pin::pin;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
 use bytes::BytesMut;
 use tokio::sync::{oneshot, Notify};
+
+use crate::transport::tcp::budget::Meter;
 
 /// A writer's buffer larger than this after a write is dropped rather than kept (a burst
 /// of large frames should not pin its memory for the connection's life).
@@ -30,6 +32,14 @@ pub(crate) struct Outbox {
     /// Frames queued before producers wait (`ClientBuilder::max_queued_frames`; a server
     /// connection's in-flight limit). At least 1: a lone frame always fits.
     max_frames: usize,
+    /// Bytes queued or being written past which producers wait (a server connection's
+    /// reply high-water mark; 0: no byte limit). A producer that had to wait goes on once
+    /// at most `low_water` bytes remain, so a slow peer's reader resumes in bursts rather
+    /// than frame by frame. A lone frame always fits, whatever its size.
+    high_water: usize,
+    low_water: usize,
+    /// Where the bytes held are counted against the server's memory budget.
+    meter: Option<Arc<Meter>>,
 }
 
 #[derive(Default)]
@@ -38,6 +48,8 @@ struct State {
     buf: BytesMut,
     /// Frames in `buf`.
     frames: usize,
+    /// Bytes of the batch the writer is writing (counted only with a byte limit or a meter).
+    writing: usize,
     /// "Handed to the socket" notices owed once `buf` is written (`emit`).
     acks: Vec<oneshot::Sender<()>>,
     /// The writer sleeps on an empty buffer: the first frame queued wakes it. (A waker
@@ -86,7 +98,40 @@ impl Outbox {
             state: Mutex::default(),
             room: Notify::new(),
             max_frames: max_frames.max(1),
+            high_water: 0,
+            low_water: 0,
+            meter: None,
         }
+    }
+
+    /// An outbox whose producers also wait while `high_water` bytes are queued or being
+    /// written (until half of that remains), counting what it holds on `meter`.
+    pub fn with_byte_limit(max_frames: usize, high_water: usize, meter: Arc<Meter>) -> Self {
+        Outbox {
+            high_water: high_water.max(1),
+            low_water: high_water / 2,
+            meter: Some(meter),
+            ..Outbox::new(max_frames)
+        }
+    }
+
+    /// Whether a frame fits now: the frame limit, and the byte limit (`low_water` for a
+    /// producer that already waited).
+    fn fits(&self, state: &State, waited: bool) -> bool {
+        if state.frames >= self.max_frames {
+            return false;
+        }
+        if self.high_water == 0 {
+            return true;
+        }
+        let held = state.buf.len() + state.writing;
+        held == 0
+            || held
+                < if waited {
+                    self.low_water
+                } else {
+                    self.high_water
+                }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -103,6 +148,7 @@ impl Outbox {
         put: impl Fn(&mut BytesMut),
         mut ack: Option<oneshot::Sender<()>>,
     ) -> Result<(), Closed> {
+        let mut waited = false;
         loop {
             let mut room = pin!(self.room.notified());
             {
@@ -110,8 +156,12 @@ impl Outbox {
                 if state.closed {
                     return Err(Closed);
                 }
-                if state.frames < self.max_frames {
+                if self.fits(&state, waited) {
+                    let before = state.buf.len();
                     put(&mut state.buf);
+                    if let Some(meter) = &self.meter {
+                        meter.add(state.buf.len() - before);
+                    }
                     state.frames += 1;
                     state.acks.extend(ack.take());
                     let writer = state.writer.take();
@@ -127,6 +177,7 @@ impl Outbox {
                 state.room_wanted = true;
             }
             room.await;
+            waited = true;
         }
     }
 
@@ -140,10 +191,34 @@ impl Outbox {
         std::mem::swap(&mut state.buf, &mut batch.buf);
         std::mem::swap(&mut state.acks, &mut batch.acks);
         state.frames = 0;
+        state.writing = batch.buf.len();
         if std::mem::take(&mut state.room_wanted) {
             self.room.notify_waiters();
         }
         true
+    }
+
+    /// The writer's side, after `batch` was written: with a byte limit, producers waiting
+    /// for room are told; the meter is counted down; then [`Batch::written`].
+    pub fn written(&self, batch: &mut Batch) {
+        if self.high_water != 0 || self.meter.is_some() {
+            let mut state = self.lock();
+            state.writing = 0;
+            if std::mem::take(&mut state.room_wanted) {
+                self.room.notify_waiters();
+            }
+            drop(state);
+            if let Some(meter) = &self.meter {
+                meter.sub(batch.buf.len());
+            }
+        }
+        batch.written();
+    }
+
+    /// Bytes queued or being written.
+    pub fn held(&self) -> usize {
+        let state = self.lock();
+        state.buf.len() + state.writing
     }
 
     /// Waits until a caller queues a frame after [`Outbox::take`] found none (or
@@ -190,9 +265,14 @@ impl Outbox {
     pub fn discard(&self) {
         self.close();
         let mut state = self.lock();
+        let held = state.buf.len() + std::mem::take(&mut state.writing);
         state.buf = BytesMut::new();
         state.frames = 0;
         state.acks.clear();
+        drop(state);
+        if let Some(meter) = &self.meter {
+            meter.sub(held);
+        }
     }
 }
 

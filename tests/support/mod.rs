@@ -27,6 +27,7 @@
 mod examples;
 mod http;
 mod logs;
+mod memory;
 mod node;
 mod output;
 mod process;
@@ -43,6 +44,8 @@ pub use examples::{example_binary, spawn_example, start_example};
 pub use http::{http_get, http_get_within, HttpResponse};
 #[allow(unused_imports)]
 pub use logs::{capture_tracing, init_tracing, LogCapture, LogCaptureWriter};
+#[allow(unused_imports)]
+pub use memory::{rss_kib, RssPeak};
 #[allow(unused_imports)]
 pub use node::{nest_dir, require_node, run_nest_client, run_nest_client_env, spawn_node};
 #[allow(unused_imports)]

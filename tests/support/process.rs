@@ -78,6 +78,11 @@ impl Proc {
         format!("127.0.0.1:{}", self.port)
     }
 
+    /// Its process id (0 once it has been reaped).
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or(0)
+    }
+
     /// Waits until stdout has a line equal to `line`; panics with the output otherwise.
     pub async fn wait_line(&self, line: &str) {
         self.wait_lines(line, 1).await;

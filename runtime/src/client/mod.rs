@@ -7,6 +7,7 @@ mod link;
 mod payload;
 pub(crate) mod pending;
 mod stream;
+mod stream_queue;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -39,6 +40,8 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_MAX_QUEUED_FRAMES: usize = 1_024;
 /// Default [`ClientBuilder::max_in_flight`].
 pub const DEFAULT_MAX_IN_FLIGHT_CALLS: usize = 65_536;
+/// Default [`ClientBuilder::max_buffered_stream_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_BUFFERED_STREAM_BYTES: usize = 1 << 20;
 
 /// A client for a Nest-compatible TCP microservice (a NestJS app or a nestling server).
 ///
@@ -81,6 +84,8 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
     backoff: Mutex<Backoff>,
     in_flight: Arc<Semaphore>,
+    /// Bytes of a streamed reply's items queued for its caller before the link waits.
+    max_buffered_stream_bytes: usize,
 }
 
 impl Drop for Inner {
@@ -121,6 +126,7 @@ pub struct ClientBuilder {
     max_frame_len: usize,
     max_queued_frames: usize,
     max_in_flight: usize,
+    max_buffered_stream_bytes: usize,
     backoff_base: Duration,
     backoff_max: Duration,
     /// Set by [`ClientBuilder::transport`]; otherwise chosen by the address.
@@ -232,6 +238,22 @@ impl ClientBuilder {
         self
     }
 
+    /// Bytes of a streamed reply's items kept for a caller that has not taken them yet
+    /// (default 1 MiB, plus one item; each item counts its JSON plus 64 bytes). When a [`ReplyStream`] falls that far behind, the
+    /// TCP connection stops reading replies until its caller polls again or drops it, so
+    /// a server streaming faster than the caller consumes cannot grow the client's memory
+    /// (the connection's other calls wait meanwhile).
+    ///
+    /// ```
+    /// let client = nestling::Client::builder("127.0.0.1:8888")
+    ///     .max_buffered_stream_bytes(256 * 1024)
+    ///     .build();
+    /// ```
+    pub fn max_buffered_stream_bytes(mut self, bytes: usize) -> Self {
+        self.max_buffered_stream_bytes = bytes.max(1);
+        self
+    }
+
     /// Pacing of reconnects after a *failed connect*: the first retry waits `base`, each
     /// further failure doubles the wait up to `max` (defaults 100 ms and 5 s). While
     /// waiting, calls fail at once with [`ClientError::Unavailable`] instead of dialing.
@@ -270,6 +292,7 @@ impl ClientBuilder {
                 connecting: tokio::sync::Mutex::new(()),
                 backoff: Mutex::new(Backoff::new(self.backoff_base, self.backoff_max)),
                 in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
+                max_buffered_stream_bytes: self.max_buffered_stream_bytes,
             }),
         }
     }
@@ -292,6 +315,7 @@ impl Client {
             max_frame_len: DEFAULT_MAX_FRAME_LEN,
             max_queued_frames: DEFAULT_MAX_QUEUED_FRAMES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT_CALLS,
+            max_buffered_stream_bytes: DEFAULT_MAX_BUFFERED_STREAM_BYTES,
             backoff_base: DEFAULT_BACKOFF_BASE,
             backoff_max: DEFAULT_BACKOFF_MAX,
             dialer: None,
@@ -644,8 +668,11 @@ impl Client {
     {
         let pattern = to_pattern(pattern)?;
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+        let limit = self.inner.max_buffered_stream_bytes;
         let call = self
-            .start_call(&pattern, id, data, PendingCalls::register_stream)
+            .start_call(&pattern, id, data, |calls, id| {
+                calls.register_stream(id, limit)
+            })
             .await?;
         Ok(ReplyStream::new(
             call.waiting,

@@ -9,8 +9,8 @@ use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
+use super::stream_queue::{Full, StreamQueue, StreamReceiver, StreamSender};
 use crate::packet::Reply;
 
 /// How a call ended, as seen by the link.
@@ -51,9 +51,9 @@ enum PendingCall {
         done: Option<Completion>,
         last: Option<Bytes>,
     },
-    /// `send_stream`: every value is delivered. Unbounded like Nest's Observable: a slow
-    /// consumer must not stall other calls multiplexed on the link.
-    Stream(mpsc::UnboundedSender<StreamEvent>),
+    /// `send_stream`: every value is delivered, through a queue bounded in bytes: when the
+    /// caller falls that far behind, the link stops reading until it catches up.
+    Stream(StreamSender),
 }
 
 impl PendingCall {
@@ -70,6 +70,7 @@ impl PendingCall {
                 false
             }
             PendingCall::Stream(tx) => {
+                // The last event: nothing more will come for this stream to wait on.
                 let _ = tx.send(stream);
                 true
             }
@@ -125,9 +126,10 @@ impl PendingCalls {
         Outcome { calls: self, id }
     }
 
-    /// Registers a call whose every value is wanted.
-    pub fn register_stream(&self, id: u64) -> Result<mpsc::UnboundedReceiver<StreamEvent>, String> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    /// Registers a call whose every value is wanted, queuing up to `limit` bytes of them
+    /// for the caller (see [`on_reply`](Self::on_reply)).
+    pub fn register_stream(&self, id: u64, limit: usize) -> Result<StreamReceiver, String> {
+        let (tx, rx) = StreamQueue::new(limit);
         self.insert(id, PendingCall::Stream(tx))?;
         Ok(rx)
     }
@@ -199,10 +201,16 @@ impl PendingCalls {
     }
 
     /// Routes a reply that carries its call's id (TCP: many calls share one stream).
-    pub fn on_reply(&self, reply: Reply) {
+    /// `Some` when it filled a streamed reply's queue: a link that can stop reading waits
+    /// for [`Full::room`] before it reads more.
+    #[must_use]
+    pub fn on_reply(&self, reply: Reply) -> Option<Full> {
         match reply.id().and_then(|raw| parse_id(raw)) {
             Some(id) => self.deliver(id, reply),
-            None => tracing::debug!("ignoring a reply without a known id"),
+            None => {
+                tracing::debug!("ignoring a reply without a known id");
+                None
+            }
         }
     }
 
@@ -213,18 +221,20 @@ impl PendingCalls {
             tracing::debug!(id, "ignoring a reply naming another call's id");
             return;
         }
-        self.deliver(id, reply);
+        // A message transport's streams are not paced here: its own subscription buffer
+        // bounds what it takes in.
+        let _ = self.deliver(id, reply);
     }
 
-    fn deliver(&self, id: u64, reply: Reply) {
+    fn deliver(&self, id: u64, reply: Reply) -> Option<Full> {
         let mut table = self.lock();
         let Some(call) = table.calls.get_mut(&id) else {
-            return; // unknown, forgotten or already finished: ignored, as Nest does
+            return None; // unknown, forgotten or already finished: ignored, as Nest does
         };
         match (call, reply) {
             (PendingCall::Once { waker, done, last }, reply) => {
                 if done.is_some() {
-                    return; // finished already; the caller has yet to take the outcome
+                    return None; // finished already; the caller has yet to take the outcome
                 }
                 *done = match reply {
                     Reply::Error { err, .. } => Some(Completion::Error(err)),
@@ -243,10 +253,12 @@ impl PendingCalls {
                 if let Some(waker) = wake {
                     waker.wake();
                 }
+                None
             }
             (PendingCall::Stream(tx), Reply::Error { err, .. }) => {
                 let _ = tx.send(StreamEvent::Error(err));
                 table.calls.remove(&id);
+                None
             }
             (
                 PendingCall::Stream(tx),
@@ -254,13 +266,14 @@ impl PendingCalls {
                     response, disposed, ..
                 },
             ) => {
-                if let Some(r) = response {
-                    let _ = tx.send(StreamEvent::Item(r));
-                }
+                let full = response.and_then(|r| tx.send(StreamEvent::Item(r)));
                 if disposed {
+                    // Over: no more items will come for the caller to fall behind on.
                     let _ = tx.send(StreamEvent::End);
                     table.calls.remove(&id);
+                    return None;
                 }
+                full
             }
         }
     }
@@ -328,15 +341,15 @@ mod tests {
         calls.register(1).unwrap();
         calls.register(2).unwrap();
         let (one, two) = (calls.outcome(1), calls.outcome(2));
-        calls.on_reply(value(2, "20", true));
-        calls.on_reply(value(1, "10", false)); // streamed: kept until disposed
-        calls.on_reply(value(1, "11", false));
-        calls.on_reply(Reply::Value {
+        let _ = calls.on_reply(value(2, "20", true));
+        let _ = calls.on_reply(value(1, "10", false)); // streamed: kept until disposed
+        let _ = calls.on_reply(value(1, "11", false));
+        let _ = calls.on_reply(Reply::Value {
             id: Some(Bytes::from_static(b"\"1\"")),
             response: None,
             disposed: true,
         });
-        calls.on_reply(value(1, "99", true)); // late: the call is over, ignored
+        let _ = calls.on_reply(value(1, "99", true)); // late: the call is over, ignored
         assert!(matches!(two.await, Completion::Value(Some(v)) if v == "20"));
         assert!(matches!(one.await, Completion::Value(Some(v)) if v == "11"));
         assert!(
@@ -366,7 +379,7 @@ mod tests {
         let calls = PendingCalls::default();
         calls.register(1).unwrap();
         calls.forget(1);
-        calls.on_reply(value(1, "1", true));
+        let _ = calls.on_reply(value(1, "1", true));
         assert!(calls.lock().calls.is_empty());
     }
 

@@ -6,10 +6,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use serde::de::DeserializeOwned;
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::OwnedSemaphorePermit;
 
 use super::decode;
 use super::pending::{PendingCalls, StreamEvent};
+use super::stream_queue::StreamReceiver;
 use crate::error::ClientError;
 
 /// Removes a call's pending entry if the caller stops waiting (timeout or drop), so a
@@ -44,7 +45,7 @@ impl Drop for CallGuard {
 /// # Ok(()) }
 /// ```
 pub struct ReplyStream<R> {
-    events: mpsc::UnboundedReceiver<StreamEvent>,
+    events: StreamReceiver,
     guard: CallGuard,
     pattern: String,
     addr: String,
@@ -64,7 +65,7 @@ impl<R> std::fmt::Debug for ReplyStream<R> {
 
 impl<R> ReplyStream<R> {
     pub(crate) fn new(
-        events: mpsc::UnboundedReceiver<StreamEvent>,
+        events: StreamReceiver,
         guard: CallGuard,
         pattern: String,
         addr: String,

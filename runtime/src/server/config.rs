@@ -12,6 +12,14 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 4_096;
 pub const DEFAULT_INCOMPLETE_FRAME_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default [`ServerConfig::shutdown_grace`].
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+/// Default [`ServerConfig::reply_high_water`]: 1 MiB.
+pub const DEFAULT_REPLY_HIGH_WATER: usize = 1 << 20;
+/// Default [`ServerConfig::write_stall_timeout`].
+pub const DEFAULT_WRITE_STALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default [`ServerConfig::memory_budget`]: 512 MiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 512 << 20;
+/// Default [`ServerConfig::memory_budget_grace`].
+pub const DEFAULT_MEMORY_BUDGET_GRACE: Duration = Duration::from_secs(5);
 
 /// Limits and timeouts of a server. Set them through [`ServerBuilder`](crate::ServerBuilder).
 #[derive(Debug, Clone)]
@@ -36,6 +44,28 @@ pub struct ServerConfig {
     pub idle_timeout: Option<Duration>,
     /// How long graceful shutdown waits for in-flight requests (default 10 s).
     pub shutdown_grace: Duration,
+    /// Bytes of replies a TCP connection may hold unwritten (queued, or handed to a write
+    /// the peer has not taken yet) before the server stops reading that connection
+    /// (default 1 MiB). Reading resumes once half of that remains. A peer that sends
+    /// requests and never reads the replies makes the server hold at most this plus one
+    /// batch of replies, then is closed after
+    /// [`write_stall_timeout`](Self::write_stall_timeout).
+    pub reply_high_water: usize,
+    /// How long a TCP connection's socket may accept no reply bytes at all, while replies
+    /// wait, before the connection is closed with a warning naming the peer (default 30 s;
+    /// `None`: never).
+    pub write_stall_timeout: Option<Duration>,
+    /// Bytes all TCP connections of a server may hold together for their peers: read
+    /// buffers (frames still arriving) and replies not yet written (default 512 MiB).
+    /// When exceeded, connections holding more than 64 KiB stop reading until it is back
+    /// under; well-behaved connections holding less keep being served. A frame counts
+    /// with its read buffer, so a frame larger than the budget cannot be received: keep
+    /// [`max_frame_len`](Self::max_frame_len) (up to 3 bytes per UTF-16 unit) well below it.
+    pub memory_budget: usize,
+    /// How long the [`memory_budget`](Self::memory_budget) may stay exceeded before the
+    /// connection holding the most is closed, with a warning naming its peer; then one
+    /// more per period while it stays exceeded (default 5 s).
+    pub memory_budget_grace: Duration,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +77,10 @@ impl Default for ServerConfig {
             incomplete_frame_timeout: Some(DEFAULT_INCOMPLETE_FRAME_TIMEOUT),
             idle_timeout: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            reply_high_water: DEFAULT_REPLY_HIGH_WATER,
+            write_stall_timeout: Some(DEFAULT_WRITE_STALL_TIMEOUT),
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            memory_budget_grace: DEFAULT_MEMORY_BUDGET_GRACE,
         }
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 pub use config::{
     ServerConfig, DEFAULT_INCOMPLETE_FRAME_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_IN_FLIGHT,
-    DEFAULT_SHUTDOWN_GRACE,
+    DEFAULT_MEMORY_BUDGET, DEFAULT_MEMORY_BUDGET_GRACE, DEFAULT_REPLY_HIGH_WATER,
+    DEFAULT_SHUTDOWN_GRACE, DEFAULT_WRITE_STALL_TIMEOUT,
 };
 
 use crate::error::ServerError;
@@ -188,6 +189,63 @@ impl ServerBuilder {
     /// ```
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// Bytes of unwritten replies a TCP connection may hold before the server stops
+    /// reading it (default [`DEFAULT_REPLY_HIGH_WATER`], 1 MiB; reading resumes at half).
+    /// See [`ServerConfig::reply_high_water`].
+    ///
+    /// ```
+    /// let server = nestling::Server::builder().reply_high_water(256 * 1024).build().unwrap();
+    /// assert_eq!(server.config().reply_high_water, 256 * 1024);
+    /// ```
+    pub fn reply_high_water(mut self, bytes: usize) -> Self {
+        self.config.reply_high_water = bytes.max(1);
+        self
+    }
+
+    /// How long a peer may take none of its replies before its connection is closed
+    /// (default [`DEFAULT_WRITE_STALL_TIMEOUT`], 30 s; `None`: never). See
+    /// [`ServerConfig::write_stall_timeout`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let server = nestling::Server::builder()
+    ///     .write_stall_timeout(Some(Duration::from_secs(5)))
+    ///     .build()
+    ///     .unwrap();
+    /// assert_eq!(server.config().write_stall_timeout, Some(Duration::from_secs(5)));
+    /// ```
+    pub fn write_stall_timeout(mut self, limit: Option<Duration>) -> Self {
+        self.config.write_stall_timeout = limit;
+        self
+    }
+
+    /// Bytes all TCP connections may hold together for their peers: frames still arriving
+    /// and replies not yet written (default [`DEFAULT_MEMORY_BUDGET`], 512 MiB). See
+    /// [`ServerConfig::memory_budget`].
+    ///
+    /// ```
+    /// let server = nestling::Server::builder().memory_budget(64 << 20).build().unwrap();
+    /// assert_eq!(server.config().memory_budget, 64 << 20);
+    /// ```
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.config.memory_budget = bytes;
+        self
+    }
+
+    /// How long the memory budget may stay exceeded before the connection holding the
+    /// most is closed (default [`DEFAULT_MEMORY_BUDGET_GRACE`], 5 s). See
+    /// [`ServerConfig::memory_budget_grace`].
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let server = nestling::Server::builder().memory_budget_grace(Duration::from_secs(1)).build().unwrap();
+    /// assert_eq!(server.config().memory_budget_grace, Duration::from_secs(1));
+    /// ```
+    pub fn memory_budget_grace(mut self, grace: Duration) -> Self {
+        self.config.memory_budget_grace = grace;
         self
     }
 

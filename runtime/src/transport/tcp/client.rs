@@ -244,7 +244,16 @@ async fn read_loop<R: AsyncRead + Unpin>(rd: R, max_frame_len: usize, conn: Arc<
                 break e.to_string();
             }
             Some(Ok(frame)) => match parse_reply_frame(&frame) {
-                Ok(reply) => conn.replies.calls.on_reply(reply),
+                Ok(reply) => {
+                    if let Some(full) = conn.replies.calls.on_reply(reply) {
+                        // A streamed reply's caller is that far behind: read nothing more
+                        // (the server then stops sending) until it catches up.
+                        tokio::select! {
+                            () = full.room() => {}
+                            _ = &mut stopped => return,
+                        }
+                    }
+                }
                 Err(e) => {
                     tracing::warn!("closing client connection: {e}");
                     break e.to_string();

@@ -3,13 +3,15 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use super::budget::Budget;
 use super::reader::{FrameReader, ReadEnd};
-use super::replies::Replies;
+use super::replies::{Replies, ReplyLimits};
 use crate::server::TlsSettings;
 use crate::transport::{Dispatcher, Inbox, Origin, Shutdown};
 
@@ -23,6 +25,7 @@ pub(super) async fn serve(
     dispatcher: Dispatcher,
     shutdown: Shutdown,
     tls: Option<TlsSettings>,
+    budget: Arc<Budget>,
 ) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(%peer, "could not set TCP_NODELAY: {e}");
@@ -37,7 +40,7 @@ pub(super) async fn serve(
         match accepted {
             Ok(Ok(tls_stream)) => {
                 let (rd, wr) = tokio::io::split(tls_stream);
-                serve_halves(rd, wr, peer, dispatcher, shutdown).await;
+                serve_halves(rd, wr, peer, dispatcher, shutdown, budget).await;
             }
             Ok(Err(e)) => tracing::warn!(%peer, "closing connection: TLS handshake failed: {e}"),
             Err(_) => {
@@ -49,7 +52,7 @@ pub(super) async fn serve(
     #[cfg(not(feature = "tls"))]
     let _: Option<TlsSettings> = tls;
     let (rd, wr) = stream.into_split();
-    serve_halves(rd, wr, peer, dispatcher, shutdown).await;
+    serve_halves(rd, wr, peer, dispatcher, shutdown, budget).await;
 }
 
 async fn serve_halves<R, W>(
@@ -58,13 +61,20 @@ async fn serve_halves<R, W>(
     peer: SocketAddr,
     dispatcher: Dispatcher,
     shutdown: Shutdown,
+    budget: Arc<Budget>,
 ) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let config = dispatcher.config();
-    let (replies, writer) = Replies::new(config.max_in_flight_per_connection.max(1), wr, peer);
-    let frames = FrameReader::new(rd, config);
+    let meter = budget.meter(peer);
+    let limits = ReplyLimits {
+        max_batches: config.max_in_flight_per_connection.max(1),
+        high_water: config.reply_high_water,
+        write_stall: config.write_stall_timeout,
+    };
+    let (replies, writer) = Replies::new(&limits, meter.clone(), wr, peer);
+    let frames = FrameReader::new(rd, config, meter.clone());
     let reader = read_loop(
         frames,
         dispatcher.inbox(),
@@ -74,13 +84,18 @@ async fn serve_halves<R, W>(
     );
     tokio::pin!(writer);
     // The reader finishes first (EOF, bad frame or shutdown); the writer then drains the
-    // replies of requests still running, and ends once their senders are dropped.
+    // replies of requests still running, and ends once their senders are dropped. The
+    // writer ends first when the peer stops reading; the budget can end both.
     tokio::select! {
         _ = reader => {}
-        _ = &mut writer => { return; }
+        _ = &mut writer => return,
+        () = meter.evicted() => return replies.discard(),
     }
     drop(replies);
-    writer.await;
+    tokio::select! {
+        () = &mut writer => {}
+        () = meter.evicted() => {}
+    }
 }
 
 /// Reads packets until the connection ends, and logs why it did. Replies ready at once

@@ -2,6 +2,7 @@
 //! is a [`Transport`] like any other: an accept loop, and per connection a frame reader
 //! feeding an [`Inbox`](crate::transport::Inbox) and a writer draining its replies.
 
+pub(crate) mod budget;
 pub(crate) mod client;
 mod connection;
 mod deadline;
@@ -140,6 +141,7 @@ impl Transport for TcpTransport {
         } = self;
         let config = dispatcher.config().clone();
         let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
+        let budget = budget::Budget::new(config.memory_budget, config.memory_budget_grace);
         let mut connections = JoinSet::new();
         tracing::info!(%local_addr, routes = dispatcher.route_count(), "nestling microservice listening");
         loop {
@@ -152,10 +154,10 @@ impl Transport for TcpTransport {
                             tracing::warn!(%peer, limit = config.max_connections, "connection limit reached, closing new connection");
                             continue;
                         };
-                        let (dispatcher, shutdown, tls) = (dispatcher.clone(), shutdown.clone(), tls.clone());
+                        let (dispatcher, shutdown, tls, budget) = (dispatcher.clone(), shutdown.clone(), tls.clone(), budget.clone());
                         connections.spawn(async move {
                             let _counted = OpenConnection::counted();
-                            connection::serve(stream, peer, dispatcher, shutdown, tls).await;
+                            connection::serve(stream, peer, dispatcher, shutdown, tls, budget).await;
                             drop(slot);
                         });
                     }

@@ -2,11 +2,13 @@
 //! deadlines (a frame that takes too long to arrive, an idle connection).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
+use super::budget::Meter;
 use super::deadline::Deadline;
 use crate::codec::{FrameError, FrameText, NestCodec};
 use crate::server::ServerConfig;
@@ -15,6 +17,9 @@ use crate::server::ServerConfig;
 const INITIAL_BUFFER: usize = 8 * 1024;
 /// Largest read buffer kept while a connection is between frames (bytes).
 const RETAINED_BUFFER: usize = 64 * 1024;
+/// The read buffer counts against the memory budget in steps of this many bytes (rounded
+/// down: a connection between small frames counts nothing, and costs no atomic per read).
+const CHARGE_STEP: usize = 16 * 1024;
 
 /// Why a connection stops being read.
 #[derive(Debug, thiserror::Error)]
@@ -72,14 +77,20 @@ pub(super) struct FrameReader<R> {
     timer: Deadline,
     incomplete_frame_timeout: Option<Duration>,
     idle_timeout: Option<Duration>,
+    /// The read buffer's capacity is counted here (a frame still arriving).
+    meter: Arc<Meter>,
+    /// The capacity counted on `meter` now.
+    charged: usize,
 }
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
-    pub fn new(rd: R, config: &ServerConfig) -> Self {
+    pub fn new(rd: R, config: &ServerConfig, meter: Arc<Meter>) -> Self {
+        let buf = BytesMut::with_capacity(INITIAL_BUFFER);
+        let charged = 0;
         FrameReader {
             rd,
             codec: NestCodec::with_max_frame_len(config.max_frame_len),
-            buf: BytesMut::with_capacity(INITIAL_BUFFER),
+            buf,
             read_at: Instant::now(),
             completed: false,
             bad_frame: None,
@@ -87,7 +98,25 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             timer: Deadline::new(),
             incomplete_frame_timeout: config.incomplete_frame_timeout,
             idle_timeout: config.idle_timeout,
+            meter,
+            charged,
         }
+    }
+
+    /// Counts the read buffer's capacity on the meter, in steps of [`CHARGE_STEP`]: the
+    /// capacity left moves with almost every read, the step only when a large frame
+    /// arrives or its buffer is given back.
+    fn charge(&mut self) {
+        let now = self.buf.capacity() & !(CHARGE_STEP - 1);
+        if now == self.charged {
+            return;
+        }
+        if now > self.charged {
+            self.meter.add(now - self.charged);
+        } else {
+            self.meter.sub(self.charged - now);
+        }
+        self.charged = now;
     }
 
     /// The next frame already read, if a whole one is buffered. `None` too when what is
@@ -136,6 +165,15 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 .map(|idle| (now + idle, ReadEnd::Idle(idle))),
             _ => None,
         };
+        self.charge();
+        if self.meter.must_wait() {
+            // Over the server's memory budget: no more bytes from a connection holding
+            // much until it is back under (or this or another connection is closed).
+            tokio::select! {
+                () = &mut *stopping => return Err(ReadEnd::Shutdown),
+                () = self.meter.wait_for_budget() => {}
+            }
+        }
         let timer = &mut self.timer;
         let expired = async move {
             let (at, why) = deadline?;
@@ -149,6 +187,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             read = self.rd.read_buf(&mut self.buf) => read,
         };
         self.read_at = Instant::now();
+        self.charge();
         match read {
             // Whitespace after the last frame (a trailing newline) is harmless at EOF.
             Ok(0) if !self.codec.in_frame() && self.buf.iter().all(u8::is_ascii_whitespace) => {
@@ -160,5 +199,11 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             Ok(_) => Ok(self.read_at),
             Err(e) => Err(ReadEnd::Failed(e)),
         }
+    }
+}
+
+impl<R> Drop for FrameReader<R> {
+    fn drop(&mut self) {
+        self.meter.sub(self.charged);
     }
 }

@@ -5,9 +5,13 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::budget::Meter;
 use crate::outbox::{Batch, Outbox};
 use crate::packet::Wire;
 use crate::transport::ReplySink;
@@ -22,20 +26,37 @@ struct Shared {
 /// answers later holds its own clone.
 pub(crate) struct Replies(Arc<Shared>);
 
+/// How much a connection's replies may hold, and for how long the peer may read nothing.
+pub(crate) struct ReplyLimits {
+    /// Batches waiting (the in-flight limit).
+    pub max_batches: usize,
+    /// Bytes queued or being written before producers (the reader included) wait.
+    pub high_water: usize,
+    /// How long a write may make no progress before the connection is closed.
+    pub write_stall: Option<Duration>,
+}
+
 impl Replies {
-    /// A connection's replies, at most `max_batches` waiting, and the writer that sends
-    /// them to `wr` (run it next to the reader; it ends once every handle is dropped).
+    /// A connection's replies, within `limits`, counted on `meter`, and the writer that
+    /// sends them to `wr` (run it next to the reader; it ends once every handle is
+    /// dropped, or early when the peer stops reading).
     pub fn new<W: AsyncWrite + Unpin>(
-        max_batches: usize,
+        limits: &ReplyLimits,
+        meter: Arc<Meter>,
         wr: W,
         peer: std::net::SocketAddr,
     ) -> (Self, impl std::future::Future<Output = ()>) {
         let shared = Arc::new(Shared {
-            outbox: Outbox::new(max_batches),
+            outbox: Outbox::with_byte_limit(limits.max_batches, limits.high_water, meter),
             producers: AtomicUsize::new(1),
         });
-        let writer = write_loop(wr, shared.clone(), peer);
+        let writer = write_loop(wr, shared.clone(), peer, limits.write_stall);
         (Replies(shared), writer)
+    }
+
+    /// The connection is over: what is queued is dropped, and later replies fail at once.
+    pub fn discard(&self) {
+        self.0.outbox.discard();
     }
 
     /// Queues the replies collected while processing one batch of packets, as one frame
@@ -81,11 +102,13 @@ impl ReplySink for Replies {
 }
 
 /// Writes whatever is queued, in one `write` per turn, until every [`Replies`] handle is
-/// gone and the outbox is empty; then shuts the write half down.
+/// gone and the outbox is empty; then shuts the write half down. Ends early, dropping what
+/// is queued, when a write fails or makes no progress for `stall`.
 async fn write_loop<W: AsyncWrite + Unpin>(
     mut wr: W,
     shared: Arc<Shared>,
     peer: std::net::SocketAddr,
+    stall: Option<Duration>,
 ) {
     let mut batch = Batch::new();
     loop {
@@ -96,13 +119,54 @@ async fn write_loop<W: AsyncWrite + Unpin>(
             shared.outbox.sleep().await;
             continue;
         }
-        if let Err(e) = wr.write_all(&batch.buf).await {
-            tracing::debug!(%peer, "write failed, dropping replies for this connection: {e}");
+        if let Err(e) = write_within(&mut wr, &batch.buf, stall).await {
+            match e {
+                WriteEnd::Stalled(after) => tracing::warn!(
+                    %peer,
+                    queued = shared.outbox.held(),
+                    "closing connection: the peer read none of its replies for {after:?} (write-stall timeout)"
+                ),
+                WriteEnd::Failed(e) => tracing::debug!(
+                    %peer,
+                    "write failed, dropping replies for this connection: {e}"
+                ),
+            }
             // Later replies fail at once instead of waiting for room.
             shared.outbox.discard();
             return;
         }
-        batch.written();
+        shared.outbox.written(&mut batch);
     }
     let _ = wr.shutdown().await;
+}
+
+enum WriteEnd {
+    Stalled(Duration),
+    Failed(std::io::Error),
+}
+
+/// `write_all`, failing when one write makes no progress for `stall`. The timer is armed
+/// only once the socket is full: a write that goes through at once costs no timer.
+async fn write_within<W: AsyncWrite + Unpin>(
+    wr: &mut W,
+    mut buf: &[u8],
+    stall: Option<Duration>,
+) -> Result<(), WriteEnd> {
+    while !buf.is_empty() {
+        let written = match wr.write(buf).now_or_never() {
+            Some(done) => done,
+            None => match stall {
+                None => wr.write(buf).await,
+                Some(limit) => tokio::time::timeout(limit, wr.write(buf))
+                    .await
+                    .map_err(|_| WriteEnd::Stalled(limit))?,
+            },
+        };
+        match written {
+            Ok(0) => return Err(WriteEnd::Failed(std::io::ErrorKind::WriteZero.into())),
+            Ok(n) => buf = &buf[n..],
+            Err(e) => return Err(WriteEnd::Failed(e)),
+        }
+    }
+    Ok(())
 }
