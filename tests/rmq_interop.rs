@@ -23,9 +23,9 @@ use mirror::Mirror;
 use nestling::rmq::lapin::options::{
     BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptions,
 };
-use nestling::rmq::lapin::types::FieldTable;
+use nestling::rmq::lapin::types::{AMQPValue, FieldTable};
 use nestling::rmq::lapin::{self, BasicProperties};
-use nestling::rmq::RmqServe;
+use nestling::rmq::{RmqConnector, RmqServe};
 use nestling::{Client, ClientError, Server};
 use serde_json::{json, Value};
 use support::rmq::{
@@ -202,6 +202,32 @@ async fn nestling_client_calls_nest_over_rmq() {
         .await
         .unwrap();
     assert_eq!(got, [json!(2)]);
+    // Message properties of one's choosing (Nest's RmqRecordBuilder.setOptions): the Nest
+    // handler's RmqContext sees them.
+    let mut headers = FieldTable::default();
+    headers.insert("x-tenant".into(), AMQPValue::LongString("t1".into()));
+    headers.insert("x-n".into(), AMQPValue::LongInt(7));
+    let with_options = Client::builder(broker.client_url(&queue))
+        .transport(
+            RmqConnector::new().properties(
+                BasicProperties::default()
+                    .with_headers(headers)
+                    .with_priority(3),
+            ),
+        )
+        .request_timeout(Some(Duration::from_secs(10)))
+        .build();
+    let seen: Value = with_options.send("rmq_message", &1).await.unwrap();
+    assert_eq!(
+        seen["headers"],
+        json!({"x-tenant": "t1", "x-n": 7}),
+        "{seen}"
+    );
+    assert_eq!(seen["priority"], json!(3), "{seen}");
+    assert_eq!(seen["directReplyTo"], json!(true), "{seen}");
+    let sum: i64 = with_options.send("sum", &[2, 2]).await.unwrap();
+    assert_eq!(sum, 4);
+
     // 50 calls at once over the one connection, each answered by its own correlation id.
     let calls = (0..50).map(|i| {
         let client = client.clone();

@@ -27,6 +27,8 @@ pub(crate) struct RmqLink {
     connection: Arc<Connection>,
     channel: Channel,
     target: RmqTarget,
+    /// Properties every message starts from (see [`RmqConnector::properties`]).
+    defaults: BasicProperties,
     /// The address as given, without its password, for errors.
     addr: String,
     replies_task: tokio::task::JoinHandle<()>,
@@ -48,6 +50,15 @@ impl RmqLink {
     /// Connects to the broker `addr` names, declares the service's queue (as Nest's
     /// client does, unless `no_assert`) and starts consuming direct replies.
     pub async fn connect(addr: &str, timeout: Duration) -> Result<Arc<Self>, ClientError> {
+        Self::connect_with(addr, timeout, BasicProperties::default()).await
+    }
+
+    /// [`connect`](Self::connect), every message starting from `defaults`.
+    async fn connect_with(
+        addr: &str,
+        timeout: Duration,
+        defaults: BasicProperties,
+    ) -> Result<Arc<Self>, ClientError> {
         let target = RmqTarget::parse(addr)?;
         let failed = |message: String| ClientError::Connect {
             addr: redact(addr),
@@ -90,6 +101,7 @@ impl RmqLink {
             connection: Arc::new(connection),
             channel,
             target,
+            defaults,
             addr: redact(addr),
             replies_task,
         }))
@@ -104,10 +116,17 @@ impl RmqLink {
         }
     }
 
+    /// A message's properties: the defaults, with Nest's `headers: {}` and delivery mode
+    /// (`persistent`) where the defaults leave them unset.
     fn properties(&self) -> BasicProperties {
-        BasicProperties::default()
-            .with_headers(FieldTable::default())
-            .with_delivery_mode(if self.target.persistent { 2 } else { 1 })
+        let mut properties = self.defaults.clone();
+        if properties.headers().is_none() {
+            properties = properties.with_headers(FieldTable::default());
+        }
+        if properties.delivery_mode().is_none() {
+            properties = properties.with_delivery_mode(if self.target.persistent { 2 } else { 1 });
+        }
+        properties
     }
 
     async fn publish(
@@ -213,4 +232,73 @@ async fn route_replies(mut consumer: lapin::Consumer, replies: ReplyRouter) {
         }
     }
     replies.close_all("the RabbitMQ connection was closed");
+}
+
+/// Opens RabbitMQ links whose messages carry properties of your choosing: Nest's
+/// `ClientRMQ` `headers` option, and what `RmqRecordBuilder.setOptions` sets (`priority`,
+/// `expiration`, `headers`, `contentType`, …). Requests still get their own `replyTo` and
+/// `correlationId`. Plug it in with [`ClientBuilder::transport`](crate::ClientBuilder::transport);
+/// a client per set of properties shares nothing but the broker.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), nestling::ClientError> {
+/// use nestling::rmq::lapin::{types::{AMQPValue, FieldTable}, BasicProperties};
+/// use nestling::rmq::RmqConnector;
+///
+/// let mut headers = FieldTable::default();
+/// headers.insert("x-tenant".into(), AMQPValue::LongString("acme".into()));
+/// let urgent = nestling::Client::builder("amqp://127.0.0.1:5672?queue=user_service")
+///     .transport(RmqConnector::new().properties(
+///         BasicProperties::default().with_headers(headers).with_priority(9),
+///     ))
+///     .build();
+/// let sum: i64 = urgent.send("sum", &[1, 2, 3]).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct RmqConnector {
+    properties: BasicProperties,
+    timeout: Duration,
+}
+
+impl Default for RmqConnector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RmqConnector {
+    /// Nest's defaults: `headers: {}`, delivery mode from the address's `persistent`.
+    pub fn new() -> Self {
+        RmqConnector {
+            properties: BasicProperties::default(),
+            timeout: crate::client::DEFAULT_CONNECT_TIMEOUT,
+        }
+    }
+
+    /// The properties every message starts from.
+    pub fn properties(mut self, properties: BasicProperties) -> Self {
+        self.properties = properties;
+        self
+    }
+
+    /// How long connecting to the broker may take (default: the client's default, 5 s).
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+}
+
+impl crate::transport::ClientConnector for RmqConnector {
+    fn connect<'a>(
+        &'a self,
+        addr: &'a str,
+    ) -> TransportFuture<'a, Result<Arc<dyn ClientTransport>, ClientError>> {
+        Box::pin(async move {
+            let link = RmqLink::connect_with(addr, self.timeout, self.properties.clone()).await?;
+            let link: Arc<dyn ClientTransport> = link;
+            Ok(link)
+        })
+    }
 }
