@@ -9,6 +9,7 @@ use hdrhistogram::Histogram;
 use nestling::{Client, ClientError, Pattern};
 use serde_json::{json, Value};
 
+use crate::address::Address;
 use crate::output::{self, Failure, CONNECTION, REMOTE};
 use crate::tls::Tls;
 use crate::{input, CallArgs};
@@ -17,12 +18,19 @@ use crate::{input, CallArgs};
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn run(args: CallArgs) -> Result<(), Failure> {
-    let addr = input::address(&args.target.addr);
+    let address = Address::parse(&args.target.addr)?;
     let pattern = input::pattern(&args.target.pattern)?;
     let data = input::payload(&args.target)?;
-    let tls = Tls::from_args(&args.target, &addr)?;
+    let tls = match &address {
+        Address::Tcp(addr) => Tls::from_args(&args.target, addr)?,
+        broker => {
+            broker.reject_tls(args.target.tls)?;
+            None
+        }
+    };
     let limit = (args.target.timeout > 0).then(|| Duration::from_millis(args.target.timeout));
-    let mut builder = Client::builder(addr)
+    // `nestling::Client` dials `nats://` and `amqp://` addresses itself.
+    let mut builder = Client::builder(address.client_addr())
         .connect_timeout(limit.unwrap_or(DEFAULT_CONNECT_TIMEOUT))
         .request_timeout(limit);
     if let Some(tls) = &tls {
@@ -134,7 +142,7 @@ fn worst(a: u8, b: u8) -> u8 {
 }
 
 /// `--repeat N --concurrency C`: N calls, C in flight at once, all over the client's one
-/// connection (opened before timing starts). Latencies are of successful calls.
+/// connection (to the service, or to the broker; opened before timing starts). Latencies are of successful calls.
 async fn repeat(
     client: &Client,
     pattern: Pattern,

@@ -1,6 +1,9 @@
 //! `nestling emit`: one event frame on a connection of its own, written, flushed and closed
-//! before the process exits.
+//! before the process exits. To a broker (`nats://`, `amqp://`), the event goes through
+//! [`Client::emit`], which returns once the NATS client has flushed it or lapin has written
+//! the publish to the broker's socket.
 //!
+//! Over TCP:
 //! `nestling::Client::emit` returns once the connection's writer has handed the frame to the
 //! socket (as Nest's `emit` completes), not merely queued it, but it leaves the connection
 //! open until the client is dropped. A one-shot command writes the frame itself instead, so
@@ -13,11 +16,12 @@
 use std::time::Duration;
 
 use bytes::BytesMut;
-use nestling::Pattern;
+use nestling::{Client, Pattern};
 use serde_json::Value;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::address::Address;
 use crate::output::Failure;
 use crate::tls::Tls;
 use crate::{input, EmitArgs};
@@ -26,22 +30,47 @@ use crate::{input, EmitArgs};
 const DEFAULT_LIMIT: Duration = Duration::from_secs(5);
 
 pub async fn run(args: EmitArgs) -> Result<(), Failure> {
-    let addr = input::address(&args.target.addr);
+    let address = Address::parse(&args.target.addr)?;
     let pattern = input::pattern(&args.target.pattern)?;
     let data = input::payload(&args.target)?;
-    let tls = Tls::from_args(&args.target, &addr)?;
     let limit = match args.target.timeout {
         0 => DEFAULT_LIMIT,
         ms => Duration::from_millis(ms),
     };
-    let frame = event_frame(&pattern, &data)?;
-    match tokio::time::timeout(limit, send(&addr, &frame, tls.as_ref())).await {
-        Ok(result) => result,
-        Err(_) => Err(Failure::connection(format!(
-            "emitting to {addr} timed out after {} ms; check that the service is reachable",
+    let sent = match &address {
+        Address::Tcp(addr) => {
+            let tls = Tls::from_args(&args.target, addr)?;
+            let frame = event_frame(&pattern, &data)?;
+            tokio::time::timeout(limit, send(addr, &frame, tls.as_ref())).await
+        }
+        broker => {
+            broker.reject_tls(args.target.tls)?;
+            tokio::time::timeout(limit, publish(broker, &pattern, &data, limit)).await
+        }
+    };
+    sent.unwrap_or_else(|_| {
+        Err(Failure::connection(format!(
+            "emitting to {} timed out after {} ms; check that the service is reachable",
+            address.shown(),
             limit.as_millis()
-        ))),
-    }
+        )))
+    })
+}
+
+/// An event through a broker, with the client's own connection (closed when dropped).
+async fn publish(
+    broker: &Address,
+    pattern: &Pattern,
+    data: &Value,
+    limit: Duration,
+) -> Result<(), Failure> {
+    let client = Client::builder(broker.client_addr())
+        .connect_timeout(limit)
+        .build();
+    client
+        .emit(pattern, data)
+        .await
+        .map_err(|e| Failure::client(&e, true))
 }
 
 /// The event frame `Client::emit` sends: `{"pattern":P,"data":D}` with P in event form.

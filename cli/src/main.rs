@@ -1,8 +1,9 @@
-//! # `nestling` — a command-line client for NestJS TCP microservices
+//! # `nestling` — a command-line client for NestJS microservices
 //!
-//! What `grpcurl` is for gRPC, `nestling` is for `@nestjs/microservices` with
-//! `Transport.TCP`: it speaks Nest's wire (`<len>#<json>` frames, `len` in UTF-16 units) through
-//! the [`nestling`] crate, so it works against NestJS services and nestling services alike.
+//! What `grpcurl` is for gRPC, `nestling` is for `@nestjs/microservices` over
+//! `Transport.TCP`, `Transport.NATS` and `Transport.RMQ`: it speaks Nest's wire (over TCP,
+//! `<len>#<json>` frames, `len` in UTF-16 units) through the [`nestling`] crate, so it works
+//! against NestJS services and nestling services alike.
 //!
 //! | command | what it does | Nest equivalent |
 //! |---|---|---|
@@ -14,7 +15,11 @@
 //!
 //! ## Arguments
 //!
-//! * `addr`: `host:port`; a bare port (`8888` or `:8888`) means `127.0.0.1:<port>`.
+//! * `addr`: `host:port` (Nest TCP; a bare port, `8888` or `:8888`, means
+//!   `127.0.0.1:<port>`), `nats://host:4222` (NATS), or
+//!   `amqp://user:pass@host:5672/vhost?queue=NAME` (RabbitMQ: the queue the service consumes,
+//!   with Nest's `ClientRMQ` options `durable`, `no_assert`, `persistent`, `exchange`,
+//!   `wildcards` as further query parameters).
 //! * `pattern`: a plain string (`sum`), or — when it starts with `{` or `[` — a JSON object or
 //!   array (`'{"cmd":"sum"}'`), sent as that JSON value like `@MessagePattern({ cmd: 'sum' })`
 //!   expects. An argument starting with `{`/`[` that is not valid JSON is a usage error.
@@ -63,10 +68,15 @@
 //! $ nestling call 8888 sum '[1,2]' --repeat 10000 --concurrency 64
 //! $ nestling call 8888 sum '[1,2,3]' --tls --ca cert.pem
 //! $ nestling listen 127.0.0.1:8888 --json --echo
+//! $ nestling call nats://127.0.0.1:4222 sum '[1,2,3]'
+//! $ nestling emit 'amqp://127.0.0.1:5672?queue=user_service' log hi
+//! $ nestling listen nats://127.0.0.1:4222 --subject 'sum'
+//! $ nestling listen 'amqp://127.0.0.1:5672?queue=user_service' --echo
 //! ```
 
 #![deny(unsafe_code)]
 
+mod address;
 mod call;
 mod emit;
 mod input;
@@ -81,9 +91,11 @@ use clap::{Args, Parser, Subcommand};
 
 use output::{Failure, USAGE};
 
-/// Call, emit to, load-test and eavesdrop on NestJS TCP microservices (`Transport.TCP`).
+/// Call, emit to, load-test and eavesdrop on NestJS microservices (TCP, NATS, RabbitMQ).
 ///
-/// Works with NestJS (`@nestjs/microservices`) and nestling services alike.
+/// Works with NestJS (`@nestjs/microservices`) and nestling services alike. Addresses:
+/// `host:port` (Transport.TCP), `nats://host:4222` (Transport.NATS),
+/// `amqp://host:5672/vhost?queue=NAME` (Transport.RMQ).
 /// Exit status: 0 ok, 1 the service answered with an error, 2 connection or timeout error,
 /// 3 usage error.
 #[derive(Debug, Parser)]
@@ -105,29 +117,39 @@ Examples:
   nestling call 8888 '{\"cmd\":\"sum\"}' '[1,2,3]' --json
   nestling call 8888 echo 求和1111 --raw
   nestling call 8888 count 3 --stream
-  nestling call 8888 sum '[1,2]' --repeat 10000 --concurrency 64 --json")]
+  nestling call 8888 sum '[1,2]' --repeat 10000 --concurrency 64 --json
+  nestling call nats://127.0.0.1:4222 sum '[1,2,3]'
+  nestling call 'amqp://guest:guest@127.0.0.1:5672/?queue=user_service' sum '[1,2,3]'")]
     Call(CallArgs),
     /// Send an event (Nest's `client.emit(pattern, data)`); no reply is awaited.
     #[command(after_help = "\
 Examples:
   nestling emit 127.0.0.1:8888 log 求和1111
-  nestling emit 8888 '{\"ev\":\"audit\"}' '{\"user\":1}'")]
+  nestling emit 8888 '{\"ev\":\"audit\"}' '{\"user\":1}'
+  nestling emit nats://127.0.0.1:4222 log 求和1111
+  nestling emit 'amqp://127.0.0.1:5672?queue=user_service' log 求和1111")]
     Emit(EmitArgs),
-    /// Accept Nest TCP connections and print every packet received: a debugging sink.
+    /// Print every packet received: a debugging sink for Nest TCP, NATS or RabbitMQ.
     ///
-    /// Prints peer, kind (request / event / undefined), pattern, data and id of every
-    /// packet. Answers nothing unless `--echo` is given. Stops on Ctrl-C.
+    /// `host:port`: accepts Nest TCP connections. `nats://…`: subscribes to `--subject`.
+    /// `amqp://…?queue=NAME`: consumes that queue (declared durable, as Nest does). Prints
+    /// the peer (or subject, or queue), kind (request / event / undefined), pattern, data and
+    /// id of every packet, plus `reply` and `headers` (NATS) or `correlationId`, `replyTo` and
+    /// `headers` (RabbitMQ). Answers nothing unless `--echo` is given. Stops on Ctrl-C.
     #[command(after_help = "\
 Examples:
   nestling listen 127.0.0.1:8888
-  nestling listen 8888 --json --echo")]
+  nestling listen 8888 --json --echo
+  nestling listen nats://127.0.0.1:4222 --subject '>'
+  nestling listen 'amqp://127.0.0.1:5672?queue=user_service' --echo")]
     Listen(ListenArgs),
 }
 
 /// Options shared by `call` and `emit`.
 #[derive(Debug, Args)]
 struct Target {
-    /// Service address: `host:port`, or just a port for 127.0.0.1.
+    /// Service address: `host:port` (or just a port, for 127.0.0.1), `nats://host:4222`, or
+    /// `amqp://host:5672/vhost?queue=NAME`.
     addr: String,
     /// Message pattern: a string (`sum`), or a JSON object/array (`'{"cmd":"sum"}'`).
     pattern: String,
@@ -142,7 +164,7 @@ struct Target {
     /// `--stream`, for each item) or for writing the event (`emit`). 0: no reply limit.
     #[arg(long, value_name = "MS", default_value_t = 10_000)]
     timeout: u64,
-    /// Connect over TLS (a service with Nest's `tlsOptions`); needs --ca or --insecure.
+    /// Connect over TLS (a TCP service with Nest's `tlsOptions`); needs --ca or --insecure.
     #[arg(long)]
     tls: bool,
     /// With --tls: PEM file of the CA or self-signed certificate(s) to trust (Nest's
@@ -189,12 +211,18 @@ struct EmitArgs {
 
 #[derive(Debug, Args)]
 struct ListenArgs {
-    /// Address to listen on: `host:port`, or just a port for 127.0.0.1 (0: any free port).
+    /// Where to listen: `host:port` (or just a port, for 127.0.0.1; 0: any free port), a
+    /// NATS server `nats://host:4222`, or a RabbitMQ queue `amqp://host:5672/vhost?queue=NAME`.
     addr: String,
+    /// With nats://: the subject to subscribe to (wildcards `*` and `>` allowed).
+    /// Default: `>`, every subject (replies under `_INBOX.` are skipped).
+    #[arg(long, value_name = "SUBJECT")]
+    subject: Option<String>,
     /// Print one compact JSON object per packet instead of text.
     #[arg(long)]
     json: bool,
-    /// Answer every request by echoing its data: `{"response":data,"isDisposed":true,"id":id}`.
+    /// Answer every request by echoing its data: `{"response":data,"isDisposed":true,"id":id}`
+    /// (RabbitMQ: without `id`, to the request's `replyTo` with its `correlationId`).
     #[arg(long)]
     echo: bool,
 }

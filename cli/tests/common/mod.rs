@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod brokers;
+
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
