@@ -129,7 +129,7 @@ impl PendingCalls {
     /// Registers a call whose every value is wanted, queuing up to `limit` bytes of them
     /// for the caller (see [`on_reply`](Self::on_reply)).
     pub fn register_stream(&self, id: u64, limit: usize) -> Result<StreamReceiver, String> {
-        let (tx, rx) = StreamQueue::new(limit);
+        let (tx, rx) = StreamQueue::channel(limit);
         self.insert(id, PendingCall::Stream(tx))?;
         Ok(rx)
     }

@@ -50,7 +50,7 @@ impl StreamQueue {
     }
 
     /// A queue and its two ends.
-    pub fn new(limit: usize) -> (StreamSender, StreamReceiver) {
+    pub fn channel(limit: usize) -> (StreamSender, StreamReceiver) {
         let queue = Arc::new(StreamQueue {
             state: Mutex::default(),
             room: Notify::new(),
@@ -183,7 +183,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_full_queue_holds_the_link_until_the_caller_takes_items() {
-        let (tx, mut rx) = StreamQueue::new(100 + 2 * ITEM_OVERHEAD);
+        let (tx, mut rx) = StreamQueue::channel(100 + 2 * ITEM_OVERHEAD);
         assert!(tx.send(item(60)).is_none());
         let full = tx
             .send(item(60))
@@ -200,7 +200,7 @@ mod tests {
 
     #[tokio::test]
     async fn dropping_the_stream_releases_the_link_and_drops_the_items() {
-        let (tx, rx) = StreamQueue::new(10);
+        let (tx, rx) = StreamQueue::channel(10);
         let full = tx.send(item(50)).expect("over");
         drop(rx);
         tokio::time::timeout(Duration::from_secs(5), full.room())
@@ -212,7 +212,7 @@ mod tests {
 
     #[test]
     fn the_stream_ends_when_the_link_drops_its_end() {
-        let (tx, mut rx) = StreamQueue::new(10);
+        let (tx, mut rx) = StreamQueue::channel(10);
         assert!(tx.send(StreamEvent::End).is_none());
         drop(tx);
         assert!(matches!(next(&mut rx), Some(StreamEvent::End)));
