@@ -32,7 +32,7 @@ HOME="$node_dir/home" RABBITMQ_NODENAME="nestling-demo$RMQ_PORT@localhost" \
   RABBITMQ_DIST_PORT="$((RMQ_PORT + 20000))" RABBITMQ_MNESIA_BASE="$node_dir/mnesia" \
   RABBITMQ_LOG_BASE="$node_dir/log" RABBITMQ_ENABLED_PLUGINS_FILE="$node_dir/enabled_plugins" \
   RABBITMQ_CONFIG_FILE="$node_dir/rabbitmq" RABBITMQ_LOGS="$node_dir/log/node.log" \
-  setsid "$rabbit" >/dev/null 2>&1 &
+  setsid sh -c 'cd "$1" && exec "$2"' sh "$node_dir" "$rabbit" >/dev/null 2>&1 &
 rabbit_pid=$!
 trap 'kill -TERM -- "-$rabbit_pid" 2>/dev/null || true; cleanup; rm -rf "$log_dir"' EXIT INT TERM
 for _ in $(seq 1 600); do (echo >"/dev/tcp/127.0.0.1/$RMQ_PORT") 2>/dev/null && break; sleep 0.1; done

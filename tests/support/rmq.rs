@@ -139,7 +139,10 @@ impl RmqBroker {
     fn run(&mut self) {
         let dir = &self.dir;
         let mut cmd = Command::new(&self.script);
-        cmd.env("HOME", dir.join("home"))
+        // Its working directory is its data directory: Erlang and Mnesia write crash dumps
+        // there, never into the repository.
+        cmd.current_dir(dir)
+            .env("HOME", dir.join("home"))
             .env(
                 "RABBITMQ_NODENAME",
                 format!("nestling{}@localhost", self.port),
