@@ -219,6 +219,11 @@ mod tests {
         let a = Address::parse("nats://127.0.0.1:4222").unwrap();
         assert_eq!(a, Address::Nats("nats://127.0.0.1:4222".into()));
         assert_eq!(a.client_addr(), "nats://127.0.0.1:4222");
+        // The client picks the transport by the lower-case scheme.
+        assert_eq!(
+            Address::parse("NATS://h:4222").unwrap(),
+            Address::Nats("nats://h:4222".into())
+        );
         let e = Address::parse("nats://").unwrap_err();
         assert_eq!(e.code, crate::output::USAGE);
         assert!(e.message.contains("nats://host:4222"), "{}", e.message);

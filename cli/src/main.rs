@@ -39,8 +39,8 @@
 //! |---|---|
 //! | 0 | success |
 //! | 1 | the service answered with an error (or a reply that could not be used) |
-//! | 2 | connection refused / closed, TLS handshake failed, connect or reply timeout, `listen` address in use |
-//! | 3 | usage: bad arguments, an invalid JSON pattern or payload file, unreadable TLS files |
+//! | 2 | connection refused / closed (service or broker), TLS handshake failed, connect or reply timeout, no NATS subscriber, `listen` address in use |
+//! | 3 | usage: bad arguments, a malformed address (`amqp://` without `queue=`), an invalid JSON pattern or payload file, unreadable TLS files |
 //!
 //! ## TLS
 //!
