@@ -194,6 +194,16 @@ impl<'de> Deserialize<'de> for Num {
     }
 }
 
+/// The sum a `sum` packet asks for; `None` for any other packet. The RabbitMQ ceiling's
+/// parse: the same single serde pass as over TCP.
+pub fn sum_of(body: &[u8]) -> Option<i64> {
+    let packet = serde_json::from_slice::<Packet>(body).ok()?;
+    match (packet.pattern.map(RawValue::get), packet.data) {
+        (Some("\"sum\""), Data::Sum(n)) => Some(n),
+        _ => None,
+    }
+}
+
 const NO_HANDLER: &str = "There is no matching message handler defined in the remote service.";
 
 /// Handles one frame body, appending any reply frame to `out`.

@@ -282,6 +282,7 @@ pub async fn run(
             &launch.program,
             &launch.args,
             launch.cwd.as_deref(),
+            &[],
             cfg.pin,
             Duration::from_secs(240),
         );
@@ -377,7 +378,9 @@ async fn measure(server: &mut Profiled, sc: &Scenario, cfg: &CostConfig) -> Cost
             cfg.events,
             SumRequest::small(),
         ),
-        Load::Client { .. } => unreachable!("client scenarios are filtered out"),
+        Load::Client { .. } | Load::RmqRequests { .. } | Load::RmqClient { .. } => {
+            unreachable!("client and RabbitMQ scenarios are filtered out")
+        }
     };
     let (per_conn, per_phase) = split(total, conns, batch as u64);
     let (warm_per_conn, warmup) = split(cfg.warmup, conns, batch as u64);
@@ -497,7 +500,9 @@ async fn drive(
                 Load::Events {
                     batch, outstanding, ..
                 } => loadgen::events_loop(&mut s, batch, outstanding, t).await,
-                Load::Client { .. } => Stats::new(),
+                Load::Client { .. } | Load::RmqRequests { .. } | Load::RmqClient { .. } => {
+                    Stats::new()
+                }
             };
             (s, st)
         });

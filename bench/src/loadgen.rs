@@ -32,7 +32,7 @@ pub struct Times {
 }
 
 impl Times {
-    fn in_window(&self, t: Instant) -> bool {
+    pub fn in_window(&self, t: Instant) -> bool {
         t >= self.measure_start && t < self.end
     }
 }
@@ -63,7 +63,7 @@ impl Stats {
         }
     }
 
-    fn error(&mut self, n: u64, what: impl FnOnce() -> String) {
+    pub fn error(&mut self, n: u64, what: impl FnOnce() -> String) {
         self.errors += n;
         if self.first_error.is_none() {
             self.first_error = Some(what());

@@ -1,9 +1,10 @@
 //! `nestling-bench`: drives nestling's `user_service` example, the real NestJS
-//! `tests/nest/user-service.mjs` and a hand-written tokio "ceiling" server with one Rust load
-//! generator speaking Nest's TCP wire, and reports throughput, latency, errors, CPU and RSS.
+//! `tests/nest/user-service.mjs` and a hand-written "ceiling" server with one Rust load
+//! generator speaking Nest's TCP wire (and, through a RabbitMQ broker it starts, Nest's RMQ
+//! wire), and reports throughput, latency, errors, CPU and RSS.
 //!
-//! See `bench/README.md`. `--ceiling-server` runs the ceiling server itself (the bench starts
-//! it that way as a child process).
+//! See `bench/README.md`. `--ceiling-server` and `--rmq-ceiling-server` run the ceiling
+//! servers themselves (the bench starts them that way as child processes).
 
 #![deny(unsafe_code)]
 
@@ -12,6 +13,7 @@ mod cost;
 mod loadgen;
 mod procs;
 mod report;
+mod rmq;
 mod wire;
 
 use std::path::PathBuf;
@@ -45,7 +47,8 @@ struct Args {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Scenarios to run, by letter or name (comma-separated): a/1x1, b/4x32, c/64x1,
-    /// d/events, e/sum-1KiB,sum-64KiB, f/client-1,client-32. Default: all.
+    /// d/events, e/sum-1KiB,sum-64KiB, f/client-1,client-32, and over RabbitMQ
+    /// g/rmq-1x1,rmq-4x32, h/rmq-client-1,rmq-client-32. Default: all.
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
     /// Servers to drive (comma-separated): nestling, nest, ceiling. Default: all.
@@ -79,6 +82,9 @@ struct Args {
     /// Run the ceiling server (internal: the bench starts itself this way).
     #[arg(long, hide = true)]
     ceiling_server: bool,
+    /// Run the RabbitMQ ceiling consumer (internal: the bench starts itself this way).
+    #[arg(long, hide = true)]
+    rmq_ceiling_server: bool,
 }
 
 /// What a scenario does on each connection.
@@ -101,6 +107,19 @@ enum Load {
     /// concurrent `send`s on its one connection, vs the raw generator on one connection
     /// with the same number in flight.
     Client { inflight: usize },
+    /// `sum [1,2,3]` through the RabbitMQ broker: `conns` connections of the raw lapin
+    /// generator × `inflight` outstanding, to each RabbitMQ server.
+    RmqRequests { conns: usize, inflight: usize },
+    /// Client side over RabbitMQ, against the raw lapin consumer (no acks):
+    /// `nestling::Client` with `inflight` concurrent `send`s vs the raw generator on one
+    /// connection with the same number outstanding.
+    RmqClient { inflight: usize },
+}
+
+impl Load {
+    fn is_rmq(self) -> bool {
+        matches!(self, Load::RmqRequests { .. } | Load::RmqClient { .. })
+    }
 }
 
 struct Scenario {
@@ -177,6 +196,36 @@ fn scenarios() -> Vec<Scenario> {
             what: "client side vs ceiling: nestling::Client, 32 concurrent sends on its one connection, vs raw 1x32",
             load: Load::Client { inflight: 32 },
         },
+        Scenario {
+            letter: 'g',
+            name: "rmq-1x1",
+            what: "RabbitMQ: sum [1,2,3], 1 connection x 1 in flight through the broker",
+            load: Load::RmqRequests {
+                conns: 1,
+                inflight: 1,
+            },
+        },
+        Scenario {
+            letter: 'g',
+            name: "rmq-4x32",
+            what: "RabbitMQ: sum [1,2,3], 4 connections x 32 in flight through the broker",
+            load: Load::RmqRequests {
+                conns: 4,
+                inflight: 32,
+            },
+        },
+        Scenario {
+            letter: 'h',
+            name: "rmq-client-1",
+            what: "RabbitMQ client side vs the raw consumer: nestling::Client, 1 call at a time, vs raw 1x1",
+            load: Load::RmqClient { inflight: 1 },
+        },
+        Scenario {
+            letter: 'h',
+            name: "rmq-client-32",
+            what: "RabbitMQ client side vs the raw consumer: nestling::Client, 32 concurrent sends, vs raw 1x32",
+            load: Load::RmqClient { inflight: 32 },
+        },
     ]
 }
 
@@ -193,6 +242,13 @@ fn main() {
     if args.ceiling_server {
         if let Err(e) = ceiling::run() {
             eprintln!("ceiling server: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.rmq_ceiling_server {
+        if let Err(e) = rmq::ceiling::run() {
+            eprintln!("RabbitMQ ceiling server: {e}");
             std::process::exit(1);
         }
         return;
@@ -293,17 +349,22 @@ async fn run(
     let server_pin = pinning.map(|p| p.server_core);
     let ready = Duration::from_secs(30);
     let all = scenarios();
-    let chosen: Vec<&Scenario> = all
+    let (rmq_chosen, chosen): (Vec<&Scenario>, Vec<&Scenario>) = all
         .iter()
         .filter(|s| selected(&args.scenario, s.letter, s.name))
-        .collect();
-    if chosen.is_empty() {
+        .partition(|s| s.load.is_rmq());
+    if chosen.is_empty() && rmq_chosen.is_empty() {
         return Err(format!("no scenario matches {:?}", args.scenario));
     }
     let needs_ceiling = chosen.iter().any(|s| matches!(s.load, Load::Client { .. }));
 
     let mut targets = Vec::new();
-    for (label, launch) in launches(args, needs_ceiling)? {
+    let tcp_launches = if chosen.is_empty() {
+        Vec::new()
+    } else {
+        launches(args, needs_ceiling)?
+    };
+    for (label, launch) in tcp_launches {
         let t = launch.and_then(|l| {
             ServerProc::start(
                 label,
@@ -378,12 +439,11 @@ async fn run(
         }
         results.extend(report::medians(runs));
     }
-    let elapsed = started.elapsed();
-    let skipped: Vec<(String, String)> = targets
+    let mut skipped: Vec<(String, String)> = targets
         .iter()
         .filter_map(|t| t.skipped.clone().map(|w| (t.label.to_string(), w)))
         .collect();
-    let peak: Vec<(String, Option<u64>)> = targets
+    let mut peak: Vec<(String, Option<u64>)> = targets
         .iter()
         .filter_map(|t| {
             t.proc
@@ -391,11 +451,28 @@ async fn run(
                 .map(|p| (t.label.to_string(), p.peak_rss_kib()))
         })
         .collect();
-    let idle: Vec<(String, Option<u64>)> = targets
+    let mut idle: Vec<(String, Option<u64>)> = targets
         .iter()
         .filter(|t| t.proc.is_some())
         .map(|t| (t.label.to_string(), t.idle_rss_kib))
         .collect();
+    // The TCP servers are no longer needed: they would only idle beside the broker.
+    drop(targets);
+    if !rmq_chosen.is_empty() {
+        let runner = rmq::Runner {
+            args,
+            pinning,
+            window,
+            warmup,
+            ticks,
+        };
+        let out = runner.run(&rmq_chosen).await?;
+        results.extend(out.results);
+        skipped.extend(out.skipped);
+        peak.extend(out.peak_rss_kib);
+        idle.extend(out.idle_rss_kib);
+    }
+    let elapsed = started.elapsed();
     let summary = report::Summary {
         machine,
         pinning: pinning.is_some(),
@@ -417,7 +494,6 @@ async fn run(
         println!("JSON written to {}", path.display());
     }
     Ok(())
-    // `targets` drops here: every server is killed and reaped.
 }
 
 /// How to start each wanted server (in the order nestling, nest, ceiling), or why it
@@ -486,9 +562,9 @@ async fn run_cost(
     };
     let mut chosen: Vec<&Scenario> = Vec::new();
     for sc in all.iter().filter(|s| selected(filter, s.letter, s.name)) {
-        if let Load::Client { .. } = sc.load {
+        if matches!(sc.load, Load::Client { .. }) || sc.load.is_rmq() {
             println!(
-                "-- {} ({}): not available in cost mode (client side)",
+                "-- {} ({}): not available in cost mode (client side or RabbitMQ)",
                 sc.name, sc.letter
             );
         } else {
@@ -592,12 +668,17 @@ async fn run_one(
         } => (conns, inflight, bytes),
         Load::Events { conns, batch, .. } => (conns, batch, 0),
         Load::Client { .. } => (1, client_inflight, 0),
+        Load::RmqRequests { .. } | Load::RmqClient { .. } => {
+            unreachable!("RabbitMQ scenarios run in rmq.rs")
+        }
     };
     let mut result = RunResult::new(sc.name, sc.letter, &label, conns, inflight);
     let req = Arc::new(match load {
-        Load::Requests { bytes: 0, .. } | Load::Client { .. } | Load::Events { .. } => {
-            SumRequest::small()
-        }
+        Load::Requests { bytes: 0, .. }
+        | Load::Client { .. }
+        | Load::Events { .. }
+        | Load::RmqRequests { .. }
+        | Load::RmqClient { .. } => SumRequest::small(),
         Load::Requests { bytes, .. } => SumRequest::of_size(bytes),
     });
     result.payload_bytes = if payload == 0 { 0 } else { req.data_bytes };
@@ -659,6 +740,36 @@ async fn run_one(
             }
         }
     }
+    let (stats, sleeps) = measure(server, &mut set, t, ticks, &mut result).await;
+    if let Load::Events { .. } = load {
+        // Every event the generator wrote must eventually be printed by the server.
+        let sent = stats.events_sent;
+        let wait_until = Instant::now() + Duration::from_secs(10);
+        let mut counted = server.event_lines() - events_before;
+        while counted < sent && Instant::now() < wait_until {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            counted = server.event_lines() - events_before;
+        }
+        result.events = Some(report::EventCheck {
+            sent,
+            printed: counted,
+        });
+    }
+    finish(&mut result, stats, sleeps, server, window);
+    result
+}
+
+/// The measured window of one run: waits for it to start, reads the server's, the
+/// generator's and the machine's CPU time and the server's sleeps at both ends (into
+/// `result`), then joins the workers (aborting them after the drain deadline). Returns
+/// their merged stats and the server's sleeps during the window.
+async fn measure(
+    server: &ServerProc,
+    set: &mut JoinSet<Stats>,
+    t: Times,
+    ticks: f64,
+    result: &mut RunResult,
+) -> (Stats, Option<u64>) {
     tokio::time::sleep_until(t.measure_start).await;
     let srv0 = server.cpu_ticks();
     let sleeps0 = server.sleeps();
@@ -705,25 +816,25 @@ async fn run_one(
             }
         }
     }
-    if let Load::Events { .. } = load {
-        // Every event the generator wrote must eventually be printed by the server.
-        let sent = stats.events_sent;
-        let wait_until = Instant::now() + Duration::from_secs(10);
-        let mut counted = server.event_lines() - events_before;
-        while counted < sent && Instant::now() < wait_until {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            counted = server.event_lines() - events_before;
-        }
-        result.events = Some(report::EventCheck {
-            sent,
-            printed: counted,
-        });
-    }
+    let sleeps = match (sleeps0, sleeps1) {
+        (Some(a), Some(b)) => Some(b.saturating_sub(a)),
+        _ => None,
+    };
+    (stats, sleeps)
+}
+
+/// Completes `result` from the workers' stats: rate, latency, errors, the server's sleeps
+/// per 100 requests, its peak RSS, and a failure if it has exited.
+fn finish(
+    result: &mut RunResult,
+    stats: Stats,
+    sleeps: Option<u64>,
+    server: &mut ServerProc,
+    window: Duration,
+) {
     result.finish(stats, window.as_secs_f64());
-    result.sleeps_per_100 = match (sleeps0, sleeps1) {
-        (Some(a), Some(b)) if result.completed > 0 => {
-            Some(b.saturating_sub(a) as f64 * 100.0 / result.completed as f64)
-        }
+    result.sleeps_per_100 = match sleeps {
+        Some(n) if result.completed > 0 => Some(n as f64 * 100.0 / result.completed as f64),
         _ => None,
     };
     result.peak_rss_kib = server.peak_rss_kib();
@@ -733,5 +844,4 @@ async fn run_one(
             server.tail_text()
         ));
     }
-    result
 }

@@ -70,19 +70,37 @@ impl ServerProc {
         pin: Option<usize>,
         ready_timeout: Duration,
     ) -> Result<ServerProc, String> {
-        Self::start_wrapped(name, &[], program, args, cwd, pin, ready_timeout)
+        Self::start_wrapped(name, &[], program, args, cwd, &[], pin, ready_timeout)
+    }
+
+    /// [`ServerProc::start`] with extra environment variables (the RabbitMQ servers get
+    /// their broker and queue this way). A server that prints `READY rmq` instead of a
+    /// port gets port 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start_env(
+        name: &str,
+        program: &Path,
+        args: &[&str],
+        cwd: Option<&Path>,
+        env: &[(&str, String)],
+        pin: Option<usize>,
+        ready_timeout: Duration,
+    ) -> Result<ServerProc, String> {
+        Self::start_wrapped(name, &[], program, args, cwd, env, pin, ready_timeout)
     }
 
     /// [`ServerProc::start`] with `wrapper` (e.g. `valgrind --tool=callgrind …`) put in
     /// front of the program: `taskset -c <pin> <wrapper…> <program> <args…>`. The wrapper
     /// must `exec` the program in the same process (valgrind does), so that `pid` is the
     /// server's.
+    #[allow(clippy::too_many_arguments)]
     pub fn start_wrapped(
         name: &str,
         wrapper: &[String],
         program: &Path,
         args: &[&str],
         cwd: Option<&Path>,
+        env: &[(&str, String)],
         pin: Option<usize>,
         ready_timeout: Duration,
     ) -> Result<ServerProc, String> {
@@ -108,6 +126,9 @@ impl ServerProc {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        for (key, value) in env {
+            cmd.env(key, value);
+        }
         if let Some(dir) = cwd {
             cmd.current_dir(dir);
         }
@@ -266,10 +287,11 @@ fn drain_stdout(
                 count += 1;
             } else {
                 let text = String::from_utf8_lossy(line).into_owned();
-                if let Some(port) = text
-                    .strip_prefix("READY ")
-                    .and_then(|p| p.trim().parse().ok())
-                {
+                // `READY rmq`: consuming a queue, no port.
+                if let Some(port) = text.strip_prefix("READY ").and_then(|p| match p.trim() {
+                    "rmq" => Some(0),
+                    p => p.parse().ok(),
+                }) {
                     if let Some(tx) = ready.take() {
                         let _ = tx.send(port);
                     }

@@ -341,6 +341,15 @@ impl Summary {
             ) {
                 add(sc, "nestling::Client / raw generator", a, b);
             }
+            // RabbitMQ: nestling with acknowledgements off, as Nest's default `noAck: true`.
+            if let Some(n) = self.find(sc, "nestling noAck") {
+                if let Some(nest) = self.find(sc, "nest") {
+                    add(sc, "nestling noAck / Nest (noAck)", n, nest);
+                }
+                if let Some(c) = self.find(sc, "ceiling noAck") {
+                    add(sc, "nestling noAck / ceiling noAck", n, c);
+                }
+            }
             let Some(n) = self.find(sc, "nestling") else {
                 continue;
             };
