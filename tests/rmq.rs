@@ -323,3 +323,45 @@ async fn an_unreachable_broker_is_a_clear_error() {
         .unwrap_err();
     assert!(err.to_string().contains("queue=user_service"), "{err}");
 }
+
+#[tokio::test]
+async fn typed_clients_and_a_named_reply_queue() {
+    let Some(broker) = RmqBroker::shared("typed_clients_and_a_named_reply_queue") else {
+        return;
+    };
+    let queue = unique_queue("typed");
+    let server = serve(Mirror::default(), RmqServe::new(broker.url(), &queue)).await;
+    // The generated typed client, unchanged over RabbitMQ.
+    let typed = mirror::MirrorClient::new(client(broker.client_url(&queue)));
+    assert_eq!(typed.sum(vec![1, 2, 3]).await.unwrap(), 6);
+
+    // Nest's `replyQueue`: replies through a queue of one's own instead of direct reply-to.
+    let replies = format!("{queue}.replies");
+    let connection = lapin::Connection::connect(&broker.url(), Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_declare(
+            replies.as_str().into(),
+            QueueDeclareOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let named = client(format!(
+        "{}&reply_queue={replies}",
+        broker.client_url(&queue)
+    ));
+    assert_eq!(named.send::<_, _, i64>("sum", &[20, 22]).await.unwrap(), 42);
+    let items: Vec<u32> = named
+        .send_stream::<_, _, u32>("count", &2)
+        .await
+        .unwrap()
+        .map(|i| i.unwrap())
+        .collect()
+        .await;
+    assert_eq!(items, [1, 2]);
+    server.abort();
+    let _ = connection.close(200, "done".into()).await;
+}

@@ -11,6 +11,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use nestling::rmq::lapin::{self, options::QueueDeclareOptions, types::FieldTable};
 use nestling::Client;
 use support::rmq::{spawn_rmq_user_service, unique_queue, RmqBroker};
 
@@ -171,4 +172,52 @@ async fn services_and_clients_recover_from_a_broker_restart() {
     eprintln!("whoami x40 after the restart: {by:?}");
     assert_eq!(by.len(), 2, "both instances reconnected: {by:?}");
     drop(broker);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prefetch_count_bounds_what_an_instance_holds() {
+    let test = "the_prefetch_count_bounds_what_an_instance_holds";
+    let Some(broker) = RmqBroker::shared(test) else {
+        return;
+    };
+    let queue = unique_queue("prefetch");
+    let _one =
+        spawn_rmq_user_service(&broker.url(), &queue, "user-1", &[("RMQ_PREFETCH", "2")]).await;
+    let client = client(broker, &queue);
+    // Ten requests of 1 s each: the instance takes two, the broker keeps eight.
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.send::<_, _, String>("work", &1000u64).await })
+        })
+        .collect();
+    let connection = lapin::Connection::connect(&broker.url(), Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let waiting = || async {
+        channel
+            .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+            .await
+            .unwrap()
+            .message_count()
+    };
+    // Once all ten are published, eight wait in the queue while the instance works on two.
+    let mut seen = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(900);
+    while tokio::time::Instant::now() < deadline {
+        seen.push(waiting().await);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("messages waiting in the queue during the first second: {seen:?}");
+    assert_eq!(seen.iter().max(), Some(&8), "prefetch 2 of 10: {seen:?}");
+    for call in calls {
+        assert_eq!(call.await.unwrap().unwrap(), "user-1");
+    }
+    assert_eq!(waiting().await, 0);
+    let _ = connection.close(200, "done".into()).await;
 }

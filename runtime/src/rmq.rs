@@ -40,7 +40,8 @@
 //! Nest's `ClientRMQ` options as query parameters: `persistent=true` (messages survive a
 //! broker restart), `durable=false` (the queue's declaration), `no_assert=true` (do not
 //! declare the queue), `wildcards=true` / `exchange=name` (publish to the exchange with the
-//! pattern as routing key). Other parameters (`heartbeat`, `frame_max`, …) go to lapin.
+//! pattern as routing key), `reply_queue=name` (replies through a queue declared elsewhere,
+//! Nest's `replyQueue`, instead of direct reply-to). Other parameters (`heartbeat`, `frame_max`, …) go to lapin.
 //!
 //! Handlers see the message's properties and routing through
 //! [`Context::rmq`](crate::Context::rmq). The wire, captured from real Nest, is in

@@ -20,11 +20,15 @@ pub(crate) struct RmqTarget {
     /// Publish to this exchange with the pattern as routing key instead of to the queue
     /// (Nest's `wildcards` / `exchangeType: 'fanout'`; `exchange` defaults to the queue).
     pub exchange: Option<String>,
+    /// Where replies come back (Nest's `replyQueue`): a queue declared elsewhere, or
+    /// RabbitMQ's direct reply-to (the default).
+    pub reply_queue: Option<String>,
 }
 
 /// The query parameters nestling reads; every other one is lapin's.
-const OURS: [&str; 6] = [
+const OURS: [&str; 7] = [
     "queue",
+    "reply_queue",
     "no_assert",
     "durable",
     "persistent",
@@ -80,6 +84,7 @@ impl RmqTarget {
             persistent: flag("persistent", false)?,
             queue,
             exchange,
+            reply_queue: get.get("reply_queue").filter(|q| !q.is_empty()).cloned(),
         })
     }
 }
@@ -144,8 +149,10 @@ mod tests {
         assert!(!t.durable && t.persistent);
         assert_eq!(t.exchange.as_deref(), Some("a/b"));
 
-        let t = RmqTarget::parse("amqp://h?queue=q&exchange=events&no_assert=1").unwrap();
+        let t = RmqTarget::parse("amqp://h?queue=q&exchange=events&no_assert=1&reply_queue=mine")
+            .unwrap();
         assert_eq!(t.exchange.as_deref(), Some("events"));
+        assert_eq!(t.reply_queue.as_deref(), Some("mine"));
         assert!(!t.assert_queue);
     }
 

@@ -1,5 +1,6 @@
 //! The client's RabbitMQ link (Nest's `ClientRMQ`): requests are published to the
-//! service's queue with `replyTo: amq.rabbitmq.reply-to` (RabbitMQ's direct reply-to) and
+//! service's queue with `replyTo: amq.rabbitmq.reply-to` (RabbitMQ's direct reply-to; or
+//! Nest's `replyQueue`, a queue of the user's, with `reply_queue=` in the address) and
 //! `correlationId` = the packet's id; replies arrive on this link's own channel and are
 //! routed by that id. Events are published without either.
 
@@ -85,15 +86,11 @@ impl RmqLink {
             no_ack: true,
             ..BasicConsumeOptions::default()
         };
+        let replies = target.reply_queue.as_deref().unwrap_or(DIRECT_REPLY_TO);
         let consumer = channel
-            .basic_consume(
-                DIRECT_REPLY_TO.into(),
-                "".into(),
-                options,
-                FieldTable::default(),
-            )
+            .basic_consume(replies.into(), "".into(), options, FieldTable::default())
             .await
-            .map_err(|e| failed(format!("consuming direct replies failed: {e}")))?;
+            .map_err(|e| failed(format!("consuming replies from {replies:?} failed: {e}")))?;
         let router = ReplyRouter::new();
         let replies_task = tokio::spawn(route_replies(consumer, router.clone()));
         Ok(Arc::new(RmqLink {
@@ -174,7 +171,13 @@ impl ClientTransport for RmqLink {
     ) -> TransportFuture<'a, Result<(), ClientError>> {
         let properties = self
             .properties()
-            .with_reply_to(DIRECT_REPLY_TO.into())
+            .with_reply_to(
+                self.target
+                    .reply_queue
+                    .as_deref()
+                    .unwrap_or(DIRECT_REPLY_TO)
+                    .into(),
+            )
             .with_correlation_id(id.to_string().into());
         Box::pin(self.publish(pattern, packet, properties))
     }
