@@ -221,3 +221,46 @@ async fn the_prefetch_count_bounds_what_an_instance_holds() {
     assert_eq!(waiting().await, 0);
     let _ = connection.close(200, "done".into()).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_graceful_stop_under_load_finishes_what_it_took() {
+    let test = "a_graceful_stop_under_load_finishes_what_it_took";
+    let Some(broker) = RmqBroker::shared(test) else {
+        return;
+    };
+    let queue = unique_queue("graceful");
+    let url = broker.url();
+    let prefetch = [("RMQ_PREFETCH", "8")];
+    let mut first = spawn_rmq_user_service(&url, &queue, "user-1", &prefetch).await;
+    let _second = spawn_rmq_user_service(&url, &queue, "user-2", &prefetch).await;
+    let client = client(broker, &queue);
+    let calls: Vec<_> = (0..100)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.send::<_, _, String>("work", &100u64).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Ctrl-C: the instance cancels its consumer, finishes and acknowledges what it took.
+    first.interrupt().await;
+    let mut answered = BTreeMap::new();
+    for call in calls {
+        let who = tokio::time::timeout(CALL_TIMEOUT * 2, call)
+            .await
+            .expect("no call hangs")
+            .unwrap()
+            .expect("every call is answered");
+        *answered.entry(who).or_insert(0) += 1;
+    }
+    eprintln!("100 x work(100 ms), user-1 stopped with Ctrl-C after 300 ms: {answered:?}");
+    assert_eq!(answered.values().sum::<usize>(), 100);
+    assert!(
+        answered.contains_key("user-1"),
+        "user-1 answered before it stopped: {answered:?}"
+    );
+    let log = first.stderr.snapshot().join("\n");
+    assert!(
+        log.contains("nestling microservice stopped (RabbitMQ)"),
+        "a clean stop:\n{log}"
+    );
+}
