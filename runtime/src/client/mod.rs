@@ -47,7 +47,9 @@ pub const DEFAULT_MAX_BUFFERED_STREAM_BYTES: usize = 1 << 20;
 ///
 /// With the `nats` feature, a `nats://host:port` address makes the same client call
 /// services over NATS (Nest's `Transport.NATS`) instead: one NATS connection, replies
-/// routed by id, and [`ClientError::NoResponders`] when nobody serves the pattern.
+/// routed by id, and [`ClientError::NoResponders`] when nobody serves the pattern. With
+/// the `rmq` feature, an `amqp://host:5672?queue=user_service` address calls a service
+/// over RabbitMQ (Nest's `Transport.RMQ`; see the `rmq` module).
 ///
 /// With [`ClientBuilder::transport`], the same client sends through a transport of your
 /// own (a [`ClientTransport`](crate::transport::ClientTransport)).

@@ -5,7 +5,7 @@
 //! on its first call and again after the transport closes, with the same reconnect
 //! pacing as the built-in transports ([`ClientBuilder::reconnect_backoff`]).
 //!
-//! The built-in TCP and NATS transports implement this interface too.
+//! The built-in TCP, NATS and RabbitMQ transports implement this interface too.
 //!
 //! [`ClientBuilder::reconnect_backoff`]: crate::ClientBuilder::reconnect_backoff
 

@@ -3,8 +3,8 @@
 //! A transport is a plug-in, as Nest's `CustomTransportStrategy` (server) and `ClientProxy`
 //! (client) are: the server side hands every inbound packet to the core, the
 //! [`Dispatcher`], with a [`ReplySink`] for replies that come
-//! later; the client side sends requests and events and resolves replies by id. TCP and
-//! NATS are two implementations of this interface; they import the core, never the other
+//! later; the client side sends requests and events and resolves replies by id. TCP, NATS and
+//! RabbitMQ are implementations of this interface; they import the core, never the other
 //! way round.
 
 #[cfg(feature = "nats")]
