@@ -118,11 +118,12 @@ impl Broker {
     }
 
     /// A shell that stops the node and removes its data once the bench is gone, so a
-    /// SIGKILLed bench leaves nothing running.
+    /// SIGKILLed bench leaves nothing running. `kill -SIG -PGID` without `--`: `sh` may be
+    /// dash, whose `kill` rejects `--`.
     fn stop_when_bench_exits(&self) {
         let Some(child) = &self.child else { return };
         let script = format!(
-            "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -TERM -- -{node} 2>/dev/null; sleep 10; kill -KILL -- -{node} 2>/dev/null; rm -rf '{dir}'",
+            "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -TERM -{node} 2>/dev/null; sleep 10; kill -KILL -{node} 2>/dev/null; rm -rf '{dir}'",
             me = std::process::id(),
             node = child.id(),
             dir = self.dir.display(),
