@@ -281,12 +281,24 @@ impl RmqConnector {
     }
 
     /// The properties every message starts from.
+    ///
+    /// ```
+    /// use nestling::rmq::{lapin::BasicProperties, RmqConnector};
+    /// let expiring = RmqConnector::new().properties(
+    ///     BasicProperties::default().with_expiration("5000".into()), // dropped after 5 s
+    /// );
+    /// ```
     pub fn properties(mut self, properties: BasicProperties) -> Self {
         self.properties = properties;
         self
     }
 
     /// How long connecting to the broker may take (default: the client's default, 5 s).
+    ///
+    /// ```
+    /// let patient = nestling::rmq::RmqConnector::new()
+    ///     .connect_timeout(std::time::Duration::from_secs(30));
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self

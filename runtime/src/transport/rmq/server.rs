@@ -101,6 +101,11 @@ impl RmqServe {
 
     /// Consumes the queue without declaring it (Nest's `noAssert`): for queues declared
     /// elsewhere with options this server does not know.
+    ///
+    /// ```
+    /// let rmq = nestling::rmq::RmqServe::new("amqp://127.0.0.1:5672", "user_service")
+    ///     .no_assert(true); // the queue is declared by ops, with its own arguments
+    /// ```
     pub fn no_assert(mut self, yes: bool) -> Self {
         self.no_assert = yes;
         self
@@ -109,6 +114,11 @@ impl RmqServe {
     /// Unacknowledged messages the broker hands this instance at once (Nest's
     /// `prefetchCount`; 0 means unlimited). The work in flight is also bounded by
     /// [`max_in_flight_per_connection`](crate::ServerBuilder::max_in_flight_per_connection).
+    ///
+    /// ```
+    /// let rmq = nestling::rmq::RmqServe::new("amqp://127.0.0.1:5672", "user_service")
+    ///     .prefetch_count(16);
+    /// ```
     pub fn prefetch_count(mut self, count: u16) -> Self {
         self.prefetch_count = count;
         self
@@ -116,6 +126,11 @@ impl RmqServe {
 
     /// `true`: the broker forgets a message once delivered (Nest's default `noAck: true`):
     /// faster, but a crash loses the messages the instance held.
+    ///
+    /// ```
+    /// let rmq = nestling::rmq::RmqServe::new("amqp://127.0.0.1:5672", "user_service")
+    ///     .no_ack(true); // Nest's default: fastest, at most once
+    /// ```
     pub fn no_ack(mut self, yes: bool) -> Self {
         self.no_ack = yes;
         self
@@ -137,6 +152,13 @@ impl RmqServe {
     }
 
     /// The binding key of the queue on its [`exchange`](Self::exchange) (Nest's `routingKey`).
+    ///
+    /// ```
+    /// use nestling::rmq::{lapin::ExchangeKind, RmqServe};
+    /// let rmq = RmqServe::new("amqp://127.0.0.1:5672", "billing")
+    ///     .exchange("events", ExchangeKind::Topic)
+    ///     .routing_key("invoice.*");
+    /// ```
     pub fn routing_key(mut self, key: impl Into<String>) -> Self {
         self.routing_key = Some(key.into());
         self
@@ -146,18 +168,33 @@ impl RmqServe {
     /// [`exchange`](Self::exchange) is set; a topic exchange) once per pattern, and lets a
     /// pattern with `*` (one word) or `#` (the rest) handle every packet whose pattern
     /// matches, as `user.*` handles `user.created`.
+    ///
+    /// ```
+    /// let rmq = nestling::rmq::RmqServe::new("amqp://127.0.0.1:5672", "user_service")
+    ///     .wildcards(true); // a handler for "user.*" receives "user.created"
+    /// ```
     pub fn wildcards(mut self, yes: bool) -> Self {
         self.wildcards = yes;
         self
     }
 
     /// The consumer tag (Nest's `consumerTag`); the broker picks one by default.
+    ///
+    /// ```
+    /// let rmq = nestling::rmq::RmqServe::new("amqp://127.0.0.1:5672", "user_service")
+    ///     .consumer_tag("user_service-1");
+    /// ```
     pub fn consumer_tag(mut self, tag: impl Into<String>) -> Self {
         self.consumer_tag = tag.into();
         self
     }
 
     /// How long connecting to the broker may take (default 10 s).
+    ///
+    /// ```
+    /// let rmq = nestling::rmq::RmqServe::new("amqp://127.0.0.1:5672", "user_service")
+    ///     .connect_timeout(std::time::Duration::from_secs(3));
+    /// ```
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -165,6 +202,12 @@ impl RmqServe {
 
     /// Pacing of reconnects after the broker connection is lost: the first wait, doubled
     /// after each failure up to `max` (default 100 ms … 5 s).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let rmq = nestling::rmq::RmqServe::new("amqp://127.0.0.1:5672", "user_service")
+    ///     .reconnect_backoff(Duration::from_millis(50), Duration::from_secs(10));
+    /// ```
     pub fn reconnect_backoff(mut self, base: Duration, max: Duration) -> Self {
         self.reconnect = (base, max);
         self
