@@ -16,6 +16,7 @@ use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, Consumer, ExchangeKind};
 use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
+use tokio_util::task::TaskTracker;
 
 use super::connect::connect;
 use super::message::RmqMessage;
@@ -164,8 +165,16 @@ impl Transport for RmqTransport {
                 }
             }
         }
-        if !intake.inbox.drain(dispatcher.config().shutdown_grace).await {
+        let grace = dispatcher.config().shutdown_grace;
+        if !intake.inbox.drain(grace).await {
             tracing::warn!("shutdown grace period over, stopping with requests still running");
+        }
+        intake.settling.close();
+        if tokio::time::timeout(grace, intake.settling.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("shutdown grace period over, stopping with acknowledgements unsent");
         }
         // Unacknowledged deliveries go back to the queue when the connection closes.
         if let Err(e) = session
@@ -212,6 +221,8 @@ struct Intake {
     /// Handlers whose pattern is a topic (`user.*`), with `wildcards`.
     wildcards: Vec<Subscription>,
     dispatcher: Dispatcher,
+    /// The acknowledgements on their way to the broker.
+    settling: TaskTracker,
 }
 
 impl Intake {
@@ -231,6 +242,7 @@ impl Intake {
             no_ack: rmq.no_ack,
             wildcards,
             dispatcher: dispatcher.clone(),
+            settling: TaskTracker::new(),
         }
     }
 
@@ -282,7 +294,7 @@ impl Intake {
             Routing::Routed | Routing::Wildcard(_) => Verdict::Ack,
             Routing::Unrouted | Routing::NotAPacket => Verdict::Reject,
         };
-        let settle = Settle::new(acker, self.no_ack, verdict);
+        let settle = Settle::new(acker, self.no_ack, verdict, &self.settling);
         if let Routing::NotAPacket = routing {
             tracing::warn!(queue = %routing_key, "rejecting a RabbitMQ message that is not a Nest packet (JSON with a `pattern`)");
             return;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use lapin::options::{BasicAckOptions, BasicRejectOptions};
 use lapin::Acker;
+use tokio_util::task::task_tracker::TaskTrackerToken;
+use tokio_util::task::TaskTracker;
 
 /// How a delivery ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,12 +24,31 @@ pub(super) enum Verdict {
 pub(super) struct Settle {
     acker: Acker,
     verdict: Verdict,
+    /// Where the acknowledgement runs: a graceful stop waits for these before it closes
+    /// the connection (an acknowledgement lost there would make the broker deliver the
+    /// message again).
+    settling: TaskTracker,
+    /// Counts as running on `settling` while the delivery is unsettled, so that the wait
+    /// covers deliveries whose acknowledgement is not even spawned yet.
+    _unsettled: TaskTrackerToken,
 }
 
 impl Settle {
     /// `None` in `noAck` mode: the broker considered the message settled on delivery.
-    pub fn new(acker: Acker, no_ack: bool, verdict: Verdict) -> Option<Arc<Self>> {
-        (!no_ack).then(|| Arc::new(Settle { acker, verdict }))
+    pub fn new(
+        acker: Acker,
+        no_ack: bool,
+        verdict: Verdict,
+        settling: &TaskTracker,
+    ) -> Option<Arc<Self>> {
+        (!no_ack).then(|| {
+            Arc::new(Settle {
+                acker,
+                verdict,
+                settling: settling.clone(),
+                _unsettled: settling.token(),
+            })
+        })
     }
 }
 
@@ -39,15 +60,18 @@ impl Drop for Settle {
             // broker redelivers the message elsewhere.
             return;
         };
-        runtime.spawn(async move {
-            let settled = match verdict {
-                Verdict::Ack => acker.ack(BasicAckOptions::default()).await,
-                Verdict::Reject => acker.reject(BasicRejectOptions { requeue: false }).await,
-            };
-            if let Err(e) = settled {
-                // The channel is gone: the broker redelivers the message to another consumer.
-                tracing::warn!("could not settle a RabbitMQ delivery ({verdict:?}): {e}");
-            }
-        });
+        self.settling.spawn_on(
+            async move {
+                let settled = match verdict {
+                    Verdict::Ack => acker.ack(BasicAckOptions::default()).await,
+                    Verdict::Reject => acker.reject(BasicRejectOptions { requeue: false }).await,
+                };
+                if let Err(e) = settled {
+                    // The channel is gone: the broker redelivers the message to another consumer.
+                    tracing::warn!("could not settle a RabbitMQ delivery ({verdict:?}): {e}");
+                }
+            },
+            &runtime,
+        );
     }
 }
