@@ -197,6 +197,13 @@ impl RunResult {
         }
     }
 
+    /// The server's CPU time per request (or event) in the window, in µs: its cost, which
+    /// stays readable when something else (over RabbitMQ, the broker) limits the rate.
+    pub fn server_cpu_us_per_unit(&self) -> Option<f64> {
+        let cpu = self.server_cpu_pct?;
+        (self.rate > 0.0).then(|| cpu / 100.0 / self.rate * 1e6)
+    }
+
     fn shape(&self) -> String {
         match self.events {
             Some(_) => format!("{}c ev/512", self.conns),
@@ -396,16 +403,16 @@ impl Summary {
         let _ = writeln!(s);
         let _ = writeln!(
             s,
-            "| scenario | server | conns×in-flight | payload B | rate /s | p50 µs | p99 µs | p99.9 µs | errors | server CPU % | gen CPU % | other CPU % | server peak RSS MiB | server sleeps per 100 |"
+            "| scenario | server | conns×in-flight | payload B | rate /s | p50 µs | p99 µs | p99.9 µs | errors | server CPU % | gen CPU % | other CPU % | server peak RSS MiB | server sleeps per 100 | server CPU µs per unit |"
         );
         let _ = writeln!(
             s,
-            "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+            "|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
         );
         for r in &self.results {
             let _ = writeln!(
                 s,
-                "| {} {} | {} | {} | {} | {:.0}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} {} | {} | {} | {} | {:.0}{} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 r.letter,
                 r.scenario,
                 r.server,
@@ -426,6 +433,7 @@ impl Summary {
                 opt(r.other_cpu_pct, 0),
                 rss(r.peak_rss_kib),
                 opt(r.sleeps_per_100, 2),
+                opt(r.server_cpu_us_per_unit(), 2),
             );
         }
         let events: Vec<&RunResult> = self.results.iter().filter(|r| r.events.is_some()).collect();
@@ -532,6 +540,7 @@ impl Summary {
                     "other_cpu_pct": r.other_cpu_pct,
                     "server_peak_rss_kib": r.peak_rss_kib,
                     "server_sleeps_per_100": r.sleeps_per_100,
+                    "server_cpu_us_per_unit": r.server_cpu_us_per_unit(),
                     "rate_of_each_run": r.repeat_rates,
                     "events": r.events.map(|e| json!({
                         "sent": e.sent, "printed": e.printed,

@@ -93,13 +93,12 @@ impl Runner<'_> {
                     continue;
                 }
             };
-            let env: Vec<(&str, String)> = launch.env.clone();
             match ServerProc::start_env(
                 launch.label,
                 &launch.program,
                 &launch.args,
                 launch.cwd.as_deref(),
-                &env,
+                &launch.env,
                 self.pinning.map(|p| p.server_core),
                 Duration::from_secs(30),
             ) {
