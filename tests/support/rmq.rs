@@ -222,10 +222,11 @@ impl RmqBroker {
     }
 
     /// Starts a shell that stops the node (and removes its data) once this process is gone.
+    /// (`kill -SIG -PGID` without `--`: dash's `kill` refuses `--`.)
     fn stop_when_this_process_exits(&self) {
         let Some(child) = &self.child else { return };
         let script = format!(
-            "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -TERM -- -{node} 2>/dev/null; sleep 10; kill -KILL -- -{node} 2>/dev/null; rm -rf '{dir}'",
+            "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -TERM -{node} 2>/dev/null; sleep 10; kill -KILL -{node} 2>/dev/null; rm -rf '{dir}'",
             me = std::process::id(),
             node = child.id(),
             dir = self.dir.display(),

@@ -203,8 +203,8 @@ impl RmqBroker {
             .unwrap_or_else(|e| panic!("could not start {RMQ_SCRIPT}: {e}"));
         // Stop the node (and remove its data) once this test binary is gone.
         let watchdog = format!(
-            "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -TERM -- -{node} 2>/dev/null; \
-             sleep 10; kill -KILL -- -{node} 2>/dev/null; rm -rf '{dir}'",
+            "while kill -0 {me} 2>/dev/null; do sleep 1; done; kill -TERM -{node} 2>/dev/null; \
+             sleep 10; kill -KILL -{node} 2>/dev/null; rm -rf '{dir}'",
             me = std::process::id(),
             node = child.id(),
             dir = dir.display(),

@@ -295,6 +295,10 @@ impl Intake {
             Routing::Unrouted | Routing::NotAPacket => Verdict::Reject,
         };
         let settle = Settle::new(acker, self.no_ack, verdict, &self.settling);
+        if let (Routing::Unrouted, false) = (&routing, self.no_ack) {
+            // Nest's RMQ_NO_MESSAGE_HANDLER / RMQ_NO_EVENT_HANDLER warning.
+            tracing::warn!(queue = %routing_key, "rejecting a RabbitMQ message no handler takes (it is not redelivered)");
+        }
         if let Routing::NotAPacket = routing {
             tracing::warn!(queue = %routing_key, "rejecting a RabbitMQ message that is not a Nest packet (JSON with a `pattern`)");
             return;
