@@ -13,6 +13,11 @@
 //! one takes its place. Every 100 ms a fresh client connects, makes one call and leaves.
 //! The well-behaved clients call `sum`, `echo` and a 100-item stream in a loop, checking
 //! every answer. The exit status is non-zero if any well-behaved call failed.
+//!
+//! Each sample also shows the server's own accounting, from its debug line on every closed
+//! connection: connections still open and bytes all of them hold (read buffers, queued
+//! replies). Once the load stops, every peer goes away and both must come back to 0;
+//! memory the process keeps after that is the allocator's, not held by nestling.
 
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -65,6 +70,9 @@ async fn serve() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "info,nestling_runtime::transport::tcp=debug",
+        ))
         .init();
     let listening = nestling::Server::builder()
         .discover(false)
@@ -76,6 +84,10 @@ async fn serve() {
         .expect("bind");
     println!("READY {}", listening.local_addr().port());
     listening.serve().await.expect("serve");
+}
+
+fn mib(bytes: u64) -> f64 {
+    bytes as f64 / (1024.0 * 1024.0)
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -95,6 +107,39 @@ struct Counts {
     slow_opened: AtomicU64,
     slow_closed: AtomicU64,
     churned: AtomicU64,
+    /// From the server's last "connection closed" line.
+    server_open: AtomicU64,
+    server_held: AtomicU64,
+    /// The server's trims of freed heap memory (glibc), and the longest, in µs.
+    trims: AtomicU64,
+    trim_max_us: AtomicU64,
+}
+
+/// The value of `key=` in a log line.
+fn field(line: &str, key: &str) -> Option<u64> {
+    line.split_whitespace()
+        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+        .and_then(|v| v.parse().ok())
+}
+
+/// Reads the server's log: its accounting goes into `counts`, the rest is passed on
+/// (the debug line comes ten times a second, the warnings matter).
+async fn watch_log(stderr: tokio::process::ChildStderr, counts: Arc<Counts>) {
+    let mut lines = BufReader::new(stderr).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if line.contains("connection closed open=") {
+            if let (Some(open), Some(held)) = (field(&line, "open"), field(&line, "held")) {
+                counts.server_open.store(open, Relaxed);
+                counts.server_held.store(held, Relaxed);
+            }
+        } else if line.contains("returned freed heap memory") {
+            counts.trims.fetch_add(1, Relaxed);
+            let took = field(&line, "took_us").unwrap_or(0);
+            counts.trim_max_us.fetch_max(took, Relaxed);
+        } else if !line.contains(" DEBUG ") {
+            eprintln!("{line}");
+        }
+    }
 }
 
 async fn drive() -> ExitCode {
@@ -105,6 +150,7 @@ async fn drive() -> ExitCode {
     let mut server = tokio::process::Command::new(exe)
         .arg("--serve")
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .expect("start the server process");
@@ -118,16 +164,19 @@ async fn drive() -> ExitCode {
     };
     let addr = format!("127.0.0.1:{port}");
     let counts = Arc::new(Counts::default());
+    let stderr = server.stderr.take().expect("stderr");
+    tokio::spawn(watch_log(stderr, counts.clone()));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     println!("soak: {seconds} s, {clients} well-behaved clients, {slow} slow readers, churn every 100 ms; server pid {pid}, RSS {:.1} MiB", rss_mib(pid));
 
+    let mut load = tokio::task::JoinSet::new();
     for _ in 0..clients {
-        tokio::spawn(well_behaved(addr.clone(), counts.clone()));
+        load.spawn(well_behaved(addr.clone(), counts.clone()));
     }
     for _ in 0..slow {
-        tokio::spawn(slow_reader(addr.clone(), counts.clone()));
+        load.spawn(slow_reader(addr.clone(), counts.clone()));
     }
-    tokio::spawn(churn(addr.clone(), counts.clone()));
+    load.spawn(churn(addr.clone(), counts.clone()));
 
     let started = Instant::now();
     let mut samples = Vec::new();
@@ -136,15 +185,28 @@ async fn drive() -> ExitCode {
         let rss = rss_mib(pid);
         samples.push(rss);
         println!(
-            "t={:>4}s server RSS {rss:>6.1} MiB | well-behaved ok {} failed {} | slow readers opened {} closed {} | churned {}",
+            "t={:>4}s server RSS {rss:>6.1} MiB | well-behaved ok {} failed {} | slow readers opened {} closed {} | churned {} | server: open {} held {:.1} MiB",
             started.elapsed().as_secs(),
             counts.ok.load(Relaxed),
             counts.failed.load(Relaxed),
             counts.slow_opened.load(Relaxed),
             counts.slow_closed.load(Relaxed),
             counts.churned.load(Relaxed),
+            counts.server_open.load(Relaxed),
+            mib(counts.server_held.load(Relaxed)),
         );
     }
+    // Every peer leaves: the server must be back to no connection and nothing held.
+    load.shutdown().await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    println!(
+        "load stopped, 5 s later: server RSS {:.1} MiB | server: open {} held {} bytes | heap trims {} (longest {} µs)",
+        rss_mib(pid),
+        counts.server_open.load(Relaxed),
+        counts.server_held.load(Relaxed),
+        counts.trims.load(Relaxed),
+        counts.trim_max_us.load(Relaxed),
+    );
     let failed = counts.failed.load(Relaxed);
     let shown: Vec<String> = samples.iter().map(|s| format!("{s:.1}")).collect();
     println!("RSS samples (MiB, every 10 s): {}", shown.join(" "));

@@ -222,7 +222,7 @@ impl FrameText {
     }
 
     /// The frame as text.
-    #[allow(unsafe_code)] // The crate's one exception to `deny(unsafe_code)`.
+    #[allow(unsafe_code)] // One of the crate's two exceptions to `deny(unsafe_code)`.
     pub fn as_str(&self) -> &str {
         // SAFETY: a `FrameText` is only built by `NestCodec::decode_text` from `decode`'s
         // output, which is UTF-8: `find_boundary` validated every byte (`valid`), or the

@@ -8,9 +8,10 @@
 //! * [`Pattern`]: message patterns and Nest's pattern normalisation;
 //! * [`Server`] and [`Client`]: the two ends of a connection.
 //!
-//! The crate denies unsafe code, except for one fenced exception: reading a frame the codec
+//! The crate denies unsafe code, except for two fenced exceptions: reading a frame the codec
 //! has already validated as UTF-8 as `&str` without checking it again, which the codec's
-//! proptests and fuzz target cover.
+//! proptests and fuzz target cover; and, on glibc, calling `malloc_trim` once a connection
+//! closed with a large reply queue (`transport/tcp/release.rs`).
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]

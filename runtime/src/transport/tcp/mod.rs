@@ -7,6 +7,7 @@ pub(crate) mod client;
 mod connection;
 mod deadline;
 mod reader;
+mod release;
 mod replies;
 
 use std::future::Future;
@@ -147,7 +148,11 @@ impl Transport for TcpTransport {
         loop {
             tokio::select! {
                 () = shutdown.requested() => break,
-                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                Some(_) = connections.join_next(), if !connections.is_empty() => {
+                    // What is left once a connection is gone: a count or a budget that
+                    // does not come back down is a leak, not the allocator's retention.
+                    tracing::debug!(open = connections.len(), held = budget.used(), "connection closed");
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         let Ok(slot) = slots.clone().try_acquire_owned() else {

@@ -2,7 +2,7 @@
 //! each batch's replies there, and requests that finish later (async handlers, streams)
 //! put theirs.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use std::time::Duration;
@@ -12,6 +12,7 @@ use futures_util::FutureExt;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::budget::Meter;
+use super::release::{release_freed_memory, RELEASE_AFTER};
 use crate::outbox::{Batch, Outbox};
 use crate::packet::Wire;
 use crate::transport::ReplySink;
@@ -20,6 +21,27 @@ struct Shared {
     outbox: Outbox,
     /// Live [`Replies`] handles. The writer ends once it is zero and all is written.
     producers: AtomicUsize,
+    /// The connection was closed with a large reply queue: once the last handle and the
+    /// writer are gone, its memory is handed back to the OS (see `release.rs`).
+    release: AtomicBool,
+}
+
+impl Shared {
+    /// Drops what is queued: the connection is over.
+    fn discard(&self) {
+        if self.outbox.held() >= RELEASE_AFTER {
+            self.release.store(true, Ordering::Relaxed);
+        }
+        self.outbox.discard();
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        if *self.release.get_mut() {
+            release_freed_memory();
+        }
+    }
 }
 
 /// A handle to put replies on one connection. The reader holds one; every request that
@@ -49,6 +71,7 @@ impl Replies {
         let shared = Arc::new(Shared {
             outbox: Outbox::with_byte_limit(limits.max_batches, limits.high_water, meter),
             producers: AtomicUsize::new(1),
+            release: AtomicBool::new(false),
         });
         let writer = write_loop(wr, shared.clone(), peer, limits.write_stall);
         (Replies(shared), writer)
@@ -56,7 +79,7 @@ impl Replies {
 
     /// The connection is over: what is queued is dropped, and later replies fail at once.
     pub fn discard(&self) {
-        self.0.outbox.discard();
+        self.0.discard();
     }
 
     /// Queues the replies collected while processing one batch of packets, as one frame
@@ -132,7 +155,7 @@ async fn write_loop<W: AsyncWrite + Unpin>(
                 ),
             }
             // Later replies fail at once instead of waiting for room.
-            shared.outbox.discard();
+            shared.discard();
             return;
         }
         shared.outbox.written(&mut batch);
@@ -169,4 +192,36 @@ async fn write_within<W: AsyncWrite + Unpin>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::tcp::budget::Budget;
+
+    #[tokio::test]
+    async fn only_a_connection_closed_with_a_large_queue_asks_for_a_trim() {
+        let budget = Budget::new(usize::MAX, Duration::from_secs(60));
+        let peer = std::net::SocketAddr::from(([127, 0, 0, 1], 1));
+        let limits = ReplyLimits {
+            max_batches: 8,
+            high_water: 4 * RELEASE_AFTER,
+            write_stall: None,
+        };
+        for (queued, asks) in [(1024, false), (RELEASE_AFTER, true)] {
+            // The writer is never run: the replies stay queued, as for a peer not reading.
+            let (replies, _writer) =
+                Replies::new(&limits, budget.meter(peer), tokio::io::sink(), peer);
+            let mut ready = BytesMut::from(&vec![b'x'; queued][..]);
+            replies.put_batch(&mut ready).await;
+            assert_eq!(budget.used(), queued);
+            replies.discard();
+            assert_eq!(budget.used(), 0, "a discarded queue is counted out");
+            assert_eq!(
+                replies.0.release.load(Ordering::Relaxed),
+                asks,
+                "{queued} bytes"
+            );
+        }
+    }
 }
