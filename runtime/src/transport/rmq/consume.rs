@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -223,7 +225,12 @@ struct Intake {
     dispatcher: Dispatcher,
     /// The acknowledgements on their way to the broker.
     settling: TaskTracker,
+    /// Replies ready at once, being published.
+    publishing: FuturesUnordered<BoxFuture<'static, ()>>,
 }
+
+/// Replies being published at once before the loop waits for one of them to go out.
+const MAX_PUBLISHING: usize = 256;
 
 impl Intake {
     fn new(rmq: &RmqServe, dispatcher: &Dispatcher) -> Self {
@@ -243,12 +250,20 @@ impl Intake {
             wildcards,
             dispatcher: dispatcher.clone(),
             settling: TaskTracker::new(),
+            publishing: FuturesUnordered::new(),
         }
     }
 
     /// Takes deliveries until the session ends or shutdown is requested (then the
-    /// consumer is cancelled and what was already delivered is still handled).
+    /// consumer is cancelled and what was already delivered is still handled), then waits
+    /// for the replies still being published.
     async fn consume(&mut self, session: &mut Session, shutdown: &Shutdown) -> Ended {
+        let ended = self.take_deliveries(session, shutdown).await;
+        while self.publishing.next().await.is_some() {}
+        ended
+    }
+
+    async fn take_deliveries(&mut self, session: &mut Session, shutdown: &Shutdown) -> Ended {
         let mut cancelling = false;
         loop {
             let next = tokio::select! {
@@ -261,13 +276,18 @@ impl Intake {
                     }
                     continue;
                 }
+                Some(()) = self.publishing.next(), if !self.publishing.is_empty() => continue,
                 next = session.consumer.next() => next,
             };
             match next {
                 Some(Ok(delivery)) => {
-                    // Backpressure: no further delivery is taken until there is room.
+                    // Backpressure: no further delivery is taken until there is room, both
+                    // for the work and for the replies on their way out.
                     self.inbox.reserve().await;
-                    self.handle(&session.channel, delivery).await;
+                    while self.publishing.len() >= MAX_PUBLISHING {
+                        self.publishing.next().await;
+                    }
+                    self.handle(&session.channel, delivery);
                 }
                 Some(Err(e)) => return Ended::Lost(e.to_string()),
                 None if cancelling => return Ended::Shutdown,
@@ -278,7 +298,7 @@ impl Intake {
 
     /// One delivery: its packet to the core, the replies ready at once to `replyTo`, and
     /// its settlement once everything it started has finished.
-    async fn handle(&mut self, channel: &Channel, delivery: Delivery) {
+    fn handle(&mut self, channel: &Channel, delivery: Delivery) {
         let Delivery {
             exchange,
             routing_key,
@@ -349,10 +369,16 @@ impl Intake {
             }
         };
         if !self.ready.is_empty() {
+            // Published beside the next deliveries rather than before them: the loop does
+            // not wait for lapin's I/O. The sink holds the delivery's settlement, so it is
+            // acknowledged once its reply is out.
             let packet = self.ready.split().freeze();
-            sink.send(packet).await;
+            self.publishing.push(Box::pin(async move {
+                sink.send(packet).await;
+            }));
+        } else {
+            drop(sink);
         }
-        drop(sink);
         if !completion.is_done() {
             tokio::spawn(async move {
                 completion.finished().await;
