@@ -10,17 +10,6 @@ use crate::output::Failure;
 const FORMS: &str =
     "use host:port (Nest TCP), nats://host:4222 (NATS) or amqp://host:5672/vhost?queue=NAME (RabbitMQ)";
 
-/// The query parameters of an `amqp://` address that are nestling's (Nest's `ClientRMQ`
-/// options); every other one is lapin's (`heartbeat`, `frame_max`, …).
-const RMQ_PARAMS: [&str; 6] = [
-    "queue",
-    "no_assert",
-    "durable",
-    "persistent",
-    "exchange",
-    "wildcards",
-];
-
 /// Where a subcommand talks to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
@@ -100,102 +89,27 @@ impl Address {
 }
 
 impl RmqAddress {
+    /// Reads `url` exactly as `nestling::Client` does (`nestling::rmq::RmqAddress`); a
+    /// malformed one is a usage error.
     fn parse(url: &str) -> Result<Self, Failure> {
-        let (base, query) = url.split_once('?').unwrap_or((url, ""));
-        let authority = base.split_once("://").map_or("", |(_, rest)| rest);
-        if authority.is_empty() || authority.starts_with('/') {
-            return Err(Failure::usage(format!(
-                "the RabbitMQ address {:?} names no broker: write amqp://host:5672?queue=NAME",
-                redact(url)
-            )));
-        }
-        let mut lapins = Vec::new();
-        let mut queue = None;
-        let (mut durable, mut declare) = (true, true);
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            if !RMQ_PARAMS.contains(&key) {
-                lapins.push(pair);
-                continue;
-            }
-            let flag = || match value {
-                "true" | "1" | "" => Ok(true),
-                "false" | "0" => Ok(false),
-                other => Err(Failure::usage(format!(
-                    "`{key}={other}` in {:?}: use true or false",
-                    redact(url)
-                ))),
-            };
-            match key {
-                "queue" => queue = Some(percent_decode(value)),
-                "durable" => durable = flag()?,
-                "no_assert" => declare = !flag()?,
-                "persistent" | "wildcards" => {
-                    flag()?;
-                }
-                _ => {}
-            }
-        }
-        let queue = queue.filter(|q| !q.is_empty()).ok_or_else(|| {
-            Failure::usage(format!(
-                "the RabbitMQ address {:?} names no queue: add ?queue=NAME, the queue the \
-                 service consumes (Nest's `queue` option), e.g. amqp://127.0.0.1:5672?queue=user_service",
-                redact(url)
-            ))
+        let address = nestling::rmq::RmqAddress::parse(url).map_err(|e| {
+            let why =
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), ToString::to_string);
+            Failure::usage(format!("the RabbitMQ address {:?}: {why}", redact(url)))
         })?;
-        let broker = if lapins.is_empty() {
-            base.to_owned()
-        } else {
-            format!("{base}?{}", lapins.join("&"))
-        };
         Ok(RmqAddress {
             url: url.to_owned(),
-            broker,
-            queue,
-            durable,
-            declare,
+            broker: address.broker,
+            queue: address.queue,
+            durable: address.durable,
+            declare: address.assert_queue,
         })
     }
 }
 
 /// `url` without its password (`amqp://user:***@host`).
 pub fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or("");
-            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
-        }
-        None => url.to_owned(),
-    }
-}
-
-/// `%xx` escapes and `+` decoded (queue names may hold any character).
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: Option<&u8>| b.and_then(|&b| (b as char).to_digit(16));
-        match (bytes[i], hex(bytes.get(i + 1)), hex(bytes.get(i + 2))) {
-            (b'%', Some(high), Some(low)) => {
-                out.push((high * 16 + low) as u8);
-                i += 3;
-            }
-            (b'+', ..) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, ..) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    nestling::rmq::without_password(url)
 }
 
 #[cfg(test)]

@@ -47,6 +47,7 @@
 //! [`Context::rmq`](crate::Context::rmq). The wire, captured from real Nest, is in
 //! `docs/rmq-wire.md`.
 
+pub use crate::transport::rmq::address::{redact as without_password, RmqAddress};
 pub use crate::transport::rmq::client::RmqConnector;
 pub use crate::transport::rmq::server::{RmqListening, RmqServe, DEFAULT_PREFETCH_COUNT};
 pub use crate::transport::rmq::RmqMessage;

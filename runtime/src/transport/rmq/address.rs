@@ -1,12 +1,23 @@
 //! `amqp://` client addresses: the broker's URI plus the service's queue and the
 //! `ClientRMQ` options nestling reads from the query string (the rest of it goes to lapin).
+//! Public, so that tools (the CLI) read an address exactly as the client does.
 
 use crate::error::ClientError;
 
 /// Where and how a client publishes, read off its address:
-/// `amqp://user:pass@host:5672/vhost?queue=user_service&persistent=true`.
+/// `amqp://user:pass@host:5672/vhost?queue=user_service&persistent=true`, exactly as
+/// [`Client`](crate::Client) reads it.
+///
+/// ```
+/// use nestling::rmq::RmqAddress;
+/// let address = RmqAddress::parse("amqp://svc:pw@rabbit:5672/prod?queue=user_service&heartbeat=10").unwrap();
+/// assert_eq!(address.queue, "user_service");
+/// assert_eq!(address.broker, "amqp://svc:pw@rabbit:5672/prod?heartbeat=10"); // lapin's part
+/// assert!(address.durable && address.assert_queue && !address.persistent);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct RmqTarget {
+#[non_exhaustive]
+pub struct RmqAddress {
     /// The broker URI lapin connects to (nestling's own parameters removed).
     pub broker: String,
     /// The service's queue (Nest's `queue`): requests and events go there.
@@ -36,14 +47,22 @@ const OURS: [&str; 7] = [
     "wildcards",
 ];
 
-impl RmqTarget {
-    /// Reads `addr`; fails without a `queue` (Nest's client has nowhere to publish then).
+impl RmqAddress {
+    /// Reads `addr`. Fails with [`ClientError::Connect`] (kind `InvalidInput`) for an
+    /// address without a broker or a `queue` (Nest's client has nowhere to publish then)
+    /// or a flag that is neither true nor false; the message says what to write.
     pub fn parse(addr: &str) -> Result<Self, ClientError> {
         let invalid = |reason: String| ClientError::Connect {
             addr: redact(addr),
             source: std::io::Error::new(std::io::ErrorKind::InvalidInput, reason),
         };
         let (base, query) = addr.split_once('?').unwrap_or((addr, ""));
+        let authority = base.split_once("://").map_or("", |(_, rest)| rest);
+        if authority.is_empty() || authority.starts_with('/') {
+            return Err(invalid(
+                "the address names no broker: write amqp://host:5672?queue=NAME".into(),
+            ));
+        }
         let mut theirs = Vec::new();
         let mut get = std::collections::HashMap::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -63,7 +82,8 @@ impl RmqTarget {
         let queue = get.get("queue").cloned().unwrap_or_default();
         if queue.is_empty() {
             return Err(invalid(
-                "an amqp:// address names the service's queue: amqp://host:5672?queue=user_service"
+                "the address names no queue: add ?queue=NAME, the queue the service consumes \
+                 (Nest's `queue` option), e.g. amqp://127.0.0.1:5672?queue=user_service"
                     .into(),
             ));
         }
@@ -77,7 +97,7 @@ impl RmqTarget {
         } else {
             format!("{base}?{}", theirs.join("&"))
         };
-        Ok(RmqTarget {
+        Ok(RmqAddress {
             broker,
             assert_queue: !flag("no_assert", false)?,
             durable: flag("durable", true)?,
@@ -89,8 +109,15 @@ impl RmqTarget {
     }
 }
 
-/// `addr` without its password, for messages.
-pub(crate) fn redact(addr: &str) -> String {
+/// `addr` without its password (`amqp://user:***@host`), for messages and logs.
+///
+/// ```
+/// assert_eq!(
+///     nestling::rmq::without_password("amqp://svc:s3cret@rabbit:5672/prod?queue=q"),
+///     "amqp://svc:***@rabbit:5672/prod?queue=q",
+/// );
+/// ```
+pub fn redact(addr: &str) -> String {
     let Some((scheme, rest)) = addr.split_once("://") else {
         return addr.to_owned();
     };
@@ -131,16 +158,16 @@ fn percent_decode(value: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::{redact, RmqTarget};
+    use super::{redact, RmqAddress};
 
     #[test]
     fn addresses_split_into_broker_and_queue() {
-        let t = RmqTarget::parse("amqp://127.0.0.1:5672?queue=user_service").unwrap();
+        let t = RmqAddress::parse("amqp://127.0.0.1:5672?queue=user_service").unwrap();
         assert_eq!(t.broker, "amqp://127.0.0.1:5672");
         assert_eq!(t.queue, "user_service");
         assert!(t.assert_queue && t.durable && !t.persistent && t.exchange.is_none());
 
-        let t = RmqTarget::parse(
+        let t = RmqAddress::parse(
             "amqp://u:p@h:1/vh?heartbeat=10&queue=a%2Fb&durable=false&persistent=true&wildcards=true",
         )
         .unwrap();
@@ -149,7 +176,7 @@ mod tests {
         assert!(!t.durable && t.persistent);
         assert_eq!(t.exchange.as_deref(), Some("a/b"));
 
-        let t = RmqTarget::parse("amqp://h?queue=q&exchange=events&no_assert=1&reply_queue=mine")
+        let t = RmqAddress::parse("amqp://h?queue=q&exchange=events&no_assert=1&reply_queue=mine")
             .unwrap();
         assert_eq!(t.exchange.as_deref(), Some("events"));
         assert_eq!(t.reply_queue.as_deref(), Some("mine"));
@@ -158,11 +185,11 @@ mod tests {
 
     #[test]
     fn a_missing_queue_or_a_bad_flag_is_a_clear_error() {
-        let e = RmqTarget::parse("amqp://127.0.0.1:5672")
+        let e = RmqAddress::parse("amqp://127.0.0.1:5672")
             .unwrap_err()
             .to_string();
         assert!(e.contains("queue=user_service"), "{e}");
-        let e = RmqTarget::parse("amqp://h?queue=q&durable=maybe")
+        let e = RmqAddress::parse("amqp://h?queue=q&durable=maybe")
             .unwrap_err()
             .to_string();
         assert!(e.contains("durable=maybe"), "{e}");

@@ -13,7 +13,7 @@ use lapin::options::{BasicConsumeOptions, BasicPublishOptions, QueueDeclareOptio
 use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
 
-use super::address::{redact, RmqTarget};
+use super::address::{redact, RmqAddress};
 use super::connect::connect;
 use crate::error::ClientError;
 use crate::packet::{parse_reply, Wire};
@@ -27,7 +27,7 @@ pub(crate) struct RmqLink {
     replies: ReplyRouter,
     connection: Arc<Connection>,
     channel: Channel,
-    target: RmqTarget,
+    target: RmqAddress,
     /// Properties every message starts from (see [`RmqConnector::properties`]).
     defaults: BasicProperties,
     /// The address as given, without its password, for errors.
@@ -60,7 +60,7 @@ impl RmqLink {
         timeout: Duration,
         defaults: BasicProperties,
     ) -> Result<Arc<Self>, ClientError> {
-        let target = RmqTarget::parse(addr)?;
+        let target = RmqAddress::parse(addr)?;
         let failed = |message: String| ClientError::Connect {
             addr: redact(addr),
             source: std::io::Error::other(message),
