@@ -11,3 +11,32 @@ wait_ready() { # file
 }
 
 log_dir=$(mktemp -d)
+
+# $INSTANCES user_service instances, each with the environment given (NAME=VALUE …) and
+# INSTANCE=user-<i>, started one after the other.
+start_instances() {
+  for i in $(seq 1 "$INSTANCES"); do
+    env "$@" INSTANCE="user-$i" ./target/debug/examples/user_service \
+      >"$log_dir/user-$i.out" 2>"$log_dir/user-$i.err" &
+    pids+=($!)
+    wait_ready "$log_dir/user-$i.out"
+  done
+}
+
+# The HTTP gateway on $GATEWAY_PORT, with the environment given (how it reaches the service).
+start_gateway() {
+  env PORT="$GATEWAY_PORT" "$@" ./target/debug/examples/gateway \
+    >"$log_dir/gateway.out" 2>"$log_dir/gateway.err" &
+  pids+=($!)
+  wait_ready "$log_dir/gateway.out"
+}
+
+# Shows how 30 /whoami calls spread over the instances, then checks /sum once.
+show_spread_and_sum() {
+  echo "\$ for i in \$(seq 30); do curl -s http://127.0.0.1:$GATEWAY_PORT/whoami; echo; done | sort | uniq -c"
+  for _ in $(seq 30); do curl -sS "http://127.0.0.1:$GATEWAY_PORT/whoami"; echo; done | sort | uniq -c
+  echo "\$ curl 'http://127.0.0.1:$GATEWAY_PORT/sum?num=1,2,3'"
+  answer=$(curl -sS "http://127.0.0.1:$GATEWAY_PORT/sum?num=1,2,3")
+  echo "$answer"
+  [ "$answer" = "6" ] || { echo "unexpected answer: $answer" >&2; exit 1; }
+}

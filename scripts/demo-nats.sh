@@ -25,25 +25,12 @@ pids+=($!)
 for _ in $(seq 1 100); do grep -q 'Server is ready' "$log_dir/nats.log" && break; sleep 0.1; done
 grep -q 'Server is ready' "$log_dir/nats.log" || { cat "$log_dir/nats.log" >&2; exit 1; }
 
-for i in $(seq 1 "$INSTANCES"); do
-  NATS_URL="$NATS_URL" INSTANCE="user-$i" ./target/debug/examples/user_service \
-    >"$log_dir/user-$i.out" 2>"$log_dir/user-$i.err" &
-  pids+=($!)
-  wait_ready "$log_dir/user-$i.out"
-done
-PORT="$GATEWAY_PORT" NATS_URL="$NATS_URL" ./target/debug/examples/gateway \
-  >"$log_dir/gateway.out" 2>"$log_dir/gateway.err" &
-pids+=($!)
-wait_ready "$log_dir/gateway.out"
+start_instances NATS_URL="$NATS_URL"
+start_gateway NATS_URL="$NATS_URL"
 
 echo "nats-server on $NATS_URL, $INSTANCES user service instances (queue group user-service),"
 echo "gateway (HTTP) on 127.0.0.1:$GATEWAY_PORT"
-echo "\$ for i in \$(seq 30); do curl -s http://127.0.0.1:$GATEWAY_PORT/whoami; echo; done | sort | uniq -c"
-for _ in $(seq 30); do curl -sS "http://127.0.0.1:$GATEWAY_PORT/whoami"; echo; done | sort | uniq -c
-echo "\$ curl 'http://127.0.0.1:$GATEWAY_PORT/sum?num=1,2,3'"
-answer=$(curl -sS "http://127.0.0.1:$GATEWAY_PORT/sum?num=1,2,3")
-echo "$answer"
-[ "$answer" = "6" ] || { echo "unexpected answer: $answer" >&2; exit 1; }
+show_spread_and_sum
 
 if [ "${1:-}" = "--once" ]; then exit 0; fi
 echo

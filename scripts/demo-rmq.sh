@@ -38,25 +38,12 @@ trap 'kill -TERM -- "-$rabbit_pid" 2>/dev/null || true; cleanup; rm -rf "$log_di
 for _ in $(seq 1 600); do (echo >"/dev/tcp/127.0.0.1/$RMQ_PORT") 2>/dev/null && break; sleep 0.1; done
 (echo >"/dev/tcp/127.0.0.1/$RMQ_PORT") 2>/dev/null || { cat "$node_dir/log/node.log" >&2; exit 1; }
 
-for i in $(seq 1 "$INSTANCES"); do
-  RMQ_URL="$RMQ_URL" INSTANCE="user-$i" ./target/debug/examples/user_service \
-    >"$log_dir/user-$i.out" 2>"$log_dir/user-$i.err" &
-  pids+=($!)
-  wait_ready "$log_dir/user-$i.out"
-done
-PORT="$GATEWAY_PORT" USER_SERVICE_URL="$RMQ_URL?queue=user_service" ./target/debug/examples/gateway \
-  >"$log_dir/gateway.out" 2>"$log_dir/gateway.err" &
-pids+=($!)
-wait_ready "$log_dir/gateway.out"
+start_instances RMQ_URL="$RMQ_URL"
+start_gateway USER_SERVICE_URL="$RMQ_URL?queue=user_service"
 
 echo "rabbitmq-server on $RMQ_URL, $INSTANCES user service instances consuming queue user_service,"
 echo "gateway (HTTP) on 127.0.0.1:$GATEWAY_PORT"
-echo "\$ for i in \$(seq 30); do curl -s http://127.0.0.1:$GATEWAY_PORT/whoami; echo; done | sort | uniq -c"
-for _ in $(seq 30); do curl -sS "http://127.0.0.1:$GATEWAY_PORT/whoami"; echo; done | sort | uniq -c
-echo "\$ curl 'http://127.0.0.1:$GATEWAY_PORT/sum?num=1,2,3'"
-answer=$(curl -sS "http://127.0.0.1:$GATEWAY_PORT/sum?num=1,2,3")
-echo "$answer"
-[ "$answer" = "6" ] || { echo "unexpected answer: $answer" >&2; exit 1; }
+show_spread_and_sum
 
 if [ "${1:-}" = "--once" ]; then exit 0; fi
 echo
