@@ -135,51 +135,11 @@ async fn nestling_client_calls_nest_over_nats() {
         .request_timeout(Some(Duration::from_secs(10)))
         .build();
 
-    let sum: i64 = client.send("sum", &[1, 2, 3]).await.unwrap();
-    assert_eq!(sum, 6);
-    let sum: i64 = client.send(json!({"cmd": "sum"}), &[4, 5]).await.unwrap();
-    assert_eq!(sum, 9);
-    let echoed: Value = client.send("echo", &json!({"t": "求和😀"})).await.unwrap();
-    assert_eq!(echoed, json!({"t": "求和😀"}));
-    let items: Vec<u32> = client
-        .send_stream::<_, _, u32>("ticks", &3)
-        .await
-        .unwrap()
-        .map(|i| i.unwrap())
-        .collect()
-        .await;
-    assert_eq!(items, [0, 1, 2]);
-    match client.send::<_, _, i64>("fail_obj", &()).await {
-        Err(ClientError::Remote { error, .. }) => {
-            assert_eq!(error.value(), &json!({"code": 42, "message": "m"}))
-        }
-        other => panic!("expected Nest's error, got {other:?}"),
-    }
+    mirror::calls::nestling_client_gets_nests_answers(&client).await;
     match client.send::<_, _, i64>("nobody_serves_this", &1).await {
         Err(ClientError::NoResponders { .. }) => {}
         other => panic!("expected NoResponders, got {other:?}"),
     }
-    client
-        .emit("record", &json!({"key": "r1", "value": 1}))
-        .await
-        .unwrap();
-    client
-        .emit(
-            json!({"ev": "record", "v": 2}),
-            &json!({"key": "r2", "value": 2}),
-        )
-        .await
-        .unwrap();
-    let got: Vec<Value> = client
-        .send("recorded", &json!({"key": "r1:also", "n": 1}))
-        .await
-        .unwrap();
-    assert_eq!(got, [json!(1)]);
-    let got: Vec<Value> = client
-        .send("recorded", &json!({"key": "r2:obj", "n": 1}))
-        .await
-        .unwrap();
-    assert_eq!(got, [json!(2)]);
 }
 
 /// Publishes `payload` on `subject` (with a reply subject unless `reply` is false) and

@@ -3,6 +3,8 @@
 //! (`mod mirror;`), not of `support/`: its controller registers itself in every binary
 //! that compiles it.
 
+pub mod calls;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
