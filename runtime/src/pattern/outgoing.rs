@@ -158,6 +158,14 @@ impl Pattern {
         }
     }
 
+    /// The channel broker transports publish this pattern on (a NATS subject, a RabbitMQ
+    /// routing key), as Nest's clients name it: a string pattern as is, any other pattern as
+    /// its normalised JSON ([`event_json`](Self::event_json)).
+    pub(crate) fn channel(&self) -> String {
+        let text = self.event_json();
+        serde_json::from_str::<String>(text).unwrap_or_else(|_| text.to_owned())
+    }
+
     /// [`Pattern::as_json`] as bytes, for framing: no UTF-8 check on the send path.
     pub(crate) fn json_bytes(&self) -> &[u8] {
         match &self.repr {

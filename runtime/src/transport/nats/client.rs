@@ -79,7 +79,7 @@ impl NatsLink {
     pub async fn request(&self, pattern: &Pattern, id: u64, packet: Bytes) -> Result<(), String> {
         let reply = format!("{}.{id}", self.inbox);
         self.client
-            .publish_with_reply(subject(pattern), reply, packet)
+            .publish_with_reply(pattern.channel(), reply, packet)
             .await
             .map_err(|e| format!("NATS publish failed: {e}"))
     }
@@ -88,7 +88,7 @@ impl NatsLink {
     /// TCP resolves once the frame is handed to the socket).
     pub async fn event(&self, pattern: &Pattern, packet: Bytes) -> Result<(), String> {
         self.client
-            .publish(subject(pattern), packet)
+            .publish(pattern.channel(), packet)
             .await
             .map_err(|e| format!("NATS publish failed: {e}"))?;
         self.client
@@ -153,13 +153,6 @@ impl NatsLink {
     }
 }
 
-/// The subject Nest's `ClientNats` publishes a pattern on: its normalised route form
-/// (`sum`, `{"cmd":"sum"}`, `42`).
-pub(crate) fn subject(pattern: &Pattern) -> String {
-    let text = pattern.event_json();
-    serde_json::from_str::<String>(text).unwrap_or_else(|_| text.to_owned())
-}
-
 /// Routes every message on `<inbox>.*` to the call named by the subject's last token.
 async fn route_replies(
     mut subscription: async_nats::Subscriber,
@@ -195,7 +188,6 @@ async fn route_replies(
 
 #[cfg(test)]
 mod tests {
-    use super::subject;
     use crate::pattern::Pattern;
     use serde_json::json;
 
@@ -215,7 +207,7 @@ mod tests {
         ];
         for (pattern, expected) in cases {
             assert_eq!(
-                subject(&Pattern::new(&pattern).unwrap()),
+                Pattern::new(&pattern).unwrap().channel(),
                 expected,
                 "{pattern}"
             );

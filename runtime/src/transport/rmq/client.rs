@@ -108,7 +108,7 @@ impl RmqLink {
     /// (Nest's `wildcards`, fanout) that exchange with the pattern as routing key.
     fn destination(&self, pattern: &Pattern) -> (ShortString, ShortString) {
         match &self.target.exchange {
-            Some(exchange) => (exchange.as_str().into(), routing_key(pattern).into()),
+            Some(exchange) => (exchange.as_str().into(), pattern.channel().into()),
             None => ("".into(), self.target.queue.as_str().into()),
         }
     }
@@ -198,13 +198,6 @@ impl ClientTransport for RmqLink {
         self.replies.close_all(reason);
         self.replies_task.abort();
     }
-}
-
-/// The routing key Nest's `ClientRMQ` publishes a pattern with: a string pattern as is,
-/// any other as its JSON.
-fn routing_key(pattern: &Pattern) -> String {
-    let text = pattern.event_json();
-    serde_json::from_str::<String>(text).unwrap_or_else(|_| text.to_owned())
 }
 
 /// Routes every direct reply to the call its `correlationId` names.
