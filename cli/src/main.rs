@@ -12,6 +12,7 @@
 //! | `nestling call … --repeat N --concurrency C` | N calls, C in flight on one connection, latency summary | — |
 //! | `nestling emit <addr> <pattern> [json]` | sends an event | `client.emit(pattern, data)` |
 //! | `nestling listen <addr>` | prints every packet it receives (`--echo` answers requests) | — |
+//! | `nestling new <name>` | creates a service crate that builds, runs and passes its tests | `nest new <name>` |
 //!
 //! ## Arguments
 //!
@@ -81,6 +82,7 @@ mod call;
 mod emit;
 mod input;
 mod listen;
+mod new;
 mod output;
 mod tls;
 
@@ -99,7 +101,17 @@ use output::{Failure, USAGE};
 /// Exit status: 0 ok, 1 the service answered with an error, 2 connection or timeout error,
 /// 3 usage error.
 #[derive(Debug, Parser)]
-#[command(name = "nestling", version, propagate_version = true)]
+#[command(
+    name = "nestling",
+    version,
+    propagate_version = true,
+    after_help = "\
+Examples (`nestling <command> --help` for more):
+  nestling call 127.0.0.1:8888 sum '[1,2,3]'
+  nestling emit nats://127.0.0.1:4222 log hello
+  nestling listen 'amqp://127.0.0.1:5672?queue=user_service'
+  nestling new user-service"
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -143,6 +155,19 @@ Examples:
   nestling listen nats://127.0.0.1:4222 --subject '>'
   nestling listen 'amqp://127.0.0.1:5672?queue=user_service' --echo")]
     Listen(ListenArgs),
+    /// Create a new service crate (Nest's `nest new`): a controller with one message and one
+    /// event pattern, its in-process tests, and a `main.rs` serving it with graceful shutdown.
+    ///
+    /// The last component of PATH names the crate; PATH must not exist or be empty. The
+    /// crate depends on the nestling release matching this CLI, or on a checkout with
+    /// `--path`. It builds, runs (`cargo run`, address from `ADDR`) and passes `cargo test`
+    /// as generated.
+    #[command(after_help = "\
+Examples:
+  nestling new user-service
+  nestling new services/billing --path ~/src/nestling
+  cd user-service && cargo test && cargo run")]
+    New(NewArgs),
 }
 
 /// Options shared by `call` and `emit`.
@@ -227,6 +252,17 @@ struct ListenArgs {
     echo: bool,
 }
 
+#[derive(Debug, Args)]
+struct NewArgs {
+    /// Directory to create; its last component is the crate name (`user-service`).
+    #[arg(value_name = "PATH")]
+    dir: PathBuf,
+    /// Depend on the nestling checkout in DIR (a path dependency) instead of the crates.io
+    /// release.
+    #[arg(long, value_name = "DIR")]
+    path: Option<PathBuf>,
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -264,6 +300,7 @@ async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Call(args) => call::run(args).await,
         Command::Emit(args) => emit::run(args).await,
         Command::Listen(args) => listen::run(args).await,
+        Command::New(args) => new::run(args),
     }
 }
 
@@ -275,6 +312,47 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    /// `nestling <sub> --help` ends with examples: one per transport for the commands that
+    /// take an address, and `nestling new`'s.
+    #[test]
+    fn every_subcommand_help_shows_examples() {
+        let mut cli = Cli::command();
+        let top = cli.render_long_help().to_string();
+        for sub in ["call", "emit", "listen", "new"] {
+            assert!(top.contains(&format!("  nestling {sub} ")), "{top}");
+        }
+        for sub in ["call", "emit", "listen", "new"] {
+            let help = cli
+                .find_subcommand_mut(sub)
+                .unwrap_or_else(|| panic!("no subcommand {sub}"))
+                .render_long_help()
+                .to_string();
+            let examples = help
+                .split_once("Examples:\n")
+                .unwrap_or_else(|| panic!("`{sub} --help` has no examples:\n{help}"))
+                .1;
+            let lines: Vec<&str> = examples.lines().map(str::trim).collect();
+            assert!(
+                lines
+                    .iter()
+                    .all(|l| l.starts_with("nestling ") || l.starts_with("cd ")),
+                "{sub}: {lines:?}"
+            );
+            if sub == "new" {
+                assert!(lines.iter().any(|l| l.starts_with("nestling new ")));
+                continue;
+            }
+            for transport in ["127.0.0.1:8888", "nats://", "amqp://"] {
+                assert!(
+                    lines.iter().any(
+                        |l| l.starts_with(&format!("nestling {sub} ")) && l.contains(transport)
+                    ),
+                    "`{sub} --help` has no {transport} example:\n{examples}"
+                );
+            }
+        }
     }
 
     #[test]
