@@ -153,7 +153,8 @@ impl Request {
         let parsed = match text {
             Some(text) => serde_json::from_str(text),
             None => serde_json::from_slice(self.data().unwrap_or(b"null")),
-        };
+        }
+        .or_else(|e| crate::lone_surrogates::retry(self.data().unwrap_or(b"null"), e));
         parsed.map_err(|e| {
             HandlerFailure::BadPayload(format!(
                 "invalid payload for pattern {}: {e}",

@@ -21,6 +21,7 @@ pub mod codec;
 mod context;
 mod error;
 mod handler;
+mod lone_surrogates;
 pub mod middleware;
 #[cfg(feature = "nats")]
 pub mod nats;

@@ -13,7 +13,8 @@ pub(crate) fn value<R: DeserializeOwned>(
     pattern: &impl Display,
     raw: &[u8],
 ) -> Result<R, ClientError> {
-    serde_json::from_slice(raw).map_err(|source| ClientError::Decode {
+    let decoded = serde_json::from_slice(raw).or_else(|e| crate::lone_surrogates::retry(raw, e));
+    decoded.map_err(|source| ClientError::Decode {
         pattern: pattern.to_string(),
         reply: String::from_utf8_lossy(raw).chars().take(200).collect(),
         source,
@@ -25,6 +26,7 @@ pub(crate) fn value<R: DeserializeOwned>(
 #[cold]
 pub(crate) fn remote_error(pattern: &impl Display, raw: &[u8]) -> ClientError {
     let value = serde_json::from_slice(raw)
+        .or_else(|e| crate::lone_surrogates::retry(raw, e))
         .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(raw).into_owned()));
     ClientError::Remote {
         pattern: pattern.to_string(),
