@@ -105,6 +105,10 @@ pub use nestling_runtime::trace;
 /// whole pipeline, no socket.
 pub use nestling_runtime::testing;
 
+/// Connection status and error events of clients and servers (Nest 11's `status` and
+/// `on('error', …)`).
+pub use nestling_runtime::status;
+
 /// The transport interface (Nest's `CustomTransportStrategy` and `ClientProxy`): serve and
 /// call over a transport of your own.
 pub use nestling_runtime::transport;

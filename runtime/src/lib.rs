@@ -35,6 +35,7 @@ mod registry;
 pub mod rmq;
 mod router;
 mod server;
+pub mod status;
 pub mod testing;
 #[cfg(feature = "tls")]
 pub mod tls;

@@ -10,7 +10,7 @@ mod stream;
 mod stream_queue;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{Either, FutureExt as _};
@@ -31,6 +31,7 @@ use crate::error::ClientError;
 use crate::observe::Observed;
 use crate::pattern::IntoPattern;
 use crate::pattern::Pattern;
+use crate::status::{Event, Hub, Status, TransportError};
 use crate::transport::tcp::client::TcpDial;
 use crate::transport::ClientConnector;
 
@@ -88,7 +89,19 @@ struct Inner {
     in_flight: Arc<Semaphore>,
     /// Bytes of a streamed reply's items queued for its caller before the link waits.
     max_buffered_stream_bytes: usize,
+    /// Where the connection's status and errors are published.
+    hub: Arc<Hub>,
+    /// Counts the links opened: a link's close speaks for the client only while it is the
+    /// current one.
+    generation: AtomicU64,
+    /// The broker connection of the current RabbitMQ link (Nest's `unwrap()`).
+    #[cfg(feature = "rmq")]
+    rmq: Mutex<Option<crate::transport::rmq::client::RmqHandles>>,
 }
+
+/// The reasons a client gives when it closes a link itself: no error event for those.
+const CLOSED_BY_CLIENT: &str = "closed by the client";
+const DROPPED: &str = "the client was dropped";
 
 impl Drop for Inner {
     /// The connection's tasks keep it alive on their own; the last `Client` clone going
@@ -96,7 +109,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         let current = self.current.get_mut().unwrap_or_else(|p| p.into_inner());
         if let Some(conn) = current.take() {
-            conn.close("the client was dropped");
+            conn.close(DROPPED);
         }
     }
 }
@@ -295,6 +308,10 @@ impl ClientBuilder {
                 backoff: Mutex::new(Backoff::new(self.backoff_base, self.backoff_max)),
                 in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
                 max_buffered_stream_bytes: self.max_buffered_stream_bytes,
+                hub: Hub::new(Status::Disconnected),
+                generation: AtomicU64::new(0),
+                #[cfg(feature = "rmq")]
+                rmq: Mutex::new(None),
             }),
         }
     }
@@ -357,7 +374,141 @@ impl Client {
     pub fn close(&self) {
         let conn = self.lock_current().take();
         if let Some(conn) = conn {
-            conn.close("closed by the client");
+            conn.close(CLOSED_BY_CLIENT);
+        }
+        // Also ends a RabbitMQ client's reconnecting in the background.
+        self.inner.hub.set(Status::Disconnected);
+    }
+
+    /// The connection's status, as Nest 11's `client.status` (see [`crate::status`]):
+    /// `connected` once connected; `disconnected` when the connection ends (TCP and custom
+    /// transports reconnect on the next call, as Nest's `ClientTCP`); over NATS and
+    /// RabbitMQ, `reconnecting` while the client re-establishes a lost connection by
+    /// itself. Only transitions are published.
+    ///
+    /// ```no_run
+    /// use nestling::status::Status;
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = nestling::Client::new("nats://127.0.0.1:4222");
+    /// let mut status = client.status();
+    /// client.connect().await?;
+    /// assert_eq!(*status.borrow(), Status::Connected);
+    /// tokio::spawn(async move {
+    ///     while status.changed().await.is_ok() {
+    ///         println!("user service: {}", *status.borrow()); // e.g. "reconnecting"
+    ///     }
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn status(&self) -> tokio::sync::watch::Receiver<Status> {
+        self.inner.hub.status()
+    }
+
+    /// Every status transition and connection error as it happens (Nest's
+    /// `client.on('error', …)` and status events): connects that fail, connections lost
+    /// (with the reason), errors the NATS server or RabbitMQ broker reports. The last
+    /// [`EVENT_BUFFER`](crate::status::EVENT_BUFFER) are kept for a slow receiver.
+    ///
+    /// ```
+    /// use nestling::status::{Event, TransportError};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let client = nestling::Client::new("127.0.0.1:1"); // nothing listens there
+    /// let mut events = client.events();
+    /// assert!(client.connect().await.is_err());
+    /// match events.recv().await.unwrap() {
+    ///     Event::Error(TransportError::Connect { addr, .. }) => assert_eq!(addr, "127.0.0.1:1"),
+    ///     other => panic!("{other}"),
+    /// }
+    /// # });
+    /// ```
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.inner.hub.events()
+    }
+
+    /// The NATS connection of a `nats://` client (Nest's `unwrap<NatsConnection>()`), for
+    /// what nestling does not wrap (JetStream, key-value, …): `None` before the client
+    /// has connected, or for another transport.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let client = nestling::Client::new("nats://127.0.0.1:4222");
+    /// client.connect().await?;
+    /// let nats = client.nats_client().expect("connected over NATS");
+    /// nats.publish("audit", "raw message".into()).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "nats")]
+    pub fn nats_client(&self) -> Option<async_nats::Client> {
+        match self.live()? {
+            Link::Nats(link) => Some(link.client().clone()),
+            _ => None,
+        }
+    }
+
+    /// The RabbitMQ connection and channel of an `amqp://` client (Nest's
+    /// `unwrap<AmqpConnectionManager>()`): `None` before the client has connected, while it
+    /// reconnects, or for another transport. A reconnect opens a new connection: ask again
+    /// rather than keep these.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use nestling::rmq::lapin::{options::QueueDeclareOptions, types::FieldTable};
+    /// let client = nestling::Client::new("amqp://127.0.0.1:5672?queue=user_service");
+    /// client.connect().await?;
+    /// let (_connection, channel) = client.rmq_connection().expect("connected over RabbitMQ");
+    /// channel.queue_declare("audit".into(), QueueDeclareOptions::default(), FieldTable::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "rmq")]
+    pub fn rmq_connection(&self) -> Option<(Arc<lapin::Connection>, lapin::Channel)> {
+        self.live()?;
+        let handles = self.inner.rmq.lock().unwrap_or_else(|p| p.into_inner());
+        handles
+            .as_ref()
+            .map(|h| (h.connection.clone(), h.channel.clone()))
+    }
+
+    /// The address as events show it: without a password.
+    fn shown_addr(&self) -> String {
+        #[cfg(feature = "rmq")]
+        if matches!(self.inner.dialer, Dialer::Rmq) {
+            return crate::transport::rmq::address::redact(&self.inner.addr);
+        }
+        self.inner.addr.clone()
+    }
+
+    /// Follows `link` (generation `generation`): when it closes while current, the status
+    /// turns `disconnected`, a loss is reported, and a RabbitMQ client reconnects in the
+    /// background (as Nest's, through amqp-connection-manager).
+    fn watch_close(&self, link: &Link, generation: u64) {
+        let weak = Arc::downgrade(&self.inner);
+        link.replies().calls.on_close(Box::new(move |reason| {
+            let Some(inner) = weak.upgrade() else {
+                return;
+            };
+            if inner.generation.load(Ordering::Acquire) != generation {
+                return; // a newer link speaks for the client
+            }
+            Client { inner }.lost(reason);
+        }));
+    }
+
+    #[cold]
+    fn lost(self, reason: &str) {
+        let hub = &self.inner.hub;
+        hub.set(Status::Disconnected);
+        if reason == CLOSED_BY_CLIENT || reason == DROPPED {
+            return;
+        }
+        hub.error(TransportError::Lost {
+            addr: self.shown_addr(),
+            reason: reason.to_owned(),
+        });
+        if matches!(self.inner.dialer, Dialer::Rmq) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                hub.set(Status::Reconnecting);
+                runtime.spawn(keep_reconnecting(Arc::downgrade(&self.inner)));
+            }
         }
     }
 
@@ -413,10 +564,17 @@ impl Client {
             }
             Err(e) => {
                 self.lock_backoff().failed(Instant::now(), e.to_string());
+                self.inner.hub.error(TransportError::Connect {
+                    addr: self.shown_addr(),
+                    reason: connect_reason(&e),
+                });
                 return Err(e);
             }
         };
+        let generation = self.inner.generation.fetch_add(1, Ordering::AcqRel) + 1;
         *self.lock_current() = Some(conn.clone());
+        self.inner.hub.set(Status::Connected);
+        self.watch_close(&conn, generation);
         Ok(conn)
     }
 
@@ -425,6 +583,7 @@ impl Client {
         crate::transport::nats::client::NatsLink::connect(
             &self.inner.addr,
             self.inner.connect_timeout,
+            self.inner.hub.clone(),
         )
         .await
         .map(Link::Nats)
@@ -437,6 +596,7 @@ impl Client {
             self.inner.connect_timeout,
         )
         .await?;
+        *self.inner.rmq.lock().unwrap_or_else(|p| p.into_inner()) = Some(link.handles());
         Ok(Link::Custom(link))
     }
 
@@ -704,6 +864,37 @@ impl Client {
         let packet = self.encode(&pattern, pattern.event_json_bytes(), data, None)?;
         let link = self.connection().await?;
         link.event(&pattern, packet).await
+    }
+}
+
+/// What a failed connect reports as its reason: the error's own cause, without the
+/// address the event names already.
+fn connect_reason(e: &ClientError) -> String {
+    match e {
+        ClientError::Connect { source, .. } => source.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// A RabbitMQ client's reconnect after a lost connection, paced by its backoff, until it
+/// is connected, closed (its status leaves `reconnecting`) or dropped.
+async fn keep_reconnecting(client: Weak<Inner>) {
+    loop {
+        let wait = {
+            let Some(inner) = client.upgrade() else {
+                return;
+            };
+            let client = Client { inner };
+            if client.inner.hub.current() != Status::Reconnecting || client.live().is_some() {
+                return;
+            }
+            match client.reconnect().await {
+                Ok(_) => return,
+                Err(ClientError::Unavailable { retry_in, .. }) => retry_in,
+                Err(_) => Duration::ZERO,
+            }
+        };
+        tokio::time::sleep(wait.max(DEFAULT_BACKOFF_BASE)).await;
     }
 }
 

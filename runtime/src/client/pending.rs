@@ -90,7 +90,12 @@ struct Table {
 #[derive(Default)]
 pub(crate) struct PendingCalls {
     table: Mutex<Table>,
+    /// Told once, when the link closes (the client's status follows it).
+    on_close: Mutex<Option<OnClose>>,
 }
+
+/// What [`PendingCalls::on_close`] runs, with the reason the link closed.
+pub(crate) type OnClose = Box<dyn FnOnce(&str) + Send>;
 
 impl PendingCalls {
     fn lock(&self) -> std::sync::MutexGuard<'_, Table> {
@@ -171,6 +176,28 @@ impl PendingCalls {
             });
         }
         wake.into_iter().for_each(Waker::wake);
+        let told = self
+            .on_close
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(tell) = told {
+            tell(reason);
+        }
+    }
+
+    /// Runs `tell` with the reason once the link closes (at once if it has).
+    pub fn on_close(&self, tell: OnClose) {
+        // Stored under the table's lock: a `close` either saw it or left the reason for us.
+        let table = self.lock();
+        match &table.closed {
+            Some(reason) => {
+                let reason = reason.clone();
+                drop(table);
+                tell(&reason);
+            }
+            None => *self.on_close.lock().unwrap_or_else(|p| p.into_inner()) = Some(tell),
+        }
     }
 
     /// Ends call `id`: nobody was subscribed to receive it.
@@ -372,6 +399,21 @@ mod tests {
             matches!(waiting.await.unwrap(), Completion::Closed(r) if r == "closed by the server")
         );
         assert_eq!(calls.register(2).unwrap_err(), "closed by the server");
+    }
+
+    #[test]
+    fn the_close_is_told_once_even_when_asked_after_it() {
+        let told = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let calls = PendingCalls::default();
+        let t = told.clone();
+        calls.on_close(Box::new(move |r| t.lock().unwrap().push(r.to_owned())));
+        calls.close("gone");
+        calls.close("again");
+        let t = told.clone();
+        calls.on_close(Box::new(move |r| {
+            t.lock().unwrap().push(format!("late {r}"))
+        }));
+        assert_eq!(*told.lock().unwrap(), ["gone", "late gone"]);
     }
 
     #[tokio::test]

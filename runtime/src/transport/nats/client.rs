@@ -5,6 +5,7 @@
 //! Nest's client opens a subscription per request; one shared subscription is equivalent
 //! on the wire (a reply subject is just a subject) and costs nothing per call.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use futures_util::StreamExt;
 use crate::error::ClientError;
 use crate::packet::{parse_reply, Wire};
 use crate::pattern::Pattern;
+use crate::status::{Hub, Status, TransportError};
 use crate::transport::{ClientTransport, ReplyRouter, TransportFuture};
 
 pub(crate) struct NatsLink {
@@ -24,6 +26,9 @@ pub(crate) struct NatsLink {
     /// This link's reply subject prefix, `_INBOX.<unique>`.
     inbox: String,
     replies_task: tokio::task::JoinHandle<()>,
+    /// Set once the link is closed: the NATS client's events no longer speak for the
+    /// [`Client`](crate::Client), which may have a new link by then.
+    retired: Arc<AtomicBool>,
 }
 
 impl Drop for NatsLink {
@@ -34,15 +39,22 @@ impl Drop for NatsLink {
 
 impl NatsLink {
     /// Connects to the NATS server(s) at `url` (`nats://host:port`, several separated by
-    /// commas) and subscribes to this link's reply subjects.
-    pub async fn connect(url: &str, timeout: Duration) -> Result<Arc<Self>, ClientError> {
+    /// commas) and subscribes to this link's reply subjects. The NATS client's own
+    /// reconnects and errors go to `hub` until the link is closed.
+    pub async fn connect(
+        url: &str,
+        timeout: Duration,
+        hub: Arc<Hub>,
+    ) -> Result<Arc<Self>, ClientError> {
         let failed = |e: &dyn std::fmt::Display| ClientError::Connect {
             addr: url.to_owned(),
             source: std::io::Error::other(e.to_string()),
         };
+        let retired = Arc::new(AtomicBool::new(false));
         let client = async_nats::ConnectOptions::new()
             .connection_timeout(timeout)
             .name("nestling client")
+            .event_callback(report_events(hub, url.to_owned(), retired.clone()))
             .connect(url)
             .await
             .map_err(|e| failed(&e))?;
@@ -59,7 +71,13 @@ impl NatsLink {
             url: url.to_owned(),
             inbox,
             replies_task: replies,
+            retired,
         }))
+    }
+
+    /// The NATS connection (Nest's `unwrap()` of a `ClientNats`).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
     }
 
     /// Whether the link was closed (the NATS client itself reconnects on its own).
@@ -71,6 +89,7 @@ impl NatsLink {
 
     /// Ends the link, failing every pending call with `reason`.
     pub fn close(&self, reason: &str) {
+        self.retired.store(true, Ordering::Relaxed);
         self.replies.close_all(reason);
         self.replies_task.abort();
     }
@@ -153,6 +172,69 @@ impl NatsLink {
     }
 }
 
+/// Reports the NATS client's connection events to `hub` as Nest's `ClientNats` does:
+/// `disconnected`, then `reconnecting` (the NATS client retries by itself), `connected`.
+pub(crate) fn report_events(
+    hub: Arc<Hub>,
+    url: String,
+    retired: Arc<AtomicBool>,
+) -> impl Fn(async_nats::Event) -> std::future::Ready<()> + Send + Sync + 'static {
+    let url = redact_nats(&url);
+    move |event| {
+        if !retired.load(Ordering::Relaxed) {
+            nats_event(&hub, &url, event);
+        }
+        std::future::ready(())
+    }
+}
+
+/// One NATS client event, as status and events.
+pub(crate) fn nats_event(hub: &Hub, url: &str, event: async_nats::Event) {
+    let broker = |reason: String| TransportError::Broker {
+        addr: url.to_owned(),
+        reason,
+    };
+    match event {
+        async_nats::Event::Connected => hub.set(Status::Connected),
+        async_nats::Event::Disconnected => {
+            hub.set(Status::Disconnected);
+            hub.error(TransportError::Lost {
+                addr: url.to_owned(),
+                reason: "the NATS server connection dropped".into(),
+            });
+            hub.set(Status::Reconnecting);
+        }
+        async_nats::Event::Closed => hub.set(Status::Disconnected),
+        async_nats::Event::ServerError(e) => hub.error(broker(format!("server error: {e}"))),
+        async_nats::Event::ClientError(e) => hub.error(broker(format!("client error: {e}"))),
+        async_nats::Event::SlowConsumer(sid) => hub.error(broker(format!(
+            "slow consumer: subscription {sid} dropped messages"
+        ))),
+        async_nats::Event::LameDuckMode | async_nats::Event::Draining => {
+            tracing::debug!(%url, "NATS: {event}");
+        }
+    }
+}
+
+/// `url` without secrets (`nats://user:pass@host` → `nats://user:***@host`, a token
+/// `nats://tok@host` → `nats://***@host`), for events.
+fn redact_nats(url: &str) -> String {
+    url.split(',')
+        .map(|one| match (one.find("://"), one.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                let userinfo = &one[scheme + 3..at];
+                match userinfo.split_once(':') {
+                    Some((user, _)) => format!("{}{user}:***{}", &one[..scheme + 3], &one[at..]),
+                    // A token alone: all of it is the secret.
+                    None => format!("{}***{}", &one[..scheme + 3], &one[at..]),
+                }
+            }
+            _ => one.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Routes every message on `<inbox>.*` to the call named by the subject's last token.
 async fn route_replies(
     mut subscription: async_nats::Subscriber,
@@ -190,6 +272,14 @@ async fn route_replies(
 mod tests {
     use crate::pattern::Pattern;
     use serde_json::json;
+
+    #[test]
+    fn passwords_are_left_out_of_events() {
+        assert_eq!(
+            super::redact_nats("nats://svc:pw@a:4222,nats://b:4222,nats://tok@c"),
+            "nats://svc:***@a:4222,nats://b:4222,nats://***@c"
+        );
+    }
 
     #[test]
     fn subjects_are_nests_normalised_patterns() {

@@ -6,6 +6,7 @@
 //! message → packet → route (the subscription's) → handler → reply subject.
 
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -15,6 +16,9 @@ use crate::context::NatsOrigin;
 use crate::error::ServerError;
 use crate::packet::Wire;
 use crate::server::Server;
+use crate::status::{Event, Hub, Status};
+use crate::transport::nats::client::report_events;
+use crate::transport::tcp::StoppedOnDrop;
 use crate::transport::{Dispatcher, Origin, ReplySink, Shutdown, Subscription, Transport};
 
 /// Where and how a [`Server`] serves over NATS (Nest's `{ transport: Transport.NATS,
@@ -87,6 +91,11 @@ pub struct NatsListening {
 struct NatsTransport {
     client: async_nats::Client,
     subscriptions: Vec<(Subscription, async_nats::Subscriber)>,
+    /// The connection's status (Nest's `NatsStatus`) and errors.
+    hub: Arc<Hub>,
+    /// Whether the connection is the user's ([`NatsServe::with_client`]): its events go to
+    /// the user's callback, so its state is watched instead.
+    given: bool,
 }
 
 impl std::fmt::Debug for NatsListening {
@@ -123,10 +132,17 @@ impl Server {
             url: url.clone(),
             message: e.to_string(),
         };
+        let hub = Hub::new(Status::Disconnected);
+        let given = nats.client.is_some();
         let client = match nats.client {
             Some(client) => client,
             None => async_nats::ConnectOptions::new()
                 .name("nestling server")
+                .event_callback(report_events(
+                    hub.clone(),
+                    nats.url.clone(),
+                    Arc::new(AtomicBool::new(false)),
+                ))
                 .connect(nats.url.as_str())
                 .await
                 .map_err(|e| failed(&e))?,
@@ -147,11 +163,14 @@ impl Server {
         // Subscriptions are in place once the server has seen them: a request published
         // right after this returns reaches us.
         client.flush().await.map_err(|e| failed(&e))?;
+        hub.set(Status::Connected);
         Ok(NatsListening {
             server: self,
             transport: NatsTransport {
                 client,
                 subscriptions,
+                hub,
+                given,
             },
             subjects,
         })
@@ -228,6 +247,68 @@ impl NatsListening {
         &self.subjects
     }
 
+    /// The server's status, as Nest 11's `server.status` over NATS (`NatsStatus`):
+    /// `connected`; `disconnected` then `reconnecting` when the NATS server is lost (the
+    /// NATS client reconnects and subscribes again by itself); `connected` once back;
+    /// `disconnected` once serving has stopped. Take it before serving.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), nestling::ServerError> {
+    /// use nestling::status::Status;
+    /// let listening = nestling::Server::builder()
+    ///     .build()?
+    ///     .listen_nats(nestling::nats::NatsServe::new("nats://127.0.0.1:4222"))
+    ///     .await?;
+    /// let mut status = listening.status();
+    /// assert_eq!(*status.borrow(), Status::Connected);
+    /// tokio::spawn(listening.serve());
+    /// status.wait_for(|s| *s == Status::Reconnecting).await.ok(); // the NATS server went away
+    /// # Ok(()) }
+    /// ```
+    pub fn status(&self) -> tokio::sync::watch::Receiver<Status> {
+        self.transport.hub.status()
+    }
+
+    /// The server's status transitions and connection errors (Nest's
+    /// `server.on('error', …)`): connection lost, NATS server errors (`-ERR`), slow
+    /// consumers. With [`NatsServe::with_client`] the connection's errors go to your own
+    /// `event_callback`, and only status transitions arrive here.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), nestling::ServerError> {
+    /// let listening = nestling::Server::builder()
+    ///     .build()?
+    ///     .listen_nats(nestling::nats::NatsServe::new("nats://127.0.0.1:4222"))
+    ///     .await?;
+    /// let mut events = listening.events();
+    /// tokio::spawn(async move {
+    ///     while let Ok(event) = events.recv().await {
+    ///         eprintln!("NATS: {event}");
+    ///     }
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.transport.hub.events()
+    }
+
+    /// The NATS connection the server serves on (Nest's `server.unwrap<NatsConnection>()`),
+    /// for what nestling does not wrap. It outlives reconnects.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// let listening = nestling::Server::builder()
+    ///     .build()?
+    ///     .listen_nats(nestling::nats::NatsServe::new("nats://127.0.0.1:4222"))
+    ///     .await?;
+    /// let nats = listening.nats_client().clone();
+    /// nats.publish("service.started", "user-1".into()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn nats_client(&self) -> &async_nats::Client {
+        &self.transport.client
+    }
+
     /// Serves until the process ends.
     pub async fn serve(self) -> Result<(), ServerError> {
         self.serve_with_shutdown(std::future::pending()).await
@@ -254,7 +335,12 @@ impl Transport for NatsTransport {
         let NatsTransport {
             client,
             subscriptions,
+            hub,
+            given,
         } = self;
+        let _stopped = StoppedOnDrop(&hub);
+        let _watching =
+            given.then(|| AbortOnDrop(tokio::spawn(follow_state(client.clone(), hub.clone()))));
         let subjects = subscriptions.len();
         let mut incoming: SelectAll<_> = futures_util::stream::select_all(
             subscriptions.into_iter().map(|(subscription, subscriber)| {
@@ -327,6 +413,38 @@ impl Transport for NatsTransport {
         }
         tracing::info!("nestling microservice stopped (NATS)");
         Ok(())
+    }
+}
+
+/// Follows the state of a connection whose events go to the user's callback.
+async fn follow_state(client: async_nats::Client, hub: Arc<Hub>) {
+    let mut was = None;
+    loop {
+        let state = client.connection_state();
+        if was.as_ref() != Some(&state) {
+            match state {
+                async_nats::connection::State::Connected => hub.set(Status::Connected),
+                async_nats::connection::State::Disconnected => {
+                    hub.set(Status::Disconnected);
+                    hub.set(Status::Reconnecting);
+                }
+                async_nats::connection::State::Pending => hub.set(Status::Reconnecting),
+            }
+            was = Some(state);
+        }
+        tokio::time::sleep(STATE_POLL).await;
+    }
+}
+
+/// How often [`follow_state`] looks.
+const STATE_POLL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -35,6 +35,12 @@ pub(crate) struct RmqLink {
     replies_task: tokio::task::JoinHandle<()>,
 }
 
+/// A link's broker connection and channel, for [`Client::rmq_connection`](crate::Client::rmq_connection).
+pub(crate) struct RmqHandles {
+    pub connection: Arc<Connection>,
+    pub channel: Channel,
+}
+
 impl Drop for RmqLink {
     fn drop(&mut self) {
         self.replies_task.abort();
@@ -102,6 +108,14 @@ impl RmqLink {
             addr: redact(addr),
             replies_task,
         }))
+    }
+
+    /// The link's connection and channel.
+    pub fn handles(&self) -> RmqHandles {
+        RmqHandles {
+            connection: self.connection.clone(),
+            channel: self.channel.clone(),
+        }
     }
 
     /// Where a packet of `pattern` is published: the service's queue, or with an exchange

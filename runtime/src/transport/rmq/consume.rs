@@ -20,6 +20,7 @@ use serde::de::IgnoredAny;
 use serde_json::value::RawValue;
 use tokio_util::task::TaskTracker;
 
+use super::address::redact;
 use super::connect::connect;
 use super::message::RmqMessage;
 use super::server::RmqServe;
@@ -29,6 +30,8 @@ use crate::client::backoff::Backoff;
 use crate::codec::FrameText;
 use crate::error::ServerError;
 use crate::packet::Wire;
+use crate::status::{Hub, Status, TransportError};
+use crate::transport::tcp::StoppedOnDrop;
 use crate::transport::{Dispatcher, Inbox, Origin, ReplySink, Shutdown, Subscription, Transport};
 
 /// One broker connection, its channel and its consumer on the service queue.
@@ -131,15 +134,23 @@ impl Session {
 pub(super) struct RmqTransport {
     rmq: RmqServe,
     session: Session,
+    /// The connection's status (Nest's `RmqStatus`) and errors.
+    pub hub: Arc<Hub>,
 }
 
 impl RmqTransport {
     pub fn new(rmq: RmqServe, session: Session) -> Self {
-        RmqTransport { rmq, session }
+        let hub = Hub::new(Status::Connected);
+        RmqTransport { rmq, session, hub }
     }
 
     pub fn queue(&self) -> &str {
         &self.rmq.queue
+    }
+
+    /// The current session's connection and channel.
+    pub fn connection(&self) -> (&Connection, &Channel) {
+        (&self.session.connection, &self.session.channel)
     }
 }
 
@@ -151,7 +162,13 @@ enum Ended {
 
 impl Transport for RmqTransport {
     async fn serve(self, dispatcher: Dispatcher, shutdown: Shutdown) -> Result<(), ServerError> {
-        let RmqTransport { rmq, mut session } = self;
+        let RmqTransport {
+            rmq,
+            mut session,
+            hub,
+        } = self;
+        let _stopped = StoppedOnDrop(&hub);
+        let broker = redact(&rmq.url);
         tracing::info!(queue = %rmq.queue, "nestling microservice consuming RabbitMQ");
         let mut intake = Intake::new(&rmq, &dispatcher);
         loop {
@@ -159,10 +176,17 @@ impl Transport for RmqTransport {
                 Ended::Shutdown => break,
                 Ended::Lost(reason) => {
                     tracing::warn!(queue = %rmq.queue, "RabbitMQ connection lost ({reason}); reconnecting");
-                    let Some(next) = reopen(&rmq, &dispatcher, &shutdown).await else {
+                    hub.set(Status::Disconnected);
+                    hub.error(TransportError::Lost {
+                        addr: broker.clone(),
+                        reason,
+                    });
+                    hub.set(Status::Reconnecting);
+                    let Some(next) = reopen(&rmq, &dispatcher, &shutdown, &hub).await else {
                         break;
                     };
                     session = next;
+                    hub.set(Status::Connected);
                     tracing::info!(queue = %rmq.queue, "RabbitMQ connection restored, consuming again");
                 }
             }
@@ -192,7 +216,12 @@ impl Transport for RmqTransport {
 }
 
 /// Opens a new session, waiting between attempts; `None` if shutdown was requested first.
-async fn reopen(rmq: &RmqServe, dispatcher: &Dispatcher, shutdown: &Shutdown) -> Option<Session> {
+async fn reopen(
+    rmq: &RmqServe,
+    dispatcher: &Dispatcher,
+    shutdown: &Shutdown,
+    hub: &Hub,
+) -> Option<Session> {
     let (base, max) = rmq.reconnect;
     let mut backoff = Backoff::new(base, max);
     loop {
@@ -208,6 +237,10 @@ async fn reopen(rmq: &RmqServe, dispatcher: &Dispatcher, shutdown: &Shutdown) ->
                 Ok(session) => return Some(session),
                 Err(e) => {
                     tracing::warn!(queue = %rmq.queue, "reconnecting to RabbitMQ failed: {e}");
+                    hub.error(TransportError::Connect {
+                        addr: redact(&rmq.url),
+                        reason: e.clone(),
+                    });
                     backoff.failed(Instant::now(), e);
                 }
             }

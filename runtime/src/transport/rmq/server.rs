@@ -16,6 +16,7 @@ use super::address::redact;
 use super::consume::{RmqTransport, Session};
 use crate::error::ServerError;
 use crate::server::Server;
+use crate::status::{Event, Status};
 
 /// Default number of unacknowledged messages the broker hands one instance at a time
 /// ([`RmqServe::prefetch_count`]).
@@ -281,6 +282,71 @@ impl RmqListening {
     /// The queue consumed.
     pub fn queue(&self) -> &str {
         self.transport.queue()
+    }
+
+    /// The server's status, as Nest 11's `server.status` over RabbitMQ (`RmqStatus`):
+    /// `connected` while consuming; `disconnected` then `reconnecting` when the broker
+    /// connection is lost (the server reconnects by itself, with backoff, and consumes
+    /// again); `connected` once back; `disconnected` once serving has stopped. Take it
+    /// before serving.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), nestling::ServerError> {
+    /// use nestling::rmq::RmqServe;
+    /// use nestling::status::Status;
+    /// let listening = nestling::Server::builder()
+    ///     .build()?
+    ///     .listen_rmq(RmqServe::new("amqp://127.0.0.1:5672", "user_service"))
+    ///     .await?;
+    /// let mut status = listening.status();
+    /// assert_eq!(*status.borrow(), Status::Connected);
+    /// tokio::spawn(listening.serve());
+    /// status.wait_for(|s| *s == Status::Reconnecting).await.ok(); // the broker went away
+    /// # Ok(()) }
+    /// ```
+    pub fn status(&self) -> tokio::sync::watch::Receiver<Status> {
+        self.transport.hub.status()
+    }
+
+    /// The server's status transitions and connection errors (Nest's
+    /// `server.on('error', …)`): the connection lost (with lapin's reason), each failed
+    /// reconnect.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), nestling::ServerError> {
+    /// let listening = nestling::Server::builder()
+    ///     .build()?
+    ///     .listen_rmq(nestling::rmq::RmqServe::new("amqp://127.0.0.1:5672", "user_service"))
+    ///     .await?;
+    /// let mut events = listening.events();
+    /// tokio::spawn(async move {
+    ///     while let Ok(event) = events.recv().await {
+    ///         eprintln!("RabbitMQ: {event}");
+    ///     }
+    /// });
+    /// # Ok(()) }
+    /// ```
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.transport.hub.events()
+    }
+
+    /// The broker connection and channel the server consumes on (Nest's
+    /// `server.unwrap<AmqpConnectionManager>()`), as opened by
+    /// [`listen_rmq`](Server::listen_rmq); after a reconnect the server uses new ones.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use nestling::rmq::lapin::{options::QueueDeclareOptions, types::FieldTable};
+    /// let listening = nestling::Server::builder()
+    ///     .build()?
+    ///     .listen_rmq(nestling::rmq::RmqServe::new("amqp://127.0.0.1:5672", "user_service"))
+    ///     .await?;
+    /// let (_connection, channel) = listening.connection();
+    /// channel.queue_declare("audit".into(), QueueDeclareOptions::default(), FieldTable::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn connection(&self) -> (&lapin::Connection, &lapin::Channel) {
+        self.transport.connection()
     }
 
     /// Serves until the process ends.

@@ -22,6 +22,7 @@ use tokio::task::JoinSet;
 use crate::error::ServerError;
 use crate::observe::OpenConnection;
 use crate::server::{Server, TlsSettings};
+use crate::status::{Event, Hub, Status, TransportError};
 use crate::transport::{Dispatcher, Shutdown, Transport};
 
 impl Server {
@@ -52,6 +53,7 @@ impl Server {
             server: self,
             listener,
             local_addr,
+            hub: Hub::new(Status::Connected),
         })
     }
 }
@@ -92,6 +94,8 @@ pub struct Listening {
     server: Server,
     listener: TcpListener,
     local_addr: SocketAddr,
+    /// `connected` while listening (Nest's `TcpStatus`), `disconnected` once stopped.
+    hub: Arc<Hub>,
 }
 
 /// The TCP transport: an accept loop over a bound listener.
@@ -99,12 +103,50 @@ struct TcpTransport {
     listener: TcpListener,
     local_addr: SocketAddr,
     tls: Option<TlsSettings>,
+    hub: Arc<Hub>,
 }
 
 impl Listening {
     /// The bound address.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The server's status, as Nest 11's `server.status` for TCP: `connected` from
+    /// [`listen`](Server::listen) on, `disconnected` once serving has stopped. Take it
+    /// before serving ([`serve`](Self::serve) consumes the listener).
+    ///
+    /// ```
+    /// use nestling::status::Status;
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let listening = nestling::Server::builder().discover(false).build().unwrap()
+    ///     .listen("127.0.0.1:0").await.unwrap();
+    /// let mut status = listening.status();
+    /// assert_eq!(*status.borrow(), Status::Connected);
+    /// listening.serve_with_shutdown(async {}).await.unwrap();
+    /// status.wait_for(|s| *s == Status::Disconnected).await.unwrap();
+    /// # });
+    /// ```
+    pub fn status(&self) -> tokio::sync::watch::Receiver<Status> {
+        self.hub.status()
+    }
+
+    /// The server's status transitions and errors (Nest's `server.on('error', …)`): a
+    /// failed `accept` (out of file descriptors, say) arrives as
+    /// [`TransportError::Accept`](crate::status::TransportError::Accept).
+    ///
+    /// ```
+    /// use nestling::status::{Event, Status};
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let listening = nestling::Server::builder().discover(false).build().unwrap()
+    ///     .listen("127.0.0.1:0").await.unwrap();
+    /// let mut events = listening.events();
+    /// listening.serve_with_shutdown(async {}).await.unwrap();
+    /// assert_eq!(events.recv().await.unwrap(), Event::Status(Status::Disconnected));
+    /// # });
+    /// ```
+    pub fn events(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.hub.events()
     }
 
     /// Serves until the process ends.
@@ -123,11 +165,13 @@ impl Listening {
             server,
             listener,
             local_addr,
+            hub,
         } = self;
         let transport = TcpTransport {
             listener,
             local_addr,
             tls: server.tls.clone(),
+            hub,
         };
         server.serve_on(transport, signal).await
     }
@@ -139,7 +183,10 @@ impl Transport for TcpTransport {
             listener,
             local_addr,
             tls,
+            hub,
         } = self;
+        // However serving ends, the status says so.
+        let _stopped = StoppedOnDrop(&hub);
         let config = dispatcher.config().clone();
         let slots = Arc::new(Semaphore::new(config.max_connections.max(1)));
         let budget = budget::Budget::new(config.memory_budget, config.memory_budget_grace);
@@ -169,6 +216,10 @@ impl Transport for TcpTransport {
                     Err(e) => {
                         // Typically EMFILE: back off instead of spinning.
                         tracing::warn!("accept failed: {e}");
+                        hub.error(TransportError::Accept {
+                            addr: local_addr.to_string(),
+                            reason: e.to_string(),
+                        });
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 }
@@ -188,5 +239,14 @@ impl Transport for TcpTransport {
         }
         tracing::info!(%local_addr, "nestling microservice stopped");
         Ok(())
+    }
+}
+
+/// Sets a server's status to `disconnected` when its serving ends, however it ends.
+pub(crate) struct StoppedOnDrop<'a>(pub &'a Hub);
+
+impl Drop for StoppedOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.set(Status::Disconnected);
     }
 }
