@@ -10,6 +10,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::budget::Budget;
+use super::quickack::AckNow;
 use super::reader::{FrameReader, ReadEnd};
 use super::replies::{Replies, ReplyLimits};
 use crate::server::TlsSettings;
@@ -63,10 +64,11 @@ async fn serve_halves<R, W>(
     shutdown: Shutdown,
     budget: Arc<Budget>,
 ) where
-    R: AsyncRead + Unpin,
+    R: AsyncRead + AckNow + Unpin,
     W: AsyncWrite + Unpin,
 {
     let config = dispatcher.config();
+    let quickack = config.quickack;
     let meter = budget.meter(peer);
     let limits = ReplyLimits {
         max_batches: config.max_in_flight_per_connection.max(1),
@@ -81,6 +83,7 @@ async fn serve_halves<R, W>(
         Origin::new(peer),
         &replies,
         &shutdown,
+        quickack,
     );
     tokio::pin!(writer);
     // The reader finishes first (EOF, bad frame or shutdown); the writer then drains the
@@ -99,16 +102,20 @@ async fn serve_halves<R, W>(
 }
 
 /// Reads packets until the connection ends, and logs why it did. Replies ready at once
-/// are collected in `ready` and handed to the writer once per batch of frames read.
-async fn read_loop<R: AsyncRead + Unpin>(
+/// are collected in `ready` and handed to the writer once per batch of frames read. With
+/// `quickack`, a read that produced no reply is acknowledged at once ([`super::quickack`]).
+async fn read_loop<R: AsyncRead + AckNow + Unpin>(
     mut frames: FrameReader<R>,
     mut inbox: Inbox,
     mut origin: Origin,
     replies: &Replies,
     shutdown: &Shutdown,
+    quickack: bool,
 ) {
     let mut ready = BytesMut::new();
     let mut stopping = std::pin::pin!(shutdown.requested());
+    // Nothing is read before the first pass: nothing to acknowledge.
+    let mut read_some = false;
     let ended = async {
         loop {
             while let Some(frame) = frames.next() {
@@ -124,8 +131,14 @@ async fn read_loop<R: AsyncRead + Unpin>(
                 inbox.handle_frame(&origin, &frame, &mut ready, || replies.clone())?;
             }
             frames.check()?;
+            // No reply will carry the ACK of these bytes: send it now, or a Nagle peer
+            // (every Nest client) holds its next packet until the delayed ACK (~40 ms).
+            if ready.is_empty() && quickack && read_some {
+                frames.ack_now();
+            }
             flush(replies, &mut ready).await;
             origin.set_received(frames.read(&mut stopping).await?);
+            read_some = true;
         }
     };
     let ended: Result<(), ReadEnd> = ended.await;

@@ -6,6 +6,7 @@ pub(crate) mod budget;
 pub(crate) mod client;
 mod connection;
 mod deadline;
+mod quickack;
 mod reader;
 mod release;
 mod replies;

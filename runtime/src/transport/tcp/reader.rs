@@ -141,6 +141,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.bad_frame.take().map_or(Ok(()), |e| Err(e.into()))
     }
 
+    /// Acknowledges what was read at once (see [`quickack`](super::quickack)).
+    pub fn ack_now(&self)
+    where
+        R: super::quickack::AckNow,
+    {
+        self.rd.ack_now();
+    }
+
     /// Reads more bytes, waiting at most until the read deadline or `stopping`; returns
     /// when they arrived.
     pub async fn read(
