@@ -21,6 +21,11 @@
 //! `NATS_URL=nats://127.0.0.1:4222 INSTANCE=a cargo run --example user_service`. Instances
 //! join the queue group `NATS_QUEUE` (default `user-service`), so each request reaches one
 //! of them. The controller does not change; only the last lines of `main` do.
+//!
+//! `QUICKACK=false` turns [`ServerBuilder::quickack`](nestling::ServerBuilder::quickack)
+//! off (the load benchmark compares both against a Nest gateway).
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use nestling::nats::NatsServe;
 use nestling::rmq::RmqServe;
@@ -43,6 +48,19 @@ impl UserController {
         println!("{text}");
     }
 
+    /// Counts an event and does nothing else: the load benchmark's events scenario without
+    /// output (`log` prints, so its cost is mostly the write to stdout).
+    #[event_pattern("tally")]
+    fn tally(&self) {
+        TALLY.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many `tally` events this process has handled.
+    #[message_pattern("tallied")]
+    fn tallied(&self) -> u64 {
+        TALLY.load(Ordering::Relaxed)
+    }
+
     /// Names the instance that answered (`INSTANCE`, default `user-service`): shows how a
     /// queue group spreads requests.
     #[message_pattern("whoami")]
@@ -58,6 +76,8 @@ impl UserController {
         instance()
     }
 }
+
+static TALLY: AtomicU64 = AtomicU64::new(0);
 
 fn instance() -> String {
     std::env::var("INSTANCE").unwrap_or_else(|_| "user-service".into())
@@ -97,7 +117,8 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
         .with(filter)
         .init();
-    let server = Server::builder().build()?;
+    let quickack = std::env::var("QUICKACK").map_or(true, |v| v != "false");
+    let server = Server::builder().quickack(quickack).build()?;
     if let Ok(url) = std::env::var("RMQ_URL") {
         let queue = std::env::var("RMQ_QUEUE").unwrap_or_else(|_| "user_service".into());
         let mut rmq = RmqServe::new(url, queue);

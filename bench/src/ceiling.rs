@@ -6,13 +6,15 @@
 //!
 //! `sum` (request) answers `{"response":N,"isDisposed":true,"id":ID}`; `log` (event) prints
 //! its text on stdout, one line per event, exactly like nestling's example handler
-//! (`println!`); any other request gets Nest's no-handler reply.
+//! (`println!`); `tally` (event) only counts, and `tallied` (request) answers the count, as
+//! the example's handlers of those names; any other request gets Nest's no-handler reply.
 //!
 //! HOST/PORT as the other servers (PORT=0 picks a free port); prints `READY <port>`.
 
 use std::borrow::Cow;
 use std::fmt;
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
@@ -204,7 +206,20 @@ pub fn sum_of(body: &[u8]) -> Option<i64> {
     }
 }
 
+/// The sum and the id (its JSON text) of a `sum` request; `None` for any other packet.
+/// The NATS ceiling's parse: the same single serde pass.
+pub fn sum_and_id(body: &[u8]) -> Option<(i64, &str)> {
+    let packet = serde_json::from_slice::<Packet>(body).ok()?;
+    match (packet.pattern.map(RawValue::get), packet.data, packet.id) {
+        (Some("\"sum\""), Data::Sum(n), Some(id)) => Some((n, id.get())),
+        _ => None,
+    }
+}
+
 const NO_HANDLER: &str = "There is no matching message handler defined in the remote service.";
+
+/// `tally` events handled so far.
+static TALLY: AtomicU64 = AtomicU64::new(0);
 
 /// Handles one frame body, appending any reply frame to `out`.
 fn handle(body: &[u8], out: &mut Vec<u8>) {
@@ -216,6 +231,14 @@ fn handle(body: &[u8], out: &mut Vec<u8>) {
         Some(id) => {
             let mut json = Vec::with_capacity(64);
             match (is_sum, packet.data) {
+                (false, _) if packet.pattern.is_some_and(|p| p.get() == "\"tallied\"") => {
+                    let _ = write!(
+                        json,
+                        "{{\"response\":{},\"isDisposed\":true,\"id\":{}}}",
+                        TALLY.load(Ordering::Relaxed),
+                        id.get()
+                    );
+                }
                 (true, Data::Sum(n)) => {
                     let _ = write!(
                         json,
@@ -239,6 +262,9 @@ fn handle(body: &[u8], out: &mut Vec<u8>) {
                 }
             }
             wire::push_frame(out, &json);
+        }
+        None if packet.pattern.is_some_and(|p| p.get() == "\"tally\"") => {
+            TALLY.fetch_add(1, Ordering::Relaxed);
         }
         None => {
             let is_log = packet.pattern.is_some_and(|p| p.get() == "\"log\"");

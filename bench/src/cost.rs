@@ -51,8 +51,8 @@ pub struct CostConfig {
     pub warmup: u64,
     /// Where the callgrind profiles go.
     pub dir: PathBuf,
-    /// Core for the servers, if pinning is on.
-    pub pin: Option<usize>,
+    /// CPUs for the servers, if pinning is on.
+    pub pin: Option<&'static str>,
 }
 
 /// Number of measured phases per scenario and server.
@@ -378,8 +378,11 @@ async fn measure(server: &mut Profiled, sc: &Scenario, cfg: &CostConfig) -> Cost
             cfg.events,
             SumRequest::small(),
         ),
-        Load::Client { .. } | Load::RmqRequests { .. } | Load::RmqClient { .. } => {
-            unreachable!("client and RabbitMQ scenarios are filtered out")
+        Load::Client { .. }
+        | Load::RmqRequests { .. }
+        | Load::RmqClient { .. }
+        | Load::NatsRequests { .. } => {
+            unreachable!("client, RabbitMQ and NATS scenarios are filtered out")
         }
     };
     let (per_conn, per_phase) = split(total, conns, batch as u64);
@@ -418,6 +421,21 @@ async fn measure(server: &mut Profiled, sc: &Scenario, cfg: &CostConfig) -> Cost
         }
         server.instrumented = true;
     }
+    // Quiet events are counted by the server, not printed: read its count before and after
+    // all phases (outside the measured phases: the query is a connection of its own).
+    let quiet = matches!(sc.load, Load::Events { quiet: true, .. });
+    let tally_before = if quiet {
+        match loadgen::tallied(&addr).await {
+            Ok(n) => Some(n),
+            Err(e) => {
+                r.fail(e);
+                return r;
+            }
+        }
+    } else {
+        None
+    };
+    let mut tally_sent = 0;
     // Phase 0 is the warm-up; the counters are zeroed after it.
     for phase in 0..=PHASES {
         let count = if phase == 0 { warm_per_conn } else { per_conn };
@@ -433,7 +451,8 @@ async fn measure(server: &mut Profiled, sc: &Scenario, cfg: &CostConfig) -> Cost
             );
             return r;
         }
-        if let Load::Events { .. } = sc.load {
+        tally_sent += stats.events_sent;
+        if let Load::Events { quiet: false, .. } = sc.load {
             // The barrier proves the events were read, not that their handlers have run:
             // wait until the server has printed every one of them.
             let want = lines_before + stats.events_sent;
@@ -469,6 +488,13 @@ async fn measure(server: &mut Profiled, sc: &Scenario, cfg: &CostConfig) -> Cost
             }
         }
     }
+    if let Some(before) = tally_before {
+        match loadgen::tallied(&addr).await {
+            Ok(n) if n - before == tally_sent => {}
+            Ok(n) => r.fail(format!("events: sent {tally_sent}, counted {}", n - before)),
+            Err(e) => r.fail(e),
+        }
+    }
     r
 }
 
@@ -498,11 +524,15 @@ async fn drive(
                     loadgen::request_loop(&mut s, &req, inflight, t).await
                 }
                 Load::Events {
-                    batch, outstanding, ..
-                } => loadgen::events_loop(&mut s, batch, outstanding, t).await,
-                Load::Client { .. } | Load::RmqRequests { .. } | Load::RmqClient { .. } => {
-                    Stats::new()
-                }
+                    batch,
+                    outstanding,
+                    quiet,
+                    ..
+                } => loadgen::events_loop(&mut s, batch, outstanding, quiet, t).await,
+                Load::Client { .. }
+                | Load::RmqRequests { .. }
+                | Load::RmqClient { .. }
+                | Load::NatsRequests { .. } => Stats::new(),
             };
             (s, st)
         });

@@ -280,13 +280,15 @@ pub async fn request_loop(
 /// event before it on that connection, so `completed` (events whose barrier came back in
 /// the window) measures what the server absorbed, not what sat in socket buffers.
 /// At most `t.limit` batches are sent.
+/// With `quiet`, the events are `tally` (handlers that only count) instead of `log`.
 pub async fn events_worker(
     mut stream: TcpStream,
     batch: usize,
     outstanding: usize,
+    quiet: bool,
     t: Times,
 ) -> Stats {
-    events_loop(&mut stream, batch, outstanding, t).await
+    events_loop(&mut stream, batch, outstanding, quiet, t).await
 }
 
 /// [`events_worker`] on a borrowed stream (the cost mode reuses its connections).
@@ -294,10 +296,12 @@ pub async fn events_loop(
     stream: &mut TcpStream,
     batch: usize,
     outstanding: usize,
+    quiet: bool,
     t: Times,
 ) -> Stats {
     let mut st = Stats::new();
-    let event_json = format!(r#"{{"pattern":"log","data":"{EVENT_TEXT}"}}"#);
+    let pattern = if quiet { "tally" } else { "log" };
+    let event_json = format!(r#"{{"pattern":"{pattern}","data":"{EVENT_TEXT}"}}"#);
     let mut batch_bytes = Vec::new();
     for _ in 0..batch {
         wire::push_frame(&mut batch_bytes, event_json.as_bytes());
@@ -394,6 +398,43 @@ pub async fn events_loop(
             }
         }
         rbuf.drain(..at);
+    }
+}
+
+/// How many `tally` events the server at `addr` has handled: one `tallied` request on a
+/// connection of its own.
+pub async fn tallied(addr: &str) -> Result<u64, String> {
+    let mut stream = connect(addr).await.map_err(|e| format!("connect: {e}"))?;
+    let mut out = Vec::new();
+    wire::push_frame(&mut out, br#"{"pattern":"tallied","id":"1"}"#);
+    stream
+        .write_all(&out)
+        .await
+        .map_err(|e| format!("write: {e}"))?;
+    let mut rbuf = Vec::with_capacity(256);
+    let deadline = Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Ok(Some((start, end))) = wire::next_frame(&rbuf) {
+            #[derive(serde::Deserialize)]
+            struct Count {
+                response: Option<u64>,
+            }
+            return serde_json::from_slice::<Count>(&rbuf[start..end])
+                .ok()
+                .and_then(|c| c.response)
+                .ok_or_else(|| {
+                    format!(
+                        "tallied: unexpected reply {}",
+                        String::from_utf8_lossy(&rbuf[start..end])
+                    )
+                });
+        }
+        match timeout_at(deadline, stream.read_buf(&mut rbuf)).await {
+            Ok(Ok(0)) => return Err("tallied: connection closed".into()),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(format!("tallied: {e}")),
+            Err(_) => return Err("tallied: no reply within 10 s".into()),
+        }
     }
 }
 

@@ -10,7 +10,9 @@
 
 mod ceiling;
 mod cost;
+mod http;
 mod loadgen;
+mod nats;
 mod procs;
 mod report;
 mod rmq;
@@ -47,8 +49,9 @@ struct Args {
     #[arg(long)]
     json: Option<PathBuf>,
     /// Scenarios to run, by letter or name (comma-separated): a/1x1, b/4x32, c/64x1,
-    /// d/events, e/sum-1KiB,sum-64KiB, f/client-1,client-32, and over RabbitMQ
-    /// g/rmq-1x1,rmq-4x32, h/rmq-client-1,rmq-client-32. Default: all.
+    /// d/events,events-quiet, e/sum-1KiB,sum-64KiB, f/client-1,client-32, over RabbitMQ
+    /// g/rmq-1x1,rmq-4x32, h/rmq-client-1,rmq-client-32, over NATS i/nats-1x1,nats-4x32.
+    /// Default: all.
     #[arg(long, value_delimiter = ',')]
     scenario: Vec<String>,
     /// Servers to drive (comma-separated): nestling, nest, ceiling. Default: all.
@@ -57,6 +60,18 @@ struct Args {
     /// Do not pin servers and load generator to separate cores.
     #[arg(long)]
     no_pin: bool,
+    /// Cores the servers get: 1 (their own core; the default) or 2 (their core and the
+    /// load generator's, shared with it). nestling's example runs one runtime worker per
+    /// core it is given.
+    #[arg(long, default_value_t = 1)]
+    server_cores: usize,
+    /// HTTP mode: the seed's whole system (gateway + user service, Nest and nestling in
+    /// four pairings, and an in-process axum ceiling) driven by `wrk`. See bench/README.md.
+    #[arg(long)]
+    http: bool,
+    /// HTTP mode: wrk's connections.
+    #[arg(long, default_value_t = 32)]
+    http_connections: usize,
     /// Do not run `cargo build --release --example user_service` (the binary must exist).
     #[arg(long)]
     no_build: bool,
@@ -76,7 +91,7 @@ struct Args {
     #[arg(long, default_value_t = 4_000)]
     cost_warmup: u64,
     /// Cost mode: directory for the callgrind profiles (default
-    /// <target>/bench-cost).
+    /// `<target>/bench-cost`).
     #[arg(long)]
     cost_dir: Option<PathBuf>,
     /// Run the ceiling server (internal: the bench starts itself this way).
@@ -85,6 +100,12 @@ struct Args {
     /// Run the RabbitMQ ceiling consumer (internal: the bench starts itself this way).
     #[arg(long, hide = true)]
     rmq_ceiling_server: bool,
+    /// Run the NATS ceiling responder (internal).
+    #[arg(long, hide = true)]
+    nats_ceiling_server: bool,
+    /// Run the HTTP ceiling (axum, in-process sum; internal).
+    #[arg(long, hide = true)]
+    http_ceiling_server: bool,
 }
 
 /// What a scenario does on each connection.
@@ -97,11 +118,13 @@ enum Load {
         inflight: usize,
         bytes: usize,
     },
-    /// `log` events on `conns` connections, acknowledged in batches by a `sum` barrier.
+    /// `log` events on `conns` connections, acknowledged in batches by a `sum` barrier;
+    /// `quiet`: `tally` events instead, whose handlers only count (no output).
     Events {
         conns: usize,
         batch: usize,
         outstanding: usize,
+        quiet: bool,
     },
     /// Client side, against the ceiling only: `nestling::Client` with `inflight`
     /// concurrent `send`s on its one connection, vs the raw generator on one connection
@@ -114,11 +137,18 @@ enum Load {
     /// `nestling::Client` with `inflight` concurrent `send`s vs the raw generator on one
     /// connection with the same number outstanding.
     RmqClient { inflight: usize },
+    /// `sum [1,2,3]` through a nats-server: `conns` connections of the raw async-nats
+    /// generator × `inflight` outstanding, to each NATS server.
+    NatsRequests { conns: usize, inflight: usize },
 }
 
 impl Load {
     fn is_rmq(self) -> bool {
         matches!(self, Load::RmqRequests { .. } | Load::RmqClient { .. })
+    }
+
+    fn is_nats(self) -> bool {
+        matches!(self, Load::NatsRequests { .. })
     }
 }
 
@@ -162,6 +192,18 @@ fn scenarios() -> Vec<Scenario> {
                 conns: 4,
                 batch: 512,
                 outstanding: 2,
+                quiet: false,
+            },
+        },
+        Scenario {
+            letter: 'd',
+            name: "events-quiet",
+            what: "tally events (handlers only count, no output), 4 connections, 512 events then a sum barrier, 2 batches outstanding",
+            load: Load::Events {
+                conns: 4,
+                batch: 512,
+                outstanding: 2,
+                quiet: true,
             },
         },
         Scenario {
@@ -226,6 +268,24 @@ fn scenarios() -> Vec<Scenario> {
             what: "RabbitMQ client side vs the raw consumer: nestling::Client, 32 concurrent sends, vs raw 1x32",
             load: Load::RmqClient { inflight: 32 },
         },
+        Scenario {
+            letter: 'i',
+            name: "nats-1x1",
+            what: "NATS: sum [1,2,3], 1 connection x 1 in flight through nats-server",
+            load: Load::NatsRequests {
+                conns: 1,
+                inflight: 1,
+            },
+        },
+        Scenario {
+            letter: 'i',
+            name: "nats-4x32",
+            what: "NATS: sum [1,2,3], 4 connections x 32 in flight through nats-server",
+            load: Load::NatsRequests {
+                conns: 4,
+                inflight: 32,
+            },
+        },
     ]
 }
 
@@ -253,6 +313,24 @@ fn main() {
         }
         return;
     }
+    if args.nats_ceiling_server {
+        if let Err(e) = nats::ceiling::run() {
+            eprintln!("NATS ceiling server: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if args.http_ceiling_server {
+        if let Err(e) = http::run_ceiling() {
+            eprintln!("HTTP ceiling server: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    if !(1..=2).contains(&args.server_cores) {
+        eprintln!("--server-cores must be 1 or 2 (the generator keeps one core)");
+        std::process::exit(2);
+    }
     if !(args.seconds > 0.0 && args.seconds <= 600.0 && (0.0..=60.0).contains(&args.warmup)) {
         eprintln!("--seconds must be in (0, 600] and --warmup in [0, 60]");
         std::process::exit(2);
@@ -269,12 +347,13 @@ fn main() {
         let want = Pinning {
             server_core: 1,
             gen_core: 0,
+            server_cpus: if args.server_cores == 2 { "0,1" } else { "1" },
         };
         match procs::pin_self(want.gen_core) {
             Ok(()) if procs::can_pin_child(want.server_core) => {
                 println!(
-                    "pinning: applied (taskset): servers on core {}, load generator on core {}",
-                    want.server_core, want.gen_core
+                    "pinning: applied (taskset): servers on core(s) {}, load generator on core {}",
+                    want.server_cpus, want.gen_core
                 );
                 Some(want)
             }
@@ -345,15 +424,20 @@ async fn run(
     if args.cost {
         return run_cost(args, machine, pinning).await;
     }
+    if args.http {
+        return http::run(args, machine, pinning).await;
+    }
     let want = |name: &str| args.servers.is_empty() || args.servers.iter().any(|s| s == name);
-    let server_pin = pinning.map(|p| p.server_core);
+    let server_pin = pinning.map(|p| p.server_cpus);
     let ready = Duration::from_secs(30);
     let all = scenarios();
     let (rmq_chosen, chosen): (Vec<&Scenario>, Vec<&Scenario>) = all
         .iter()
         .filter(|s| selected(&args.scenario, s.letter, s.name))
         .partition(|s| s.load.is_rmq());
-    if chosen.is_empty() && rmq_chosen.is_empty() {
+    let (nats_chosen, chosen): (Vec<&Scenario>, Vec<&Scenario>) =
+        chosen.into_iter().partition(|s| s.load.is_nats());
+    if chosen.is_empty() && rmq_chosen.is_empty() && nats_chosen.is_empty() {
         return Err(format!("no scenario matches {:?}", args.scenario));
     }
     let needs_ceiling = chosen.iter().any(|s| matches!(s.load, Load::Client { .. }));
@@ -472,10 +556,24 @@ async fn run(
         peak.extend(out.peak_rss_kib);
         idle.extend(out.idle_rss_kib);
     }
+    if !nats_chosen.is_empty() {
+        let runner = nats::Runner {
+            args,
+            pinning,
+            window,
+            warmup,
+            ticks,
+        };
+        let out = runner.run(&nats_chosen).await?;
+        results.extend(out.results);
+        skipped.extend(out.skipped);
+        peak.extend(out.peak_rss_kib);
+    }
     let elapsed = started.elapsed();
     let summary = report::Summary {
         machine,
         pinning: pinning.is_some(),
+        server_cpus: pinning.map_or("-", |p| p.server_cpus),
         seconds: args.seconds,
         warmup: args.warmup,
         repeat: args.repeat.max(1),
@@ -562,9 +660,9 @@ async fn run_cost(
     };
     let mut chosen: Vec<&Scenario> = Vec::new();
     for sc in all.iter().filter(|s| selected(filter, s.letter, s.name)) {
-        if matches!(sc.load, Load::Client { .. }) || sc.load.is_rmq() {
+        if matches!(sc.load, Load::Client { .. }) || sc.load.is_rmq() || sc.load.is_nats() {
             println!(
-                "-- {} ({}): not available in cost mode (client side or RabbitMQ)",
+                "-- {} ({}): not available in cost mode (client side, RabbitMQ or NATS)",
                 sc.name, sc.letter
             );
         } else {
@@ -585,7 +683,7 @@ async fn run_cost(
             .cost_dir
             .clone()
             .unwrap_or_else(|| procs::target_dir().join("bench-cost")),
-        pin: pinning.map(|p| p.server_core),
+        pin: pinning.map(|p| p.server_cpus),
     };
     for sc in &chosen {
         println!("-- {} ({}): {}", sc.name, sc.letter, sc.what);
@@ -668,8 +766,8 @@ async fn run_one(
         } => (conns, inflight, bytes),
         Load::Events { conns, batch, .. } => (conns, batch, 0),
         Load::Client { .. } => (1, client_inflight, 0),
-        Load::RmqRequests { .. } | Load::RmqClient { .. } => {
-            unreachable!("RabbitMQ scenarios run in rmq.rs")
+        Load::RmqRequests { .. } | Load::RmqClient { .. } | Load::NatsRequests { .. } => {
+            unreachable!("RabbitMQ and NATS scenarios run in rmq/ and nats/")
         }
     };
     let mut result = RunResult::new(sc.name, sc.letter, &label, conns, inflight);
@@ -678,7 +776,8 @@ async fn run_one(
         | Load::Client { .. }
         | Load::Events { .. }
         | Load::RmqRequests { .. }
-        | Load::RmqClient { .. } => SumRequest::small(),
+        | Load::RmqClient { .. }
+        | Load::NatsRequests { .. } => SumRequest::small(),
         Load::Requests { bytes, .. } => SumRequest::of_size(bytes),
     });
     result.payload_bytes = if payload == 0 { 0 } else { req.data_bytes };
@@ -716,7 +815,14 @@ async fn run_one(
         drain_deadline: start + warmup + window + Duration::from_secs(5),
         limit: u64::MAX,
     };
-    let events_before = server.event_lines();
+    let quiet = matches!(load, Load::Events { quiet: true, .. });
+    let events_before = match handled_events(server, quiet).await {
+        Ok(n) => n,
+        Err(e) => {
+            result.fail(e);
+            return result;
+        }
+    };
     let mut set: JoinSet<Stats> = JoinSet::new();
     match (load, client) {
         (_, Some(c)) => {
@@ -726,12 +832,15 @@ async fn run_one(
         }
         (
             Load::Events {
-                batch, outstanding, ..
+                batch,
+                outstanding,
+                quiet,
+                ..
             },
             None,
         ) => {
             for s in streams {
-                set.spawn(loadgen::events_worker(s, batch, outstanding, t));
+                set.spawn(loadgen::events_worker(s, batch, outstanding, quiet, t));
             }
         }
         (_, None) => {
@@ -742,13 +851,15 @@ async fn run_one(
     }
     let (stats, sleeps) = measure(server, &mut set, t, ticks, &mut result).await;
     if let Load::Events { .. } = load {
-        // Every event the generator wrote must eventually be printed by the server.
+        // Every event the generator wrote must eventually be handled (printed, or counted)
+        // by the server.
         let sent = stats.events_sent;
         let wait_until = Instant::now() + Duration::from_secs(10);
-        let mut counted = server.event_lines() - events_before;
+        let count = |n: Result<u64, String>| n.unwrap_or(events_before) - events_before;
+        let mut counted = count(handled_events(server, quiet).await);
         while counted < sent && Instant::now() < wait_until {
             tokio::time::sleep(Duration::from_millis(20)).await;
-            counted = server.event_lines() - events_before;
+            counted = count(handled_events(server, quiet).await);
         }
         result.events = Some(report::EventCheck {
             sent,
@@ -757,6 +868,16 @@ async fn run_one(
     }
     finish(&mut result, stats, sleeps, server, window);
     result
+}
+
+/// Events the server has handled so far: lines it printed (`log`), or its `tallied` count
+/// (`quiet`: `tally` events).
+async fn handled_events(server: &ServerProc, quiet: bool) -> Result<u64, String> {
+    if quiet {
+        loadgen::tallied(&server.addr()).await
+    } else {
+        Ok(server.event_lines())
+    }
 }
 
 /// The measured window of one run: waits for it to start, reads the server's, the

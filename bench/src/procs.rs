@@ -19,6 +19,9 @@ pub const EVENT_TEXT: &str = "bench-event";
 pub struct Pinning {
     pub server_core: usize,
     pub gen_core: usize,
+    /// The CPU list (`taskset -c`) servers run on: `server_core` alone, or with
+    /// `--server-cores 2` also the generator's core.
+    pub server_cpus: &'static str,
 }
 
 /// Pins this process (and every thread it starts later) to `core` with `taskset -p`.
@@ -67,7 +70,7 @@ impl ServerProc {
         program: &Path,
         args: &[&str],
         cwd: Option<&Path>,
-        pin: Option<usize>,
+        pin: Option<&str>,
         ready_timeout: Duration,
     ) -> Result<ServerProc, String> {
         Self::start_wrapped(name, &[], program, args, cwd, &[], pin, ready_timeout)
@@ -83,7 +86,7 @@ impl ServerProc {
         args: &[&str],
         cwd: Option<&Path>,
         env: &[(&str, String)],
-        pin: Option<usize>,
+        pin: Option<&str>,
         ready_timeout: Duration,
     ) -> Result<ServerProc, String> {
         Self::start_wrapped(name, &[], program, args, cwd, env, pin, ready_timeout)
@@ -101,13 +104,13 @@ impl ServerProc {
         args: &[&str],
         cwd: Option<&Path>,
         env: &[(&str, String)],
-        pin: Option<usize>,
+        pin: Option<&str>,
         ready_timeout: Duration,
     ) -> Result<ServerProc, String> {
         let mut cmd = match (pin, wrapper.split_first()) {
             (Some(core), _) => {
                 let mut c = Command::new("taskset");
-                c.arg("-c").arg(core.to_string()).args(wrapper);
+                c.arg("-c").arg(core).args(wrapper);
                 c
             }
             (None, Some((first, rest))) => {
@@ -287,9 +290,9 @@ fn drain_stdout(
                 count += 1;
             } else {
                 let text = String::from_utf8_lossy(line).into_owned();
-                // `READY rmq`: consuming a queue, no port.
+                // `READY rmq` / `READY nats`: consuming a queue or subscribed, no port.
                 if let Some(port) = text.strip_prefix("READY ").and_then(|p| match p.trim() {
-                    "rmq" => Some(0),
+                    "rmq" | "nats" => Some(0),
                     p => p.parse().ok(),
                 }) {
                     if let Some(tx) = ready.take() {

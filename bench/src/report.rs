@@ -189,7 +189,7 @@ impl RunResult {
             let lost = ev.sent.saturating_sub(ev.printed);
             if lost > 0 {
                 self.fail(format!(
-                    "{lost} of {} events never printed by the server",
+                    "{lost} of {} events never handled by the server",
                     ev.sent
                 ));
                 self.errors += lost - 1;
@@ -226,6 +226,8 @@ struct Ratio {
 pub struct Summary {
     pub machine: Machine,
     pub pinning: bool,
+    /// The servers' CPU list when pinned (`1`, or `0,1` with `--server-cores 2`).
+    pub server_cpus: &'static str,
     pub seconds: f64,
     pub warmup: f64,
     /// Runs per scenario and server (`--repeat`).
@@ -388,10 +390,15 @@ impl Summary {
             "run: pinning {}; {} s measured after {} s warm-up per run; {} run(s) per scenario \
              and server, interleaved (median shown); total {:.0} s; load average {} at start, \
              {} at end",
-            if self.pinning {
-                "on (servers core 1, generator core 0)"
+            if !self.pinning {
+                "off".to_string()
+            } else if self.server_cpus == "1" {
+                "on (servers core 1, generator core 0)".to_string()
             } else {
-                "off"
+                format!(
+                    "on (servers on cores {}, SHARED with the generator on core 0)",
+                    self.server_cpus
+                )
             },
             self.seconds,
             self.warmup,
@@ -443,7 +450,8 @@ impl Summary {
                 let ev = r.events.expect("filtered");
                 let _ = writeln!(
                     s,
-                    "- events check, {}: sent {}, printed by the server {}, lost {}",
+                    "- events check, {} {}: sent {}, handled by the server {}, lost {}",
+                    r.scenario,
                     r.server,
                     ev.sent,
                     ev.printed,
@@ -568,6 +576,7 @@ impl Summary {
             "nestling_rev": m.nestling_rev,
             "load_average_end": self.load_end,
             "pinning": self.pinning,
+            "server_cpus": self.server_cpus,
             "seconds": self.seconds,
             "warmup_seconds": self.warmup,
             "runs_per_scenario_and_server": self.repeat,

@@ -70,6 +70,15 @@ class AppController {
     console.log(`EVENT log ${JSON.stringify(str)}`);
   }
 
+  // --- the load benchmark's events without output (nestling's example has the same) --
+  tally() {
+    tallied += 1;
+  }
+
+  tallied() {
+    return tallied;
+  }
+
   // --- extra handlers for the interop tests --------------------------------
   echo(data) {
     return data;
@@ -307,6 +316,8 @@ class AppController {
   }
 }
 
+let tallied = 0;
+
 const tick = () => new Promise((resolve) => setTimeout(resolve, 5));
 
 // FNV-1a (32 bit) over UTF-16 code units, as 8 hex digits.
@@ -327,6 +338,8 @@ function remember(key, value) {
 
 decorate(AppController, 'sum', MessagePattern('sum'));
 decorate(AppController, 'log', EventPattern('log'));
+decorate(AppController, 'tally', EventPattern('tally'));
+decorate(AppController, 'tallied', MessagePattern('tallied'));
 decorate(AppController, 'echo', MessagePattern('echo'));
 decorate(AppController, 'sumCmd', MessagePattern({ cmd: 'sum' }));
 decorate(AppController, 'fail', MessagePattern('fail'));

@@ -99,7 +99,7 @@ impl Runner<'_> {
                 &launch.args,
                 launch.cwd.as_deref(),
                 &launch.env,
-                self.pinning.map(|p| p.server_core),
+                self.pinning.map(|p| p.server_cpus),
                 Duration::from_secs(30),
             ) {
                 Ok(proc) => {
