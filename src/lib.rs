@@ -86,8 +86,87 @@
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
+// docs.rs (`--cfg docsrs`, nightly): each feature-gated item says which feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub use nestling_macros::{client, controller, event_pattern, message_pattern};
+/// ```
+/// #[derive(Default)]
+/// struct UserController;
+///
+/// #[nestling::controller]
+/// impl UserController {
+///     #[message_pattern("sum")]
+///     fn sum(&self, nums: Vec<i64>) -> i64 {
+///         nums.iter().sum()
+///     }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// // Registered automatically (it implements `Default`); `UserControllerClient` is generated.
+/// let server = nestling::Server::builder().build()?;
+/// let users = UserControllerClient::new(nestling::testing::client(&server));
+/// assert_eq!(users.sum(vec![1, 2, 3]).await?, 6);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub use nestling_macros::controller;
+
+/// ```
+/// # #[derive(Default)] struct Calc;
+/// # #[nestling::controller] impl Calc { #[message_pattern({ cmd: "sum" })] fn sum(&self, n: Vec<i64>) -> i64 { n.iter().sum() } }
+/// // A NestJS service's patterns, as its gateway sees them.
+/// #[nestling::client]
+/// pub trait MathService {
+///     #[message_pattern({ cmd: "sum" })]
+///     async fn sum(nums: Vec<i64>) -> i64;
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let server = nestling::Server::builder().build()?;
+/// # let client = nestling::testing::client(&server);
+/// // `client`: a `nestling::Client` of the service (`Client::new("127.0.0.1:8888")`).
+/// let math = MathServiceClient::new(client);
+/// assert_eq!(math.sum(vec![4, 5]).await?, 9);
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub use nestling_macros::client;
+
+/// ```
+/// # #[derive(Default)] struct Math;
+/// #[nestling::controller]
+/// impl Math {
+///     #[message_pattern("sum")]                 // @MessagePattern('sum')
+///     fn sum(&self, nums: Vec<i64>) -> i64 { nums.iter().sum() }
+///
+///     #[message_pattern({ cmd: "max" })]        // @MessagePattern({ cmd: 'max' })
+///     async fn max(&self, nums: Vec<i64>) -> Option<i64> { nums.into_iter().max() }
+/// }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let client = nestling::testing::client(&nestling::Server::builder().build()?);
+/// let max: Option<i64> = client.send(serde_json::json!({ "cmd": "max" }), &[3, 9, 4]).await?;
+/// assert_eq!(max, Some(9));
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub use nestling_macros::message_pattern;
+
+/// ```
+/// # #[derive(Default)] struct Audit;
+/// #[nestling::controller]
+/// impl Audit {
+///     #[event_pattern("user_created")]          // @EventPattern('user_created')
+///     async fn user_created(&self, id: u64) {
+///         println!("user {id} created");
+///     }
+/// }
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// # let client = nestling::testing::client(&nestling::Server::builder().build()?);
+/// client.emit("user_created", &42).await?;       // client.emit('user_created', 42)
+/// # Ok::<_, Box<dyn std::error::Error>>(())
+/// # }).unwrap();
+/// ```
+pub use nestling_macros::event_pattern;
 pub use nestling_runtime::{
     codec, middleware, packet, Client, ClientBuilder, ClientError, Context, Controller,
     HandlerFailure, IntoPattern, IntoRpcError, Listening, Pattern, RemoteError, Reply, ReplyStream,

@@ -15,6 +15,8 @@
 
 #![warn(missing_docs)]
 #![deny(unsafe_code)]
+// docs.rs (`--cfg docsrs`, nightly): each feature-gated item says which feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod client;
 pub mod codec;
