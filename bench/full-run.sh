@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every figure of the README's performance section in one session, in this order: the TCP
+# scenarios a-f against nestling, NestJS and the ceiling; NATS (i); the whole seed system
+# over HTTP (--http); the servers on 2 cores (b, c). Each part runs every scenario
+# REPEAT times (default 3), interleaved, and shows the median run. The load average is
+# recorded before and after every part (the machine is shared: read it with the figures).
+#
+# Usage: bench/full-run.sh [output directory]   (default bench/results/full-<UTC time>)
+# Env: REPEAT (3), SECS (5 measured seconds per run).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+out=${1:-bench/results/full-$(date -u +%Y%m%dT%H%MZ)}
+repeat=${REPEAT:-3}
+secs=${SECS:-5}
+mkdir -p "$out"
+cargo build --release -q -p nestling-bench
+cargo build --release -q --example user_service --example gateway
+bench=${CARGO_TARGET_DIR:-target}/release/nestling-bench
+load() { echo "$(date -u +%H:%M:%S) $1: load average $(cut -d' ' -f1-3 /proc/loadavg)" | tee -a "$out/load.txt"; }
+load "start tcp+nats"
+"$bench" --no-build --repeat "$repeat" --seconds "$secs" --scenario a,b,c,d,e,f,i \
+    --json "$out/tcp-nats.json" | tee "$out/tcp-nats.txt"
+load "start http"
+"$bench" --no-build --http --repeat "$repeat" --seconds "$secs" \
+    --json "$out/http.json" | tee "$out/http.txt"
+load "start cores"
+"$bench" --no-build --server-cores 2 --servers nestling,ceiling --scenario b,c \
+    --repeat "$repeat" --seconds "$secs" --json "$out/cores2.json" | tee "$out/cores2.txt"
+load "end"
+echo "results in $out"
