@@ -389,3 +389,63 @@ async fn rmq_clients_and_servers_report_reconnecting_across_a_broker_restart() {
     serving.abort();
     drop(broker);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rmq_clients_and_servers_report_the_broker_blocking_them() {
+    let test = "rmq_clients_and_servers_report_the_broker_blocking_them";
+    let Some(broker) = support::rmq::RmqBroker::start(test) else {
+        return;
+    };
+    let queue = support::rmq::unique_queue("blocked");
+    let listening = server()
+        .listen_rmq(RmqServe::new(broker.url(), &queue))
+        .await
+        .unwrap();
+    let mut server_status = listening.status();
+    let serving = tokio::spawn(listening.serve());
+    let client = Client::new(broker.client_url(&queue));
+    let mut status = client.status();
+    let mut events = client.events();
+    let one: Value = client.send("echo", &1).await.unwrap();
+    assert_eq!(one, json!(1));
+
+    // The memory alarm: the broker blocks connections as they publish.
+    broker.ctl(&["set_vm_memory_high_watermark", "0"]);
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move { client.send::<_, _, Value>("echo", &2).await })
+    };
+    reach(
+        &mut status,
+        Status::Blocked,
+        "client under the memory alarm",
+    )
+    .await;
+    let mut seen = Vec::new();
+    events_until(&mut events, &mut seen, "blocked reported", |s| {
+        s.iter().any(|e| {
+            matches!(e, Event::Error(TransportError::Broker { reason, .. })
+                if reason.starts_with("the broker blocked the connection"))
+        })
+    })
+    .await;
+    assert_eq!(Status::Blocked.to_string(), "blocked");
+
+    // Cleared: unblocked, and the waiting call goes through (the server publishes its reply
+    // once it is unblocked too).
+    broker.ctl(&["set_vm_memory_high_watermark", "0.4"]);
+    reach(&mut status, Status::Connected, "client after the alarm").await;
+    let two = tokio::time::timeout(WITHIN, call)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(two, json!(2));
+    reach(
+        &mut server_status,
+        Status::Connected,
+        "server after the alarm",
+    )
+    .await;
+    serving.abort();
+}

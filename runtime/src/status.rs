@@ -11,7 +11,7 @@
 //! | TCP client (`TcpStatus`) | `connected` once connected, `disconnected` when the connection ends; the next call reconnects (as Nest's `ClientTCP`) |
 //! | TCP server (`TcpStatus`) | `connected` once listening, `disconnected` once stopped |
 //! | NATS client and server (`NatsStatus`) | `connected`; `disconnected` then `reconnecting` when the NATS server is lost (the NATS client reconnects by itself), `connected` again once back |
-//! | RabbitMQ client and server (`RmqStatus`) | `connected`; `disconnected` then `reconnecting` when the broker is lost (both reconnect by themselves, with backoff), `connected` again once consuming |
+//! | RabbitMQ client and server (`RmqStatus`) | `connected`; `disconnected` then `reconnecting` when the broker is lost (both reconnect by themselves, with backoff), `connected` again once consuming; `blocked` while the broker blocks the connection (a memory or disk alarm), `connected` once unblocked |
 //!
 //! ```
 //! use nestling::status::Status;
@@ -55,10 +55,15 @@ pub enum Status {
     /// The connection was lost and is being re-established by the transport itself
     /// (NATS, RabbitMQ).
     Reconnecting,
+    /// RabbitMQ: the broker stopped taking this connection's messages while it is low on
+    /// memory or disk (Nest's `RmqStatus.BLOCKED`); publishing waits. Back to
+    /// [`Connected`](Self::Connected) once it is unblocked (Nest reports `unblocked`).
+    Blocked,
 }
 
 impl Status {
-    /// Nest's name of the status: `"connected"`, `"disconnected"`, `"reconnecting"`.
+    /// Nest's name of the status: `"connected"`, `"disconnected"`, `"reconnecting"`,
+    /// `"blocked"`.
     ///
     /// ```
     /// assert_eq!(nestling::status::Status::Connected.as_str(), "connected");
@@ -68,6 +73,7 @@ impl Status {
             Status::Disconnected => "disconnected",
             Status::Connected => "connected",
             Status::Reconnecting => "reconnecting",
+            Status::Blocked => "blocked",
         }
     }
 }

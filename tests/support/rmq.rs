@@ -194,6 +194,30 @@ impl RmqBroker {
         format!("{}?queue={queue}", self.url())
     }
 
+    /// Runs `rabbitmqctl <args>` against this node (e.g. `set_vm_memory_high_watermark 0`
+    /// raises the memory alarm: the broker blocks connections that publish) and returns its
+    /// output; panics if it fails.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let ctl = self.script.with_file_name("rabbitmqctl");
+        let out = Command::new(&ctl)
+            .arg("-n")
+            .arg(format!("nestling{}@localhost", self.port))
+            .args(args)
+            .current_dir(&self.dir)
+            // The node's Erlang cookie is in its HOME.
+            .env("HOME", self.dir.join("home"))
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("could not run {}: {e}", ctl.display()));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "rabbitmqctl {args:?} failed: {text}");
+        text
+    }
+
     /// The node's log so far, for failure messages.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log").join("node.log")).unwrap_or_default()

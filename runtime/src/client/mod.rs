@@ -384,7 +384,8 @@ impl Client {
     /// `connected` once connected; `disconnected` when the connection ends (TCP and custom
     /// transports reconnect on the next call, as Nest's `ClientTCP`); over NATS and
     /// RabbitMQ, `reconnecting` while the client re-establishes a lost connection by
-    /// itself. Only transitions are published.
+    /// itself; over RabbitMQ, `blocked` while the broker blocks the connection (a memory or
+    /// disk alarm). Only transitions are published.
     ///
     /// ```no_run
     /// use nestling::status::Status;
@@ -594,6 +595,7 @@ impl Client {
         let link = crate::transport::rmq::client::RmqLink::connect(
             &self.inner.addr,
             self.inner.connect_timeout,
+            self.inner.hub.clone(),
         )
         .await?;
         *self.inner.rmq.lock().unwrap_or_else(|p| p.into_inner()) = Some(link.handles());

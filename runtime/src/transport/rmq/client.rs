@@ -18,6 +18,7 @@ use super::connect::connect;
 use crate::error::ClientError;
 use crate::packet::{parse_reply, Wire};
 use crate::pattern::Pattern;
+use crate::status::Hub;
 use crate::transport::{ClientTransport, ReplyRouter, TransportFuture};
 
 /// RabbitMQ's pseudo-queue for direct replies: no queue is declared per client.
@@ -33,6 +34,8 @@ pub(crate) struct RmqLink {
     /// The address as given, without its password, for errors.
     addr: String,
     replies_task: tokio::task::JoinHandle<()>,
+    /// Reports the broker blocking the connection to the client's status, if it has one.
+    _blocking: Option<super::events::Following>,
 }
 
 /// A link's broker connection and channel, for [`Client::rmq_connection`](crate::Client::rmq_connection).
@@ -55,9 +58,14 @@ impl Drop for RmqLink {
 
 impl RmqLink {
     /// Connects to the broker `addr` names, declares the service's queue (as Nest's
-    /// client does, unless `no_assert`) and starts consuming direct replies.
-    pub async fn connect(addr: &str, timeout: Duration) -> Result<Arc<Self>, ClientError> {
-        Self::connect_with(addr, timeout, BasicProperties::default()).await
+    /// client does, unless `no_assert`) and starts consuming direct replies; the broker
+    /// blocking the connection is reported to `hub`.
+    pub async fn connect(
+        addr: &str,
+        timeout: Duration,
+        hub: Arc<Hub>,
+    ) -> Result<Arc<Self>, ClientError> {
+        Self::connect_with(addr, timeout, BasicProperties::default(), Some(hub)).await
     }
 
     /// [`connect`](Self::connect), every message starting from `defaults`.
@@ -65,6 +73,7 @@ impl RmqLink {
         addr: &str,
         timeout: Duration,
         defaults: BasicProperties,
+        hub: Option<Arc<Hub>>,
     ) -> Result<Arc<Self>, ClientError> {
         let target = RmqAddress::parse(addr)?;
         let failed = |message: String| ClientError::Connect {
@@ -99,6 +108,7 @@ impl RmqLink {
             .map_err(|e| failed(format!("consuming replies from {replies:?} failed: {e}")))?;
         let router = ReplyRouter::new();
         let replies_task = tokio::spawn(route_replies(consumer, router.clone()));
+        let blocking = hub.map(|hub| super::events::follow(&connection, hub, redact(addr)));
         Ok(Arc::new(RmqLink {
             replies: router,
             connection: Arc::new(connection),
@@ -107,6 +117,7 @@ impl RmqLink {
             defaults,
             addr: redact(addr),
             replies_task,
+            _blocking: blocking,
         }))
     }
 
@@ -318,7 +329,8 @@ impl crate::transport::ClientConnector for RmqConnector {
         addr: &'a str,
     ) -> TransportFuture<'a, Result<Arc<dyn ClientTransport>, ClientError>> {
         Box::pin(async move {
-            let link = RmqLink::connect_with(addr, self.timeout, self.properties.clone()).await?;
+            let link =
+                RmqLink::connect_with(addr, self.timeout, self.properties.clone(), None).await?;
             let link: Arc<dyn ClientTransport> = link;
             Ok(link)
         })

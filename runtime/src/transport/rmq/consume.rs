@@ -22,6 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use super::address::redact;
 use super::connect::connect;
+use super::events;
 use super::message::RmqMessage;
 use super::server::RmqServe;
 use super::settle::{Settle, Verdict};
@@ -169,6 +170,7 @@ impl Transport for RmqTransport {
         } = self;
         let _stopped = StoppedOnDrop(&hub);
         let broker = redact(&rmq.url);
+        let mut blocking = events::follow(&session.connection, hub.clone(), broker.clone());
         tracing::info!(queue = %rmq.queue, "nestling microservice consuming RabbitMQ");
         let mut intake = Intake::new(&rmq, &dispatcher);
         loop {
@@ -186,11 +188,13 @@ impl Transport for RmqTransport {
                         break;
                     };
                     session = next;
+                    blocking = events::follow(&session.connection, hub.clone(), broker.clone());
                     hub.set(Status::Connected);
                     tracing::info!(queue = %rmq.queue, "RabbitMQ connection restored, consuming again");
                 }
             }
         }
+        drop(blocking);
         let grace = dispatcher.config().shutdown_grace;
         if !intake.inbox.drain(grace).await {
             tracing::warn!("shutdown grace period over, stopping with requests still running");

@@ -5,6 +5,7 @@ pub(crate) mod address;
 pub(crate) mod client;
 mod connect;
 mod consume;
+mod events;
 mod message;
 pub(crate) mod server;
 mod settle;

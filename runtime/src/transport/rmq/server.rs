@@ -287,8 +287,9 @@ impl RmqListening {
     /// The server's status, as Nest 11's `server.status` over RabbitMQ (`RmqStatus`):
     /// `connected` while consuming; `disconnected` then `reconnecting` when the broker
     /// connection is lost (the server reconnects by itself, with backoff, and consumes
-    /// again); `connected` once back; `disconnected` once serving has stopped. Take it
-    /// before serving.
+    /// again); `connected` once back; `blocked` while the broker blocks the connection (a
+    /// memory or disk alarm); `disconnected` once serving has stopped. Take it before
+    /// serving.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), nestling::ServerError> {
