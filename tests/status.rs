@@ -296,6 +296,30 @@ async fn nats_clients_and_servers_report_reconnecting_across_a_restart() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_server_on_a_connection_of_your_own_reports_its_state_too() {
+    let test = "a_nats_server_on_a_connection_of_your_own_reports_its_state_too";
+    let Some(bin) = support::nats::require_nats(test) else {
+        return;
+    };
+    let mut nats = support::nats::NatsServer::start(&bin).await;
+    let own = nestling::nats::async_nats::connect(nats.url())
+        .await
+        .unwrap();
+    let listening = server()
+        .listen_nats(NatsServe::with_client(own))
+        .await
+        .unwrap();
+    let mut status = listening.status();
+    let serving = tokio::spawn(listening.serve());
+    reach(&mut status, Status::Connected, "serving").await;
+    nats.stop().await;
+    reach(&mut status, Status::Reconnecting, "NATS server stopped").await;
+    nats.restart().await;
+    reach(&mut status, Status::Connected, "NATS server back").await;
+    serving.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rmq_clients_and_servers_report_reconnecting_across_a_broker_restart() {
     let test = "rmq_clients_and_servers_report_reconnecting_across_a_broker_restart";
     let Some(mut broker) = support::rmq::RmqBroker::start(test) else {
