@@ -34,7 +34,8 @@ use nestling::Server;
 #[derive(Default)]
 struct UserController;
 
-#[nestling::controller]
+// `contracts`: the Nest side gets TypeScript for these patterns (see the test at the end).
+#[nestling::controller(contracts)]
 impl UserController {
     /// Adds up the numbers (`client.send('sum', [1, 2, 3])` answers 6).
     #[message_pattern("sum")]
@@ -59,6 +60,13 @@ impl UserController {
     #[message_pattern("tallied")]
     fn tallied(&self) -> u64 {
         TALLY.load(Ordering::Relaxed)
+    }
+
+    /// Counts from 1 to `n` (at most 10,000), one reply packet per number: a streamed reply,
+    /// as Nest's `return from([1, 2, 3])`.
+    #[message_pattern("count")]
+    fn count(&self, n: u32) -> impl futures_util::Stream<Item = u32> {
+        futures_util::stream::iter(1..=n.min(10_000))
     }
 
     /// Names the instance that answered (`INSTANCE`, default `user-service`): shows how a
@@ -150,4 +158,21 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
     println!("READY {}", listening.local_addr().port());
     listening.serve_with_shutdown(shutdown_signal()).await?;
     Ok(())
+}
+
+/// The Nest side's TypeScript for this service: `cargo test --example user_service` writes
+/// `tests/nest/contracts/user-service.ts` (unchanged when nothing changed), which the
+/// TypeScript gateway `tests/nest/contracts/gateway.ts` compiles against.
+#[cfg(test)]
+mod contracts {
+    #[test]
+    fn typescript_contracts() {
+        let ts = nestling::contracts::Contracts::all().render().unwrap();
+        insta::assert_snapshot!("user_service_ts", ts);
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/nest/contracts/user-service.ts"
+        );
+        nestling::contracts::write(path).unwrap();
+    }
 }

@@ -202,6 +202,11 @@ pub use nestling_runtime::nats;
 #[cfg(feature = "rmq")]
 pub use nestling_runtime::rmq;
 
+/// TypeScript contracts for the Nest side (the `contracts` feature): what
+/// `#[nestling::controller(contracts)]` registers, rendered as one TypeScript module.
+#[cfg(feature = "contracts")]
+pub use nestling_runtime::contracts;
+
 /// Lower-level pieces: the handler interface and registry the macros generate code for.
 pub mod runtime {
     pub use nestling_runtime::*;

@@ -145,3 +145,36 @@ pub fn static_pattern(json: &'static str) -> Pattern {
         Err(e) => panic!("nestling-macros emitted invalid pattern JSON {json}: {e}"),
     }
 }
+
+/// What `#[nestling::controller(contracts)]` registers (the `contracts` feature).
+#[cfg(feature = "contracts")]
+pub mod contracts {
+    pub use crate::contracts::{
+        ContractEntry, ContractMeta, FieldContract, MethodContract, PayloadContract, ReplyContract,
+        TypeSet,
+    };
+}
+
+/// Wraps the contracts a macro generates: kept with the `contracts` feature, one clear
+/// error without it (instead of unresolved paths).
+#[cfg(feature = "contracts")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __nestling_with_contracts {
+    ($($generated:tt)*) => { $($generated)* };
+}
+
+/// Wraps the contracts a macro generates: kept with the `contracts` feature, one clear
+/// error without it (instead of unresolved paths).
+#[cfg(not(feature = "contracts"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __nestling_with_contracts {
+    ($($generated:tt)*) => {
+        ::core::compile_error! {
+            "`contracts` needs the `contracts` feature of nestling: nestling = { version = \"0.1\", features = [\"contracts\"] } (and ts-rs = \"12\" to derive `ts_rs::TS` on payload and reply types)"
+        }
+    };
+}
+
+pub use crate::__nestling_with_contracts as with_contracts;

@@ -21,6 +21,8 @@
 mod client;
 pub mod codec;
 mod context;
+#[cfg(feature = "contracts")]
+pub mod contracts;
 mod error;
 mod handler;
 mod lone_surrogates;

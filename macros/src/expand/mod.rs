@@ -2,6 +2,7 @@
 //! snapshot-tested outside a compiler session.
 
 mod client;
+mod contracts;
 mod dispatch;
 
 use proc_macro2::TokenStream;
@@ -12,6 +13,7 @@ use syn::{Attribute, FnArg, ItemImpl, ItemTrait, Token, TraitItem};
 use crate::ast::{self, split_malformed, take_pattern_attrs, Controller, Param};
 use crate::ctxt::Ctxt;
 use client::{ClientGen, ClientMethod};
+use contracts::{ContractGen, ContractMethod};
 use dispatch::Registration;
 
 /// Arguments of `#[nestling::controller(..)]` and `#[nestling::client(..)]`.
@@ -22,6 +24,8 @@ pub struct Args {
     client: bool,
     /// `layer = f`: middleware for every handler of the controller.
     layers: Vec<syn::Path>,
+    /// `contracts`: register TypeScript contracts (its span reports a missing feature).
+    contracts: Option<proc_macro2::Span>,
 }
 
 impl Parse for Args {
@@ -30,9 +34,17 @@ impl Parse for Args {
             krate: quote!(::nestling),
             client: true,
             layers: Vec::new(),
+            contracts: None,
         };
         while !input.is_empty() {
             let key: syn::Ident = syn::ext::IdentExt::parse_any(input)?;
+            if key == "contracts" {
+                args.contracts = Some(key.span());
+                if !input.is_empty() {
+                    input.parse::<Token![,]>()?;
+                }
+                continue;
+            }
             input.parse::<Token![=]>()?;
             if key == "crate" {
                 let path: syn::LitStr = input.parse()?;
@@ -90,6 +102,7 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
                 krate: quote!(::nestling),
                 client: false,
                 layers: Vec::new(),
+                contracts: None,
             }
         }
     };
@@ -158,10 +171,15 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
     } else {
         TokenStream::new()
     };
+    let contracts = args.contracts.map(|span| {
+        let methods = contracts::controller_methods(&controller);
+        ContractGen::new(&n, name, &controller.item.attrs, &methods, span).expand()
+    });
     quote! {
         #user_item
         #registration
         #client
+        #contracts
     }
 }
 
@@ -184,6 +202,7 @@ pub fn remote_client(args: TokenStream, input: TokenStream) -> TokenStream {
     };
     let cx = Ctxt::new();
     let mut methods = Vec::new();
+    let mut contract_methods = Vec::new();
     for trait_item in &mut item.items {
         let TraitItem::Fn(f) = trait_item else {
             cx.error_at(
@@ -230,6 +249,9 @@ pub fn remote_client(args: TokenStream, input: TokenStream) -> TokenStream {
                 cx.error_at(p, "a client sends no context: remove this parameter");
             }
         }
+        contract_methods.push(ContractMethod::from_trait_fn(
+            kind, &pattern, &f.sig, &f.attrs,
+        ));
         methods.push(ClientMethod {
             kind,
             // Like the controller: a pattern list is called through its first pattern.
@@ -251,8 +273,12 @@ pub fn remote_client(args: TokenStream, input: TokenStream) -> TokenStream {
     let about = format!("the remote service `{}`", item.ident);
     let docs = docs(&item.attrs);
     let client = ClientGen::new(&n, &item.vis, &item.ident, about, &methods).expand();
+    let contracts = args.contracts.map(|span| {
+        ContractGen::new(&n, &item.ident, &item.attrs, &contract_methods, span).expand()
+    });
     quote! {
         #(#docs)*
         #client
+        #contracts
     }
 }
