@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every figure of the README's performance section in one session, in this order: the TCP
 # scenarios a-f against nestling, NestJS and the ceiling; NATS (i); the whole seed system
-# over HTTP (--http); the servers on 2 cores (b, c). Each part runs every scenario
+# over HTTP (--http); the servers on 1 then 2 cores (b, c). Each part runs every scenario
 # REPEAT times (default 3), interleaved, and shows the median run. The load average is
 # recorded before and after every part (the machine is shared: read it with the figures).
 #
@@ -23,7 +23,11 @@ load "start tcp+nats"
 load "start http"
 "$bench" --no-build --http --repeat "$repeat" --seconds "$secs" \
     --json "$out/http.json" | tee "$out/http.txt"
-load "start cores"
+# 1 and 2 server cores back to back, so the two rows see the same machine load.
+load "start cores 1"
+"$bench" --no-build --server-cores 1 --servers nestling,ceiling --scenario b,c \
+    --repeat "$repeat" --seconds "$secs" --json "$out/cores1.json" | tee "$out/cores1.txt"
+load "start cores 2"
 "$bench" --no-build --server-cores 2 --servers nestling,ceiling --scenario b,c \
     --repeat "$repeat" --seconds "$secs" --json "$out/cores2.json" | tee "$out/cores2.txt"
 load "end"
