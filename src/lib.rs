@@ -180,6 +180,14 @@ pub use nestling_runtime::tls;
 
 pub use nestling_runtime::trace;
 
+/// Payload validation (Nest's `ValidationPipe` with class-validator DTOs): rules derived
+/// with `validator` or `garde` (features `validator`, `garde`), answered with Nest's 400.
+pub use nestling_runtime::validation;
+
+/// Parameters taking one property of the payload (Nest's `@Payload('id')`), and parsing it
+/// from a string (`ParseIntPipe`).
+pub use nestling_runtime::{FromField, Parse};
+
 /// In-process clients of a server for unit tests (Nest's `Test.createTestingModule`): the
 /// whole pipeline, no socket.
 pub use nestling_runtime::testing;

@@ -4,7 +4,7 @@
 //! its error, and `valid` reports it with the other mistakes of the same item, so mistakes
 //! come out in the order they were written.
 
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenStream};
 use quote::ToTokens;
 use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, Ident, ImplItem, ItemImpl, ReturnType, Signature, Type};
@@ -30,10 +30,127 @@ impl Kind {
 // Compile-time only values: boxing the syn types would buy nothing.
 #[allow(clippy::large_enum_variant)]
 pub enum Param {
-    /// The payload, deserialised from `data`.
+    /// The payload, deserialised from `data` (Nest's `@Payload()`; `#[payload]` or no
+    /// attribute).
     Payload { ty: Type, span: Span },
-    /// `&Context` or `Context`.
+    /// One property of the payload object (Nest's `@Payload('name')`;
+    /// `#[payload("name")]`).
+    Field {
+        name: syn::LitStr,
+        ty: Type,
+        span: Span,
+    },
+    /// `&Context` or `Context` (Nest's `@Ctx()`; `#[ctx]` or no attribute).
     Context { by_ref: bool },
+}
+
+impl Param {
+    /// The type decoded from `data`, for the payload and its properties.
+    pub fn decoded_ty(&self) -> Option<&Type> {
+        match self {
+            Param::Payload { ty, .. } | Param::Field { ty, .. } => Some(ty),
+            Param::Context { .. } => None,
+        }
+    }
+}
+
+/// A parameter attribute: `#[payload]`, `#[payload("field")]` or `#[ctx]`.
+pub enum ParamAttr {
+    Whole,
+    Field(syn::LitStr),
+    Ctx,
+}
+
+/// Removes `#[payload(..)]` and `#[ctx]` from a method's parameters; returns, for each
+/// typed parameter in order, its attribute (`None` without one), and the mistakes found.
+fn take_param_attrs(
+    sig: &mut Signature,
+) -> (Vec<Option<(ParamAttr, TokenStream)>>, Vec<syn::Error>) {
+    let mut found = Vec::new();
+    let mut errors = Vec::new();
+    for arg in &mut sig.inputs {
+        let FnArg::Typed(pt) = arg else { continue };
+        let mut mine: Option<(ParamAttr, TokenStream)> = None;
+        pt.attrs.retain(|attr| {
+            let is_payload = attr.path().is_ident("payload");
+            if !is_payload && !attr.path().is_ident("ctx") {
+                return true;
+            }
+            let parsed = if is_payload {
+                match &attr.meta {
+                    syn::Meta::Path(_) => Ok(ParamAttr::Whole),
+                    syn::Meta::List(list) => syn::parse2::<syn::LitStr>(list.tokens.clone())
+                        .map(ParamAttr::Field)
+                        .map_err(|_| {
+                            syn::Error::new_spanned(
+                                &list.tokens,
+                                "#[payload(..)] takes the name of a payload property as a string literal, e.g. #[payload(\"id\")] (Nest's @Payload('id')); write #[payload] for the whole payload",
+                            )
+                        }),
+                    syn::Meta::NameValue(_) => Err(syn::Error::new_spanned(
+                        attr,
+                        "write #[payload(\"id\")] for one property of the payload, or #[payload] for all of it",
+                    )),
+                }
+            } else {
+                match &attr.meta {
+                    syn::Meta::Path(_) => Ok(ParamAttr::Ctx),
+                    _ => Err(syn::Error::new_spanned(
+                        attr,
+                        "#[ctx] takes no arguments (Nest's @Ctx()): put it on the `&Context` parameter",
+                    )),
+                }
+            };
+            match parsed {
+                Ok(_) if mine.is_some() => {
+                    errors.push(syn::Error::new_spanned(
+                        attr,
+                        "a parameter takes one of #[payload], #[payload(\"field\")] or #[ctx]; remove this one",
+                    ));
+                }
+                Ok(p) => mine = Some((p, attr.to_token_stream())),
+                Err(e) => errors.push(e),
+            }
+            false
+        });
+        found.push(mine);
+    }
+    (found, errors)
+}
+
+/// Classifies a typed parameter from its type and attribute; a mistake is reported and the
+/// parameter classified by its type alone.
+fn classify_param(
+    ty: &Type,
+    attr: Option<&(ParamAttr, TokenStream)>,
+    errors: &mut Vec<syn::Error>,
+) -> Param {
+    let by_type = parse_handler_param(ty);
+    let is_context = matches!(by_type, Param::Context { .. });
+    match attr {
+        None => by_type,
+        Some((ParamAttr::Ctx, _)) if is_context => by_type,
+        Some((ParamAttr::Ctx, _)) => {
+            errors.push(syn::Error::new_spanned(
+                ty,
+                "#[ctx] marks the context parameter (Nest's @Ctx()): its type must be `&Context` or `Context`",
+            ));
+            by_type
+        }
+        Some((_, tokens)) if is_context => {
+            errors.push(syn::Error::new_spanned(
+                tokens,
+                "#[payload] cannot take the context: the `&Context` parameter is filled on its own (or mark it #[ctx])",
+            ));
+            by_type
+        }
+        Some((ParamAttr::Whole, _)) => by_type,
+        Some((ParamAttr::Field(name), _)) => Param::Field {
+            name: name.clone(),
+            ty: ty.clone(),
+            span: ty.span(),
+        },
+    }
 }
 
 /// What the method returns, as far as dispatch cares.
@@ -158,22 +275,45 @@ impl Controller {
         };
         let mut members = Vec::new();
         for impl_item in &mut item.items {
+            let mut param_attrs = (Vec::new(), Vec::new());
             let (attrs, method) = match impl_item {
-                ImplItem::Fn(method) => (take_pattern_attrs(&mut method.attrs), Some(&method.sig)),
+                ImplItem::Fn(method) => {
+                    param_attrs = take_param_attrs(&mut method.sig);
+                    (take_pattern_attrs(&mut method.attrs), Some(&method.sig))
+                }
                 ImplItem::Const(c) => (take_pattern_attrs(&mut c.attrs), None),
                 ImplItem::Type(t) => (take_pattern_attrs(&mut t.attrs), None),
                 _ => continue,
             };
+            let (param_attrs, mut param_errors) = param_attrs;
             if attrs.is_empty() {
+                if param_attrs.iter().any(Option::is_some) {
+                    if let Some(sig) = method {
+                        param_errors.push(syn::Error::new_spanned(
+                            &sig.ident,
+                            "#[payload] and #[ctx] mark parameters of a handler: add #[message_pattern(..)] or #[event_pattern(..)] to this method",
+                        ));
+                    }
+                }
+                if !param_errors.is_empty() {
+                    members.push(Member {
+                        malformed: param_errors,
+                        kind: MemberKind::Method {
+                            handler: None,
+                            extra: Vec::new(),
+                        },
+                    });
+                }
                 continue;
             }
-            let (malformed, mut attrs) = split_malformed(attrs);
+            let (mut malformed, mut attrs) = split_malformed(attrs);
             let kind = match method {
                 Some(sig) => {
                     let handler = (!attrs.is_empty()).then(|| {
                         let (kind, pattern, _) = attrs.remove(0);
-                        parse_handler(kind, pattern, sig)
+                        parse_handler(kind, pattern, sig, &param_attrs, &mut param_errors)
                     });
+                    malformed.append(&mut param_errors);
                     MemberKind::Method {
                         handler,
                         extra: attrs,
@@ -296,15 +436,24 @@ pub fn line_of(span: Span) -> usize {
     span.start().line
 }
 
-/// Parses the method's signature; shape checks live in `valid`.
-fn parse_handler(kind: Kind, pattern: PatternArg, sig: &Signature) -> Handler {
+/// Parses the method's signature (its parameter attributes already taken off, in
+/// `attrs`); shape checks live in `valid`.
+fn parse_handler(
+    kind: Kind,
+    pattern: PatternArg,
+    sig: &Signature,
+    attrs: &[Option<(ParamAttr, TokenStream)>],
+    errors: &mut Vec<syn::Error>,
+) -> Handler {
     let params = sig
         .inputs
         .iter()
         .filter_map(|arg| match arg {
             FnArg::Receiver(_) => None,
-            FnArg::Typed(pt) => Some(parse_handler_param(&pt.ty)),
+            FnArg::Typed(pt) => Some(pt),
         })
+        .enumerate()
+        .map(|(i, pt)| classify_param(&pt.ty, attrs.get(i).and_then(Option::as_ref), errors))
         .collect();
     Handler {
         kind,

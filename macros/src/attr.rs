@@ -30,6 +30,8 @@ pub struct PatternArg {
     pub tokens: TokenStream,
     /// `layer = path` arguments after the pattern: functions returning middleware.
     pub layers: Vec<syn::Path>,
+    /// `validate` after the pattern: the payload is validated before the handler runs.
+    pub validate: Option<Ident>,
 }
 
 const EXPECTED: &str =
@@ -65,12 +67,17 @@ impl Parse for PatternArg {
             tokens.clone(),
         )?;
         let mut layers = Vec::new();
+        let mut validate = None;
         while !input.is_empty() {
             input.parse::<Token![,]>()?;
             if input.is_empty() {
                 break;
             }
             let key: Ident = input.parse()?;
+            if key == "validate" {
+                validate = Some(key);
+                continue;
+            }
             if key != "layer" {
                 return Err(syn::Error::new(
                     key.span(),
@@ -84,6 +91,7 @@ impl Parse for PatternArg {
             value,
             tokens,
             layers,
+            validate,
         })
     }
 }

@@ -54,6 +54,38 @@ fn tutorial_user_controller() {
     insta::assert_snapshot!("tutorial_user_controller", out);
 }
 
+/// Parameter decorators and validation: `#[payload("field")]` properties (one scan of the
+/// payload, a property read twice scanned once), `#[ctx]`, a whole payload beside them, and
+/// `validate` (the entry always validates; no entry for the server's `validate_payloads`).
+#[test]
+fn payload_fields_and_validate() {
+    let out = controller(
+        quote!(),
+        quote! {
+            impl Users {
+                #[message_pattern("get_user")]
+                fn get_user(&self, #[payload("id")] Parse(id): Parse<u64>, #[payload("name")] name: Option<String>, #[ctx] ctx: &Context) -> String {
+                    format!("{id} {name:?} {}", ctx.pattern())
+                }
+
+                #[message_pattern("create_user", validate)]
+                async fn create_user(&self, #[payload] user: NewUser, #[payload("name")] name: String, #[payload("name")] again: String) -> bool {
+                    true
+                }
+            }
+        },
+    );
+    assert!(
+        !out.contains("#[payload"),
+        "parameter attributes must be consumed:\n{out}"
+    );
+    assert!(
+        !out.contains("#[ctx"),
+        "parameter attributes must be consumed:\n{out}"
+    );
+    insta::assert_snapshot!("payload_fields_and_validate", out);
+}
+
 /// `async`, `&Context`, `Result<T, RpcException>`, `Context` by value and a
 /// payload-less handler.
 #[test]

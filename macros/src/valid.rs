@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use syn::{FnArg, ItemImpl, Signature};
 
-use crate::ast::{Controller, Kind, MemberKind, Param};
+use crate::ast::{Controller, Handler, Kind, MemberKind, Param};
 use crate::ctxt::Ctxt;
 
 /// Reports every mistake in the controller, item by item in the order written.
@@ -19,6 +19,7 @@ pub fn check_controller(cx: &Ctxt, controller: &Controller) {
             MemberKind::Method { handler, extra } => {
                 if let Some(h) = handler {
                     check_signature(cx, h.kind, &h.sig);
+                    check_params(cx, h);
                 }
                 for (kind, _, tokens) in extra {
                     cx.error_at(
@@ -99,34 +100,6 @@ fn check_signature(cx: &Ctxt, kind: Kind, sig: &Signature) {
             format!("a #[{attr}] handler must take `&self` as its first parameter, e.g. `fn {}(&self, payload: T)`", sig.ident),
         ),
     }
-    let mut payloads = 0;
-    let mut contexts = 0;
-    for arg in sig.inputs.iter().skip(1) {
-        let FnArg::Typed(pt) = arg else { continue };
-        match crate::ast::parse_handler_param(&pt.ty) {
-            Param::Payload { .. } => {
-                if let syn::Type::Reference(r) = &*pt.ty {
-                    cx.error_at(
-                        r,
-                        "a payload is decoded into an owned value: take `String` instead of `&str`, `Vec<T>` instead of `&[T]`, `T` instead of `&T`",
-                    );
-                }
-                payloads += 1;
-                if payloads == 2 {
-                    cx.error_at(
-                        &pt.ty,
-                        "a handler takes at most one payload parameter (Nest sends one `data` value); combine them into one struct or tuple, e.g. `(a, b): (A, B)`",
-                    );
-                }
-            }
-            Param::Context { .. } => {
-                contexts += 1;
-                if contexts == 2 {
-                    cx.error_at(&pt.ty, "a handler takes at most one `&Context` parameter");
-                }
-            }
-        }
-    }
     if sig.ident == "new" || sig.ident == "client" {
         cx.error_at(
             &sig.ident,
@@ -138,6 +111,51 @@ fn check_signature(cx: &Ctxt, kind: Kind, sig: &Signature) {
     }
     if sig.variadic.is_some() || sig.abi.is_some() {
         cx.error_at(&sig.ident, "handlers must be plain Rust methods");
+    }
+}
+
+/// Checks a handler's parameters: at most one whole payload and one context, owned
+/// decoded types, and a payload for `validate` to check.
+fn check_params(cx: &Ctxt, h: &Handler) {
+    let mut payloads = 0;
+    let mut contexts = 0;
+    let typed = h.sig.inputs.iter().filter_map(|arg| match arg {
+        FnArg::Typed(pt) => Some(pt),
+        FnArg::Receiver(_) => None,
+    });
+    for (pt, param) in typed.zip(&h.params) {
+        if let (Some(_), syn::Type::Reference(r)) = (param.decoded_ty(), &*pt.ty) {
+            cx.error_at(
+                r,
+                "a payload is decoded into an owned value: take `String` instead of `&str`, `Vec<T>` instead of `&[T]`, `T` instead of `&T`",
+            );
+        }
+        match param {
+            Param::Payload { .. } => {
+                payloads += 1;
+                if payloads == 2 {
+                    cx.error_at(
+                        &pt.ty,
+                        "a handler takes at most one whole-payload parameter (Nest sends one `data` value); combine them into one struct or tuple, e.g. `(a, b): (A, B)`, or take single properties with #[payload(\"name\")]",
+                    );
+                }
+            }
+            Param::Field { .. } => {}
+            Param::Context { .. } => {
+                contexts += 1;
+                if contexts == 2 {
+                    cx.error_at(&pt.ty, "a handler takes at most one `&Context` parameter");
+                }
+            }
+        }
+    }
+    if let Some(token) = &h.pattern.validate {
+        if h.params.iter().all(|p| p.decoded_ty().is_none()) {
+            cx.error_at(
+                token,
+                "`validate` checks the payload, but this handler takes none: add a payload parameter or remove `validate`",
+            );
+        }
     }
 }
 

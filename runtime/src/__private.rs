@@ -22,8 +22,13 @@ pub use crate::handler::{
     HandlerOutcome, Instance, IntoRpcError, Reply, Request,
 };
 pub use crate::middleware::{DynLayer, IntoDynLayer};
+pub use crate::params::{fields, FromField};
 pub use crate::pattern::Pattern;
 pub use crate::registry::{Controller, ControllerEntry, ControllerMeta, HandlerMeta};
+pub use crate::validation::probe::{
+    decode, payload_json, raw_json, DerivesValidate, ValidateProbe, ViaGarde, ViaNothing,
+    ViaValidator,
+};
 pub use crate::Context;
 pub use futures_core::Stream;
 

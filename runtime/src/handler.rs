@@ -174,6 +174,11 @@ impl Request {
         (data, self.ctx)
     }
 
+    /// The raw `data` JSON as text, when the frame is known to be UTF-8 (TCP).
+    pub(crate) fn data_text(&self) -> Option<&str> {
+        self.data.and_then(|data| data.text(self.ctx.frame_text()?))
+    }
+
     /// The raw `data` JSON, if the packet had `data`.
     pub(crate) fn data(&self) -> Option<&[u8]> {
         self.data.map(|data| data.get(self.ctx.frame()))

@@ -32,6 +32,7 @@ pub mod nats;
 mod observe;
 mod outbox;
 pub mod packet;
+mod params;
 mod pattern;
 mod pipeline;
 mod registry;
@@ -46,6 +47,7 @@ pub mod tls;
 pub mod trace;
 pub mod transport;
 pub mod utf16;
+pub mod validation;
 
 #[doc(hidden)]
 pub mod __private;
@@ -61,6 +63,7 @@ pub use handler::{
     HandlerEntry, HandlerFailure, HandlerFn, HandlerFuture, HandlerKind, HandlerNowFn,
     HandlerOutcome, Instance, IntoRpcError, Reply, ReplyStream as HandlerReplyStream, Request,
 };
+pub use params::{FromField, Parse};
 pub use pattern::{IntoPattern, Pattern};
 pub use registry::{all_controllers, Controller, ControllerEntry, ControllerMeta, HandlerMeta};
 pub use server::{

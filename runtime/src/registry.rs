@@ -24,6 +24,11 @@ pub struct HandlerMeta {
     pub entry: HandlerEntry,
     /// Layers from `#[message_pattern(.., layer = f)]`, outermost first.
     pub layers: &'static [fn() -> DynLayer],
+    /// The entry that validates the payload first, for
+    /// [`ServerBuilder::validate_payloads`](crate::ServerBuilder::validate_payloads): `None`
+    /// when the handler takes no payload or validates anyway; the function returns `None`
+    /// when the payload's type has no validation rules.
+    pub validated: Option<fn() -> Option<HandlerEntry>>,
 }
 
 /// One `#[nestling::controller]` impl block.

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use rustc_hash::FxBuildHasher;
 
 use crate::error::ServerError;
-use crate::handler::{HandlerKind, Instance};
+use crate::handler::{HandlerEntry, HandlerKind, Instance};
 use crate::middleware::HandlerService;
 use crate::pattern::{declared_route, incoming_route, RouteKey};
 use crate::registry::{ControllerMeta, HandlerMeta};
@@ -16,6 +16,9 @@ pub(crate) struct Bound {
     pub instance: Instance,
     pub controller: &'static ControllerMeta,
     pub meta: &'static HandlerMeta,
+    /// How the handler is entered: `meta.entry`, or its validating entry when the server
+    /// validates every payload.
+    pub entry: HandlerEntry,
     /// The handler wrapped in its middleware, when it has any (otherwise `meta.entry` is
     /// invoked directly).
     pub service: Option<HandlerService>,
@@ -193,6 +196,7 @@ mod tests {
             line: 1,
             entry: HandlerEntry::Async(never),
             layers: &[],
+            validated: None,
         }
     }
 
@@ -220,6 +224,7 @@ mod tests {
                     instance: instance.clone(),
                     controller: &CONTROLLER,
                     meta: handler,
+                    entry: handler.entry,
                     service: None,
                 })
                 .unwrap();

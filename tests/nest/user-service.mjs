@@ -18,7 +18,27 @@
 // `EVENT log <json>` for every `log` event.
 import 'reflect-metadata';
 import { readFileSync } from 'node:fs';
-import { Controller, Module, UseGuards } from '@nestjs/common';
+import {
+  BadRequestException,
+  Controller,
+  Module,
+  ParseIntPipe,
+  UseGuards,
+  UsePipes,
+  ValidationPipe,
+} from '@nestjs/common';
+import { Type } from 'class-transformer';
+import {
+  IsArray,
+  IsEmail,
+  IsInt,
+  IsString,
+  Length,
+  Max,
+  Min,
+  MinLength,
+  ValidateNested,
+} from 'class-validator';
 import { NestFactory } from '@nestjs/core';
 import {
   Ctx,
@@ -50,6 +70,50 @@ function decorate(cls, method, ...decorators) {
     if (result) Object.defineProperty(cls.prototype, method, result);
   }
 }
+
+// Apply property decorators (class-validator, class-transformer) to a DTO class.
+function decorateProps(cls, props) {
+  for (const [prop, decorators] of Object.entries(props)) {
+    for (const decorator of decorators) decorator(cls.prototype, prop);
+  }
+}
+
+// --- DTOs validated by ValidationPipe (create_user) -------------------------
+class AddressDto {}
+decorateProps(AddressDto, {
+  city: [IsString(), MinLength(2)],
+  zip: [IsString(), Length(5, 5)],
+});
+
+class ItemDto {}
+decorateProps(ItemDto, {
+  sku: [IsString(), MinLength(1)],
+  qty: [IsInt(), Min(1), Max(99)],
+});
+
+class CreateUserDto {}
+decorateProps(CreateUserDto, {
+  name: [IsString(), Length(2, 20)],
+  email: [IsEmail()],
+  age: [IsInt(), Min(0), Max(150)],
+  address: [ValidateNested(), Type(() => AddressDto)],
+  items: [IsArray(), ValidateNested({ each: true }), Type(() => ItemDto)],
+});
+
+// ValidationPipe as the Nest docs' fix for validation errors over RPC (nestjs/nest #8999):
+// the pipe's own BadRequestException body, thrown as an RpcException so the caller gets it
+// (without the factory, any HttpException reaches an RPC caller as "Internal server error").
+const rpcValidationPipe = new ValidationPipe({
+  exceptionFactory: (errors) =>
+    new RpcException(
+      new BadRequestException(rpcValidationPipe.flattenValidationErrors(errors)).getResponse(),
+    ),
+});
+
+// ParseIntPipe with the same kind of factory, and without (Nest's default over RPC).
+const rpcParseIntPipe = new ParseIntPipe({
+  exceptionFactory: (message) => new RpcException(new BadRequestException(message).getResponse()),
+});
 
 // A guard as a Nest user writes one: reads the RPC payload, returns a boolean.
 class TokenGuard {
@@ -108,6 +172,22 @@ class AppController {
   // Guarded by TokenGuard (@UseGuards): only payloads with token "s3cret" get through.
   secret(data) {
     return `welcome ${data.user}`;
+  }
+
+  // --- validation and param decorators (tests/validation.rs) ---------------
+  // @Payload() dto: CreateUserDto, @UsePipes(ValidationPipe with the RpcException factory).
+  createUser(dto) {
+    return { created: dto.name, city: dto.address.city, items: dto.items.length };
+  }
+
+  // @Payload('id', ParseIntPipe with the RpcException factory) id, @Payload('name') name.
+  getUser(id, name) {
+    return { id, name: name ?? null, idType: typeof id };
+  }
+
+  // @Payload('id', ParseIntPipe) id: Nest's default, no factory.
+  getUserPlain(id) {
+    return id;
   }
 
   // --- streamed replies (Observables) ---------------------------------------
@@ -394,6 +474,15 @@ for (const method of ['rmqMessage', 'patternOf', 'patternOfObj', 'patternSeen', 
   Payload()(AppController.prototype, method, 0);
   Ctx()(AppController.prototype, method, 1);
 }
+decorate(AppController, 'createUser', MessagePattern('create_user'), UsePipes(rpcValidationPipe));
+Payload()(AppController.prototype, 'createUser', 0);
+// What TypeScript's emitDecoratorMetadata would record: ValidationPipe reads the DTO class here.
+Reflect.defineMetadata('design:paramtypes', [CreateUserDto], AppController.prototype, 'createUser');
+decorate(AppController, 'getUser', MessagePattern('get_user'));
+Payload('id', rpcParseIntPipe)(AppController.prototype, 'getUser', 0);
+Payload('name')(AppController.prototype, 'getUser', 1);
+decorate(AppController, 'getUserPlain', MessagePattern('get_user_plain'));
+Payload('id', ParseIntPipe)(AppController.prototype, 'getUserPlain', 0);
 Controller()(AppController);
 
 class AppModule {}

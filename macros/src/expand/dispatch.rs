@@ -12,6 +12,39 @@ fn is_unit(ty: &Type) -> bool {
     matches!(ty, Type::Tuple(t) if t.elems.is_empty())
 }
 
+/// Whether the handler decodes `data`: its entry is then generic over validating.
+fn decodes(h: &Handler) -> bool {
+    h.params.iter().any(|p| p.decoded_ty().is_some())
+}
+
+/// The payload properties the handler's `#[payload("name")]` parameters read, each once.
+fn field_names(h: &Handler) -> Vec<String> {
+    let mut names: Vec<String> = Vec::new();
+    for p in &h.params {
+        if let Param::Field { name, .. } = p {
+            if !names.contains(&name.value()) {
+                names.push(name.value());
+            }
+        }
+    }
+    names
+}
+
+/// The `HandlerEntry` of a handler's entry function, validating or not.
+fn entry_of(n: &TokenStream, h: &Handler, fn_name: &Ident, validating: bool) -> TokenStream {
+    let call = if decodes(h) {
+        quote!(#fn_name::<#validating>)
+    } else {
+        quote!(#fn_name)
+    };
+    if h.is_async {
+        quote!(#n::HandlerEntry::Async(#call))
+    } else {
+        let decodes_data = decodes(h);
+        quote!(#n::HandlerEntry::Now { call: #call, decodes_data: #decodes_data })
+    }
+}
+
 /// The server side of one controller. Every name the expansion defines is computed here,
 /// once, so a definition and its uses cannot drift apart.
 pub struct Registration<'a> {
@@ -37,6 +70,9 @@ struct HandlerGen<'a> {
     /// What the runtime calls: `__nestling_now_<method>` for a plain `fn` handler,
     /// `__nestling_call_<method>` for an `async fn` one. Spanned on the method's name.
     entry_fn: Ident,
+    /// `__nestling_validated_<method>`: the validating entry for the server's
+    /// `validate_payloads`, for a handler that decodes `data` and does not validate anyway.
+    validated_fn: Option<Ident>,
     /// One per `layer = f` argument of the handler's pattern attribute.
     layers: Vec<LayerFn<'a>>,
 }
@@ -65,6 +101,8 @@ impl<'a> Registration<'a> {
                 } else {
                     format_ident!("__nestling_now_{}", h.method)
                 },
+                validated_fn: (decodes(h) && h.pattern.validate.is_none())
+                    .then(|| format_ident!("__nestling_validated_{}", h.method)),
                 layers: h
                     .pattern
                     .layers
@@ -99,6 +137,24 @@ impl<'a> Registration<'a> {
         }
     }
 
+    /// `fn() -> Option<HandlerEntry>`: the handler's validating entry when one of the types
+    /// it decodes has validation rules.
+    fn validated_fn(&self, g: &HandlerGen) -> Option<TokenStream> {
+        let n = self.n;
+        let name = g.validated_fn.as_ref()?;
+        let entry = entry_of(n, g.h, &g.entry_fn, true);
+        let tys = g.h.params.iter().filter_map(|p| p.decoded_ty());
+        Some(quote! {
+            fn #name() -> #n::Option<#n::HandlerEntry> {
+                #[allow(unused_imports)]
+                use #n::{ViaGarde as _, ViaNothing as _, ViaValidator as _};
+                let __entry = #entry;
+                #n::Option::<#n::HandlerEntry>::None
+                    #(.or_else(|| (&&&#n::ValidateProbe::<#tys>::new()).validated(__entry)))*
+            }
+        })
+    }
+
     /// The handler's entry function: for a plain `fn`,
     /// `fn(&Instance, &Request) -> HandlerOutcome`; for an `async fn`,
     /// `fn(&Instance, Request) -> HandlerFuture`.
@@ -109,14 +165,63 @@ impl<'a> Registration<'a> {
         let fn_name = &g.entry_fn;
         let method = &h.method;
         let mut decode = TokenStream::new();
-        let args = h.params.iter().map(|p| match p {
+        let names = field_names(h);
+        if !names.is_empty() {
+            decode.extend(quote! {
+                let __fields = #n::fields(&__request, &[#(#names),*])?;
+            });
+        }
+        // `__V`: whether this instance of the entry validates (the handler's `validate`, or
+        // the server's `validate_payloads`). `check` is compiled away when it does not, and
+        // is an empty call for a type without rules.
+        let explicit = h.pattern.validate.is_some();
+        // `validate` requires rules of the whole payload's type; properties are validated
+        // when their types have rules (as Nest's pipe skips primitives).
+        let check = |ty: &Type, value: TokenStream, json: TokenStream, whole: bool| {
+            // Spanned on the user's type: `validate` on a type without rules is reported there.
+            let required = (explicit && whole).then(|| {
+                quote_spanned! {ty.span()=> (&&&#n::ValidateProbe::<#ty>::new()).required();}
+            });
+            quote! {
+                if __V {
+                    #[allow(unused_imports)]
+                    use #n::{ViaGarde as _, ViaNothing as _, ViaValidator as _};
+                    #required
+                    (&&&#n::ValidateProbe::<#ty>::new()).check(#value, #json)?;
+                }
+            }
+        };
+        let args = h.params.iter().enumerate().map(|(i, p)| match p {
             Param::Payload { ty, span } => {
                 // Spanned on the user's type: a payload type that cannot be deserialised is
                 // reported there, not in generated code.
-                decode = quote_spanned! {*span=>
-                    let __payload = __request.payload::<#ty>()?;
-                };
+                decode.extend(quote_spanned! {*span=>
+                    let __payload = #n::decode::<#ty>(&__request, __V)?;
+                });
+                decode.extend(check(
+                    ty,
+                    quote!(&__payload),
+                    quote!(#n::payload_json(&__request)),
+                    true,
+                ));
                 quote!(__payload)
+            }
+            Param::Field { name, ty, span } => {
+                let var = format_ident!("__field_{}", i);
+                let at = names
+                    .iter()
+                    .position(|n| *n == name.value())
+                    .unwrap_or_default();
+                decode.extend(quote_spanned! {*span=>
+                    let #var = <#ty as #n::FromField>::from_field(__fields[#at], #name)?;
+                });
+                decode.extend(check(
+                    ty,
+                    quote!(&#var),
+                    quote!(#n::raw_json(__fields[#at])),
+                    false,
+                ));
+                quote!(#var)
             }
             Param::Context { by_ref: true } => quote!(__request.context()),
             Param::Context { by_ref: false } => {
@@ -124,6 +229,7 @@ impl<'a> Registration<'a> {
             }
         });
         let args: Vec<_> = args.collect();
+        let generics = decodes(h).then(|| quote!(<const __V: bool>));
         let call = if h.is_async {
             quote!(__this.#method(#(#args),*).await)
         } else {
@@ -164,7 +270,7 @@ impl<'a> Registration<'a> {
             // (no reference-count traffic to share them). Where a future is needed the runtime
             // wraps the outcome itself, so one function serves both paths.
             return quote! {
-                fn #fn_name(__instance: &#n::Instance, __request: &#n::Request) -> #n::HandlerOutcome {
+                fn #fn_name #generics(__instance: &#n::Instance, __request: &#n::Request) -> #n::HandlerOutcome {
                     let __this = #n::downcast::<#self_ty>(__instance)?;
                     #decode
                     let __out = #call;
@@ -176,7 +282,7 @@ impl<'a> Registration<'a> {
         // `.await` is reported on the method's name rather than on the attribute.
         let ret = quote_spanned!(h.method.span()=> __future);
         quote! {
-            fn #fn_name(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerFuture {
+            fn #fn_name #generics(__instance: &#n::Instance, __request: #n::Request) -> #n::HandlerFuture {
                 let __instance = #n::clone_instance(__instance);
                 let __future = #n::Box::pin(async move {
                     let __this = #n::downcast::<#self_ty>(&__instance)?;
@@ -194,6 +300,7 @@ impl<'a> Registration<'a> {
         let self_ty = self.self_ty;
         let name = self.name.to_string();
         let fns = self.handlers.iter().map(|g| self.handler_fn(g));
+        let validated_fns = self.handlers.iter().filter_map(|g| self.validated_fn(g));
         let count: usize = self
             .handlers
             .iter()
@@ -224,11 +331,10 @@ impl<'a> Registration<'a> {
                 let method = h.method.to_string();
                 let line = h.line as u32;
                 let fn_name = &g.entry_fn;
-                let entry = if h.is_async {
-                    quote!(#n::HandlerEntry::Async(#fn_name))
-                } else {
-                    let decodes_data = h.params.iter().any(|p| matches!(p, Param::Payload { .. }));
-                    quote!(#n::HandlerEntry::Now { call: #fn_name, decodes_data: #decodes_data })
+                let entry = entry_of(n, h, fn_name, h.pattern.validate.is_some());
+                let validated = match &g.validated_fn {
+                    Some(f) => quote!(#n::Some(#f)),
+                    None => quote!(#n::None),
                 };
                 let layers: Vec<_> = g.layers.iter().map(|l| &l.name).collect();
                 h.pattern
@@ -245,6 +351,7 @@ impl<'a> Registration<'a> {
                                 line: #line,
                                 entry: #entry,
                                 layers: &[#(#layers),*],
+                                validated: #validated,
                             }
                         }
                     })
@@ -270,6 +377,7 @@ impl<'a> Registration<'a> {
             #[doc(hidden)]
             const _: () = {
                 #(#fns)*
+                #(#validated_fns)*
                 #(#layer_fns)*
 
                 static #handlers_static: [#n::HandlerMeta; #count] = [#(#metas),*];

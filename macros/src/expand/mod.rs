@@ -157,10 +157,20 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
                         .first()
                         .map_or_else(|| h.pattern.value.to_json(), |p| p.to_json()),
                     name: h.method.clone(),
-                    payload: h.params.iter().find_map(|p| match p {
-                        Param::Payload { ty, .. } => Some(ty.clone()),
-                        Param::Context { .. } => None,
-                    }),
+                    // Properties taken one by one (`#[payload("id")]`) are sent as one object.
+                    payload: h
+                        .params
+                        .iter()
+                        .find_map(|p| match p {
+                            Param::Payload { ty, .. } => Some(ty.clone()),
+                            _ => None,
+                        })
+                        .or_else(|| {
+                            h.params
+                                .iter()
+                                .any(|p| matches!(p, Param::Field { .. }))
+                                .then(|| syn::parse_quote!(#n::serde_json::Value))
+                        }),
                     output: h.output.clone(),
                     docs: method_docs.unwrap_or_default(),
                 }

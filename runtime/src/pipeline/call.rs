@@ -38,7 +38,7 @@ pub(super) fn start(bound: &Bound, request: Request) -> Running {
         }
         // A plain `fn` handler runs inside `call` itself: catch its panic here too.
         None => std::panic::catch_unwind(AssertUnwindSafe(|| {
-            bound.meta.entry.start(&bound.instance, request)
+            bound.entry.start(&bound.instance, request)
         }))
         .unwrap_or_else(|panic| Box::pin(std::future::ready(Err(panicked(&*panic))))),
     };
@@ -66,7 +66,7 @@ pub(super) async fn run(bound: &Bound, request: Request) -> HandlerOutcome {
 /// decoding can stand in for the check of unchecked `data` (see `Inbox::handle_frame`).
 pub(super) fn decodes_at_once(bound: &Bound) -> bool {
     matches!(
-        (&bound.service, bound.meta.entry),
+        (&bound.service, bound.entry),
         (
             None,
             HandlerEntry::Now {
@@ -79,7 +79,7 @@ pub(super) fn decodes_at_once(bound: &Bound) -> bool {
 
 /// The synchronous entry point of a plain `fn` handler without middleware.
 pub(super) fn runs_now(bound: &Bound) -> Option<(HandlerNowFn, &Bound)> {
-    match (&bound.service, bound.meta.entry) {
+    match (&bound.service, bound.entry) {
         (None, HandlerEntry::Now { call, .. }) => Some((call, bound)),
         _ => None,
     }

@@ -53,6 +53,7 @@ pub struct ServerBuilder {
     config: ServerConfig,
     tls: Option<TlsSettings>,
     layers: Vec<DynLayer>,
+    validate_payloads: bool,
 }
 
 /// TLS settings of a server, if the `tls` feature is on.
@@ -76,6 +77,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("config", &self.config)
             .field("tls", &self.tls.is_some())
             .field("layers", &self.layers.len())
+            .field("validate_payloads", &self.validate_payloads)
             .finish()
     }
 }
@@ -290,6 +292,47 @@ impl ServerBuilder {
         self
     }
 
+    /// Validates the payload of every handler whose payload type has validation rules
+    /// (derives `validator::Validate` or `garde::Validate`, features `validator` and
+    /// `garde`), as Nest's `app.useGlobalPipes(new ValidationPipe())` does; types without
+    /// rules are untouched. Off by default; a handler can ask for it alone with
+    /// `#[message_pattern("..", validate)]`. See [`validation`](crate::validation).
+    ///
+    /// ```
+    /// # #[cfg(feature = "validator")] {
+    /// #[derive(serde::Deserialize, serde::Serialize, validator::Validate)]
+    /// struct NewUser {
+    ///     #[validate(length(min = 2))]
+    ///     name: String,
+    /// }
+    ///
+    /// #[derive(Default)]
+    /// struct Users;
+    ///
+    /// #[nestling::controller]
+    /// impl Users {
+    ///     #[message_pattern("create_user")]
+    ///     fn create(&self, user: NewUser) -> String { user.name }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let server = nestling::Server::builder().validate_payloads(true).build().unwrap();
+    /// let client = nestling::testing::client(&server);
+    /// let e = client.send::<_, _, String>("create_user", &serde_json::json!({"name": "A"})).await.unwrap_err();
+    /// let nestling::ClientError::Remote { error, .. } = e else { panic!("{e}") };
+    /// assert_eq!(
+    ///     error.value().to_string(),
+    ///     r#"{"message":["name must be longer than or equal to 2 characters"],"error":"Bad Request","statusCode":400}"#
+    /// );
+    /// # }
+    /// # }
+    /// ```
+    pub fn validate_payloads(mut self, on: bool) -> Self {
+        self.validate_payloads = on;
+        self
+    }
+
     /// Builds the route table.
     ///
     /// Fails with [`ServerError::DuplicateHandler`] when two message handlers claim the
@@ -327,11 +370,18 @@ impl ServerBuilder {
         for meta in metas {
             let instance = &instances[&(meta.type_id)()];
             for handler in meta.handlers {
-                let service = layered(&self.layers, meta, handler, instance);
+                let entry = match handler.validated {
+                    Some(validated) if self.validate_payloads => {
+                        validated().unwrap_or(handler.entry)
+                    }
+                    _ => handler.entry,
+                };
+                let service = layered(&self.layers, meta, handler, entry, instance);
                 router.add(Bound {
                     instance: instance.clone(),
                     controller: meta,
                     meta: handler,
+                    entry,
                     service,
                 })?;
             }
@@ -350,6 +400,7 @@ fn layered(
     global: &[DynLayer],
     controller: &'static ControllerMeta,
     handler: &'static HandlerMeta,
+    entry: crate::handler::HandlerEntry,
     instance: &Instance,
 ) -> Option<HandlerService> {
     let layers: Vec<DynLayer> = global
@@ -361,7 +412,7 @@ fn layered(
     if layers.is_empty() {
         return None;
     }
-    let (entry, instance) = (handler.entry, instance.clone());
+    let instance = instance.clone();
     let base = service_fn(move |request| entry.start(&instance, request));
     Some(
         layers
@@ -405,6 +456,7 @@ impl Server {
             config: ServerConfig::default(),
             tls: None,
             layers: Vec::new(),
+            validate_payloads: false,
         }
     }
 
