@@ -317,6 +317,15 @@ async fn nest_client_gets_nests_validation_replies_from_nestling() {
         from_nest[8], parse_int,
         "Nest's ParseIntPipe with the RpcException factory"
     );
+    // Without the factory Nest's RPC caller learns nothing (nestjs/nest#8999): nestling's
+    // `Parse<T>` answers as the factory does instead.
+    let plain = send_ops(&[("get_user_plain", json!({"id": "x"}))]);
+    let plain = parse_lines(&run_nest_client(&node, &nest.addr(), &plain).await);
+    assert_eq!(
+        plain[0],
+        json!({"err": {"status": "error", "message": "Internal server error"}}),
+        "Nest's plain ParseIntPipe over RPC"
+    );
 
     for (i, (pattern, data)) in cases.iter().enumerate() {
         assert_eq!(
