@@ -116,11 +116,12 @@ rmq=$(dpkg-query -W -f='${Version}' rabbitmq-server 2>/dev/null || echo '(not fr
 say "peers: node $(node --version), $("$nats" --version), rabbitmq-server $rmq"
 
 # --- Every test ------------------------------------------------------------------------------
-say "cargo test --workspace $* (CI=1: a missing peer fails)"
+# --no-fail-fast: one failing test binary does not hide the results of the others.
+say "cargo test --workspace --no-fail-fast $* (CI=1: a missing peer fails)"
 log=$(mktemp "${TMPDIR:-/tmp}/nestling-test.XXXXXX")
 trap 'rm -f "$log"' EXIT
 set +e
-CI=${CI:-1} cargo test --workspace "$@" 2>&1 | tee "$log"
+CI=${CI:-1} cargo test --workspace --no-fail-fast "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 skipped=$(grep -c '^SKIPPED' "$log" || true)

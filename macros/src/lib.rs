@@ -6,6 +6,7 @@
 //! pattern attributes) next to one `compile_error!` per mistake, so each mistake gives one
 //! message on its own span.
 
+#![deny(missing_docs)]
 #![deny(unsafe_code)]
 
 use proc_macro::TokenStream;

@@ -13,7 +13,7 @@
 //! proptests and fuzz target cover; and, on glibc, calling `malloc_trim` once a connection
 //! closed with a large reply queue (`transport/tcp/release.rs`).
 
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 #![deny(unsafe_code)]
 // docs.rs (`--cfg docsrs`, nightly): each feature-gated item says which feature it needs.
 #![cfg_attr(docsrs, feature(doc_cfg))]
