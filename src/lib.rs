@@ -14,6 +14,8 @@
 //! | `@EventPattern('log')` | `#[event_pattern("log")]` |
 //! | `@Payload() data` | the method's one payload parameter (any `Deserialize` type) |
 //! | `@Ctx() context: TcpContext` | a `&Context` parameter |
+//! | `@Payload('id') id`, `@Payload('id', ParseIntPipe) id` | `#[payload("id")] id: T`, `#[payload("id")] Parse(id): Parse<u64>` ([`Parse`]) |
+//! | `ValidationPipe` + class-validator DTO (`@UsePipes`, `useGlobalPipes`) | `#[message_pattern("p", validate)]`, `ServerBuilder::validate_payloads(true)` ([`validation`]) |
 //! | `throw new RpcException('x')` | return `Err(RpcException::new("x"))` |
 //! | `NestFactory.createMicroservice(AppModule, { transport: Transport.TCP, options: { port } })` | `Server::builder().build()?.listen(addr).await?.serve().await` |
 //! | `ClientProxy` (`ClientsModule.register`) | [`Client`], or the generated `UserControllerClient` |
