@@ -162,6 +162,14 @@ impl Accounts {
     fn reset(&self) -> Result<(), RpcException> {
         Ok(())
     }
+
+    /// Two properties of the payload object (Nest's `@Payload('id')`, `@Payload('displayName')`):
+    /// the TypeScript method takes both and sends `{ id, displayName }`.
+    #[message_pattern("rename")]
+    fn rename(&self, #[payload("id")] id: u64, #[payload("displayName")] name: String) -> bool {
+        let _ = (id, name);
+        true
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, TS)]
@@ -505,7 +513,8 @@ export function calls(proxy: ClientProxy): Observable<unknown>[] {
   const charge: { readonly cmd: 'charge' } = BillingPatterns.charge;
   void pattern; void list; void charge;
   return [created, found, events, charged, accounts.changed({ Move: { from: 1, to: 2 } }), accounts.reset(),
-    accounts.stats(['a', 1]), accounts.raw({ any: ['thing'] }), billing.refund(9), accounts.list(2), accounts.shapes()];
+    accounts.stats(['a', 1]), accounts.raw({ any: ['thing'] }), billing.refund(9), accounts.list(2), accounts.shapes(),
+    accounts.rename(1, 'Ada')];
 }
 "#,
     );

@@ -8,7 +8,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{Attribute, FnArg, Ident, Pat, PatType, Signature, Type};
 
-use crate::ast::{self, Controller, Kind, Output, Param};
+use crate::ast::{self, Controller, Handler, Kind, Output, Param};
 use crate::attr::PatternArg;
 
 /// What the caller sends, as the signature declares it.
@@ -59,7 +59,7 @@ impl ContractMethod {
         }
     }
 
-    /// A method of a `#[nestling::client]` trait, from its signature.
+    /// A method of a `#[nestling::client]` trait: its first parameter is the payload.
     pub fn from_trait_fn(
         kind: Kind,
         pattern: &PatternArg,
@@ -84,13 +84,42 @@ pub fn controller_methods(controller: &Controller) -> Vec<ContractMethod> {
                 &h.pattern,
                 &h.sig,
                 attrs.unwrap_or_default(),
-                payload_shape(&h.sig),
+                handler_payload(h),
             )
         })
         .collect()
 }
 
-/// `#[payload("field")]` on a parameter: the key of `data` it is decoded from.
+/// A handler's payload from its parsed parameters (one per typed parameter, in order):
+/// `#[payload("field")]` parameters make `data` an object.
+fn handler_payload(h: &Handler) -> PayloadShape {
+    let typed = h.sig.inputs.iter().filter_map(|a| match a {
+        FnArg::Typed(pt) => Some(pt),
+        FnArg::Receiver(_) => None,
+    });
+    let mut whole = None;
+    let mut fields = Vec::new();
+    for (param, pt) in h.params.iter().zip(typed) {
+        match param {
+            Param::Payload { ty, .. } if whole.is_none() => {
+                whole = Some(PayloadShape::Whole {
+                    param: param_name(pt),
+                    ty: ty.clone(),
+                })
+            }
+            Param::Field { name, ty, .. } => {
+                fields.push((name.value(), param_name(pt), ty.clone()))
+            }
+            _ => {}
+        }
+    }
+    if !fields.is_empty() {
+        return PayloadShape::Fields(fields);
+    }
+    whole.unwrap_or(PayloadShape::None)
+}
+
+/// `#[payload("field")]` on a parameter of a client trait: the key of `data` it is sent as.
 fn payload_field(pt: &PatType) -> Option<String> {
     pt.attrs.iter().find_map(|a| {
         if !a.path().is_ident("payload") {
