@@ -12,9 +12,13 @@
 //! ```
 //!
 //! Run: `cargo run --example gateway`, then `curl 'http://127.0.0.1:3000/sum?num=1,2,3'`.
+//! `GET /health` pings the user service (a real round trip, see `nestling::health`) and
+//! answers as `@nestjs/terminus` does: `200 {"status":"ok","info":{"user":{"status":"up",
+//! "latency_ms":…}},"error":{},"details":{…}}`, or `503` with the service under `error`.
 //! Env: `PORT` (3000), `USER_SERVICE_HOST` (127.0.0.1), `USER_SERVICE_PORT` (8888),
-//! `REQUEST_TIMEOUT_MS` (10000). With `NATS_URL=nats://127.0.0.1:4222` the same client
-//! calls the user service (Rust or Nest, one instance or a queue group) over NATS; with
+//! `REQUEST_TIMEOUT_MS` (10000), `HEALTH_TIMEOUT_MS` (1000). With
+//! `NATS_URL=nats://127.0.0.1:4222` the same client calls the user service (Rust or Nest,
+//! one instance or a queue group) over NATS; with
 //! `USER_SERVICE_URL=amqp://127.0.0.1:5672?queue=user_service`, over RabbitMQ (any address
 //! the client takes works there).
 
@@ -23,7 +27,7 @@ use std::time::Duration;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
-use axum::Router;
+use axum::{Json, Router};
 use nestling::{Client, ClientError};
 use serde::Deserialize;
 
@@ -94,6 +98,16 @@ async fn whoami(State(users): State<UserServiceClient>) -> Result<String, (Statu
     users.whoami().await.map_err(service_error)
 }
 
+/// `GET /health`: terminus' shape and status codes.
+async fn health(
+    client: Client,
+    timeout: Duration,
+) -> (StatusCode, Json<nestling::health::HealthReport>) {
+    let report = nestling::health::check([("user", &client)], timeout).await;
+    let status = StatusCode::from_u16(report.http_status()).unwrap_or(StatusCode::OK);
+    (status, Json(report))
+}
+
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt()
@@ -114,15 +128,21 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
         });
     let timeout_ms: u64 = env("REQUEST_TIMEOUT_MS", "10000").parse()?;
+    let health_timeout = Duration::from_millis(env("HEALTH_TIMEOUT_MS", "1000").parse()?);
     // Like Nest's ClientsModule the connection opens on first use; unlike Nest, a dead
     // service fails fast instead of hanging the HTTP request.
     let client = Client::builder(service)
         .connect_timeout(Duration::from_secs(2))
         .request_timeout(Some(Duration::from_millis(timeout_ms)))
         .build();
+    let pinged = client.clone();
     let app = Router::new()
         .route("/sum", get(sum))
         .route("/whoami", get(whoami))
+        .route(
+            "/health",
+            get(move || health(pinged.clone(), health_timeout)),
+        )
         .with_state(UserServiceClient::new(client));
     let listener = tokio::net::TcpListener::bind(format!(
         "{}:{}",

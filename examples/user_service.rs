@@ -126,7 +126,8 @@ async fn serve() -> Result<(), Box<dyn std::error::Error>> {
         .with(filter)
         .init();
     let quickack = std::env::var("QUICKACK").map_or(true, |v| v != "false");
-    let server = Server::builder().quickack(quickack).build()?;
+    // `health()`: answers the gateway's health pings (`nestling::health`).
+    let server = Server::builder().quickack(quickack).health().build()?;
     if let Ok(url) = std::env::var("RMQ_URL") {
         let queue = std::env::var("RMQ_QUEUE").unwrap_or_else(|_| "user_service".into());
         let mut rmq = RmqServe::new(url, queue);

@@ -198,6 +198,10 @@ pub use nestling_runtime::testing;
 /// `on('error', …)`).
 pub use nestling_runtime::status;
 
+/// Health checks (`@nestjs/terminus`' microservice indicator, with a real round trip): the
+/// opt-in ping pattern, `Client::ping` and terminus-shaped reports.
+pub use nestling_runtime::health;
+
 /// The transport interface (Nest's `CustomTransportStrategy` and `ClientProxy`): serve and
 /// call over a transport of your own.
 pub use nestling_runtime::transport;

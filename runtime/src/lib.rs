@@ -25,6 +25,7 @@ mod context;
 pub mod contracts;
 mod error;
 mod handler;
+pub mod health;
 mod lone_surrogates;
 pub mod middleware;
 #[cfg(feature = "nats")]
