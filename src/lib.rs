@@ -190,6 +190,17 @@ pub use nestling_runtime::validation;
 /// from a string (`ParseIntPipe`).
 pub use nestling_runtime::{FromField, Parse};
 
+/// Exception filters (Nest's `@Catch` + `@UseFilters` / `useGlobalFilters`): map your
+/// error types to the replies callers get, once.
+pub use nestling_runtime::filter;
+
+/// Lifecycle hooks (Nest's `onModuleInit` / `onApplicationShutdown`) of controllers.
+pub use nestling_runtime::{BoxError, Lifecycle};
+
+/// Hybrid apps (Nest's `connectMicroservice` + `startAllMicroservices` + `listen`): HTTP and
+/// several transports in one process, one graceful shutdown.
+pub use nestling_runtime::hybrid;
+
 /// In-process clients of a server for unit tests (Nest's `Test.createTestingModule`): the
 /// whole pipeline, no socket.
 pub use nestling_runtime::testing;

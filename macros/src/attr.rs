@@ -30,6 +30,8 @@ pub struct PatternArg {
     pub tokens: TokenStream,
     /// `layer = path` arguments after the pattern: functions returning middleware.
     pub layers: Vec<syn::Path>,
+    /// `filter = path` arguments after the pattern: functions returning exception filters.
+    pub filters: Vec<syn::Path>,
     /// `validate` after the pattern: the payload is validated before the handler runs.
     pub validate: Option<Ident>,
 }
@@ -67,6 +69,7 @@ impl Parse for PatternArg {
             tokens.clone(),
         )?;
         let mut layers = Vec::new();
+        let mut filters = Vec::new();
         let mut validate = None;
         while !input.is_empty() {
             input.parse::<Token![,]>()?;
@@ -78,19 +81,31 @@ impl Parse for PatternArg {
                 validate = Some(key);
                 continue;
             }
-            if key != "layer" {
-                return Err(syn::Error::new(
-                    key.span(),
-                    "expected `layer = path::to::fn` after the pattern (one pattern per handler)",
-                ));
-            }
+            let list = match () {
+                () if key == "layer" => &mut layers,
+                () if key == "filter" => &mut filters,
+                () => {
+                    return Err(syn::Error::new(
+                        key.span(),
+                        "expected `layer = path::to::fn` or `filter = path::to::fn` after the pattern (one pattern per handler)",
+                    ))
+                }
+            };
             input.parse::<Token![=]>()?;
-            layers.push(input.parse::<syn::Path>()?);
+            list.push(input.parse::<syn::Path>().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    format!(
+                        "expected the path of a function after `{key} =`, e.g. `{key} = my_{key}`"
+                    ),
+                )
+            })?);
         }
         Ok(PatternArg {
             value,
             tokens,
             layers,
+            filters,
             validate,
         })
     }

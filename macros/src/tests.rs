@@ -86,6 +86,36 @@ fn payload_fields_and_validate() {
     insta::assert_snapshot!("payload_fields_and_validate", out);
 }
 
+/// Exception filters on the controller and on a handler: one `fn() -> Filter` each, named
+/// in the metadata in the order written; spanned on the user's paths.
+#[test]
+fn controller_with_filters() {
+    let out = controller(
+        quote!(filter = not_found, filter = errors::everything),
+        quote! {
+            impl Users {
+                #[message_pattern("find_user", filter = only_here)]
+                fn find_user(&self, id: u32) -> Result<u32, NotFound> {
+                    Err(NotFound(id))
+                }
+            }
+        },
+    );
+    assert!(
+        out.contains("fn __nestling_filter_0() -> ::nestling::__private::Filter"),
+        "{out}"
+    );
+    assert!(
+        out.contains("filters: &[__nestling_filter_find_user_0]"),
+        "{out}"
+    );
+    assert!(
+        out.contains("filters: &[__nestling_filter_0, __nestling_filter_1]"),
+        "{out}"
+    );
+    insta::assert_snapshot!("controller_with_filters", out);
+}
+
 /// `async`, `&Context`, `Result<T, RpcException>`, `Context` by value and a
 /// payload-less handler.
 #[test]

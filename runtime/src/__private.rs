@@ -17,10 +17,12 @@ pub use std::sync::{Arc, LazyLock};
 pub use crate::client::Client;
 pub use crate::client::ReplyStream;
 pub use crate::error::ClientError;
+pub use crate::filter::Filter;
 pub use crate::handler::{
     serialize_reply, HandlerEntry, HandlerFailure, HandlerFuture, HandlerKind, HandlerNowFn,
     HandlerOutcome, Instance, IntoRpcError, Reply, Request,
 };
+pub use crate::lifecycle::LifecycleHooks;
 pub use crate::middleware::{DynLayer, IntoDynLayer};
 pub use crate::params::{fields, FromField};
 pub use crate::pattern::Pattern;
@@ -141,6 +143,45 @@ pub trait AutoFallback {
 }
 
 impl<T> AutoFallback for AutoProbe<T> {}
+
+/// Autoref-specialisation probe: `(&&LifecycleProbe::<T>::new()).hooks()` is `T`'s
+/// [`LifecycleHooks`] when `T: Lifecycle`, and `None` otherwise.
+pub struct LifecycleProbe<T>(PhantomData<T>);
+
+impl<T> LifecycleProbe<T> {
+    /// A probe for `T`.
+    pub const fn new() -> Self {
+        Self(PhantomData)
+    }
+}
+
+impl<T> Default for LifecycleProbe<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Chosen when the controller implements `Lifecycle`.
+pub trait LifecycleViaImpl {
+    /// The hooks.
+    fn hooks(&self) -> Option<LifecycleHooks>;
+}
+
+impl<T: crate::Lifecycle> LifecycleViaImpl for &LifecycleProbe<T> {
+    fn hooks(&self) -> Option<LifecycleHooks> {
+        Some(LifecycleHooks::of::<T>())
+    }
+}
+
+/// Chosen otherwise: no hooks.
+pub trait LifecycleFallback {
+    /// No hooks.
+    fn hooks(&self) -> Option<LifecycleHooks> {
+        None
+    }
+}
+
+impl<T> LifecycleFallback for LifecycleProbe<T> {}
 
 /// Builds a pattern from JSON text the macros produced (always valid JSON).
 pub fn static_pattern(json: &'static str) -> Pattern {

@@ -332,4 +332,14 @@ pub enum ServerError {
     /// Accepting connections failed fatally.
     #[error("listener failed: {0}")]
     Io(#[from] std::io::Error),
+    /// A controller's [`Lifecycle::on_start`](crate::Lifecycle::on_start) failed: the
+    /// server serves nothing (Nest: an `onModuleInit` that throws stops the app).
+    #[error("controller {controller} failed to start (Lifecycle::on_start): {source}; nothing is served: fix the cause, or handle it inside on_start to start anyway")]
+    Start {
+        /// The controller's type name.
+        controller: &'static str,
+        /// What on_start returned.
+        #[source]
+        source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+    },
 }

@@ -195,9 +195,12 @@ impl Request {
 pub enum HandlerFailure {
     /// An [`RpcException`]: its wire form is sent to the caller unchanged.
     Rpc(serde_json::Value),
-    /// Any other error or a panic: the caller gets Nest's "Internal server error"; this
-    /// cause is only logged.
+    /// A panic or a failure of the server's own (a reply that does not serialise, …): the
+    /// caller gets Nest's "Internal server error"; this cause is only logged.
     Internal(String),
+    /// Any other error the handler returned: the caller gets Nest's "Internal server error"
+    /// unless an exception filter catches it (see [`filter`](crate::filter)); it is logged.
+    Error(crate::filter::HandlerError),
     /// The payload did not deserialise into the handler's parameter type. The caller gets
     /// `{"status":"error","message":<this text>}` so the mistake is visible on its side.
     BadPayload(String),
@@ -208,6 +211,7 @@ impl std::fmt::Display for HandlerFailure {
         match self {
             HandlerFailure::Rpc(v) => write!(f, "rpc exception {v}"),
             HandlerFailure::Internal(cause) => write!(f, "internal error: {cause}"),
+            HandlerFailure::Error(e) => write!(f, "handler error: {e}"),
             HandlerFailure::BadPayload(m) => f.write_str(m),
         }
     }
@@ -228,7 +232,7 @@ impl HandlerFailure {
     pub fn wire_json(&self) -> Vec<u8> {
         let value = match self {
             HandlerFailure::Rpc(v) => v.clone(),
-            HandlerFailure::Internal(_) => {
+            HandlerFailure::Internal(_) | HandlerFailure::Error(_) => {
                 serde_json::json!({"status": "error", "message": "Internal server error"})
             }
             HandlerFailure::BadPayload(m) => serde_json::json!({"status": "error", "message": m}),
@@ -243,7 +247,7 @@ impl HandlerFailure {
 /// every other error (anything convertible into `Box<dyn Error + Send + Sync>`, which
 /// covers all `std::error::Error` types, `anyhow::Error`, `String` and `&str`) becomes
 /// Nest's `{"status":"error","message":"Internal server error"}`, with the error logged
-/// server-side.
+/// server-side, unless an exception [filter](crate::filter) maps it to an exception.
 ///
 /// ```
 /// use nestling::{IntoRpcError, RpcException};
@@ -270,7 +274,7 @@ impl IntoRpcError for RpcException {
 
 impl<E: Into<Box<dyn std::error::Error + Send + Sync>>> IntoRpcError for E {
     fn into_failure(self) -> HandlerFailure {
-        HandlerFailure::Internal(self.into().to_string())
+        HandlerFailure::Error(crate::filter::HandlerError::new(self.into()))
     }
 }
 

@@ -24,8 +24,11 @@ mod context;
 #[cfg(feature = "contracts")]
 pub mod contracts;
 mod error;
+pub mod filter;
 mod handler;
 pub mod health;
+pub mod hybrid;
+mod lifecycle;
 mod lone_surrogates;
 pub mod middleware;
 #[cfg(feature = "nats")]
@@ -64,6 +67,8 @@ pub use handler::{
     HandlerEntry, HandlerFailure, HandlerFn, HandlerFuture, HandlerKind, HandlerNowFn,
     HandlerOutcome, Instance, IntoRpcError, Reply, ReplyStream as HandlerReplyStream, Request,
 };
+pub use lifecycle::{HookFuture, Lifecycle, LifecycleHooks};
+pub use middleware::BoxError;
 pub use params::{FromField, Parse};
 pub use pattern::{IntoPattern, Pattern};
 pub use registry::{all_controllers, Controller, ControllerEntry, ControllerMeta, HandlerMeta};

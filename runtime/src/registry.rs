@@ -6,6 +6,7 @@
 
 use std::any::TypeId;
 
+use crate::filter::Filter;
 use crate::handler::{HandlerEntry, HandlerKind, Instance};
 use crate::middleware::DynLayer;
 
@@ -29,6 +30,8 @@ pub struct HandlerMeta {
     /// when the handler takes no payload or validates anyway; the function returns `None`
     /// when the payload's type has no validation rules.
     pub validated: Option<fn() -> Option<HandlerEntry>>,
+    /// Exception filters from `#[message_pattern(.., filter = f)]`, tried in this order.
+    pub filters: &'static [fn() -> Filter],
 }
 
 /// One `#[nestling::controller]` impl block.
@@ -47,6 +50,11 @@ pub struct ControllerMeta {
     pub handlers: &'static [HandlerMeta],
     /// Layers from `#[nestling::controller(layer = f)]`, outermost first.
     pub layers: &'static [fn() -> DynLayer],
+    /// Exception filters from `#[nestling::controller(filter = f)]`, tried in this order
+    /// after the handler's own.
+    pub filters: &'static [fn() -> Filter],
+    /// The controller's [`Lifecycle`](crate::Lifecycle) hooks, if it implements it.
+    pub lifecycle: fn() -> Option<crate::lifecycle::LifecycleHooks>,
 }
 
 impl ControllerMeta {

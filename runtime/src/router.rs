@@ -1,10 +1,12 @@
 //! Route table: normalised pattern → handlers, built once at startup.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use rustc_hash::FxBuildHasher;
 
 use crate::error::ServerError;
+use crate::filter::FilterChain;
 use crate::handler::{HandlerEntry, HandlerKind, Instance};
 use crate::middleware::HandlerService;
 use crate::pattern::{declared_route, incoming_route, RouteKey};
@@ -22,6 +24,8 @@ pub(crate) struct Bound {
     /// The handler wrapped in its middleware, when it has any (otherwise `meta.entry` is
     /// invoked directly).
     pub service: Option<HandlerService>,
+    /// Its exception filters (handler, controller, server), when it has any.
+    pub filters: Option<Arc<FilterChain>>,
 }
 
 impl Bound {
@@ -178,8 +182,6 @@ impl Router {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
     use crate::handler::{HandlerEntry, HandlerFuture, Request};
     use crate::registry::{ControllerMeta, HandlerMeta};
@@ -196,6 +198,7 @@ mod tests {
             line: 1,
             entry: HandlerEntry::Async(never),
             layers: &[],
+            filters: &[],
             validated: None,
         }
     }
@@ -213,6 +216,8 @@ mod tests {
         auto: || None,
         handlers: &HANDLERS,
         layers: &[],
+        filters: &[],
+        lifecycle: || None,
     };
 
     fn router() -> Router {
@@ -226,6 +231,7 @@ mod tests {
                     meta: handler,
                     entry: handler.entry,
                     service: None,
+                    filters: None,
                 })
                 .unwrap();
         }

@@ -68,14 +68,60 @@ pub const PEER: SocketAddr =
 /// assert_eq!(hello, "hello, nest");
 /// # });
 /// ```
+///
+/// Controllers' [`Lifecycle::on_start`](crate::Lifecycle::on_start) hooks run before the
+/// first call is handled (a failure fails the calls with
+/// [`ClientError::Connect`] naming the controller); [`close`] runs their `on_shutdown`.
 pub fn client(server: &Server) -> Client {
-    let dispatcher = server.dispatcher();
+    let server = server.clone();
     Client::builder("in-process")
         .transport(move |_addr: String| {
-            let dispatcher = dispatcher.clone();
-            async move { Ok::<_, ClientError>(InProcess::new(&dispatcher)) }
+            let server = server.clone();
+            async move {
+                server
+                    .lifecycle
+                    .start()
+                    .await
+                    .map_err(|e| ClientError::Connect {
+                        addr: "in-process".into(),
+                        source: std::io::Error::other(e),
+                    })?;
+                Ok::<_, ClientError>(InProcess::new(&server.dispatcher()))
+            }
         })
         .build()
+}
+
+/// Runs the [`Lifecycle::on_shutdown`](crate::Lifecycle::on_shutdown) hooks of `server`'s
+/// controllers, as a graceful shutdown does (Nest's `app.close()` at the end of a test):
+/// once, only if they started, and only when no transport is serving the server.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use nestling::{BoxError, Lifecycle};
+///
+/// #[derive(Default)]
+/// struct Pool { open: AtomicU32 }
+/// #[nestling::controller]
+/// impl Pool {
+///     #[message_pattern("open")]
+///     fn open(&self) -> u32 { self.open.load(Ordering::SeqCst) }
+/// }
+/// impl Lifecycle for Pool {
+///     async fn on_start(&self) -> Result<(), BoxError> { self.open.fetch_add(1, Ordering::SeqCst); Ok(()) }
+///     async fn on_shutdown(&self) { self.open.fetch_sub(1, Ordering::SeqCst); }
+/// }
+///
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+/// let server = nestling::Server::builder().build().unwrap();
+/// let client = nestling::testing::client(&server);
+/// assert_eq!(client.send::<_, _, u32>("open", &()).await.unwrap(), 1);
+/// nestling::testing::close(&server).await;
+/// assert_eq!(client.send::<_, _, u32>("open", &()).await.unwrap(), 0);
+/// # });
+/// ```
+pub async fn close(server: &Server) {
+    server.lifecycle.stop().await;
 }
 
 /// One in-process "connection": packets go straight to the server's inbox; replies come

@@ -488,6 +488,56 @@ Controller()(AppController);
 class AppModule {}
 Module({ controllers: [AppController] })(AppModule);
 
+// --- exception filters (tests/filters.rs) -------------------------------------
+// @Catch(NotFoundError) class NotFoundFilter implements RpcExceptionFilter, used with
+// @UseFilters(new NotFoundFilter()) on find_user, find_user_async and find_users. An error
+// no filter catches (id 0) gets Nest's default.
+import { Catch, UseFilters } from '@nestjs/common';
+import { concat as rxConcat, defer as rxDefer, of as rxOf, throwError as rxThrowError } from 'rxjs';
+
+class NotFoundError extends Error {
+  constructor(id) {
+    super(`user ${id} not found`);
+  }
+}
+
+class NotFoundFilter {
+  catch(exception) {
+    return rxThrowError(() => ({ status: 404, message: exception.message }));
+  }
+}
+Catch(NotFoundError)(NotFoundFilter);
+
+const USERS = new Map([
+  [1, 'ada'],
+  [2, 'grace'],
+]);
+
+function findUserOrThrow(id) {
+  if (id === 0) throw new Error('database down');
+  const name = USERS.get(id);
+  if (name === undefined) throw new NotFoundError(id);
+  return { id, name };
+}
+
+AppController.prototype.findUser = function (id) {
+  return findUserOrThrow(id);
+};
+AppController.prototype.findUserAsync = async function (id) {
+  await tick();
+  return findUserOrThrow(id);
+};
+AppController.prototype.findUsers = function (ids) {
+  return rxConcat(...ids.map((id) => rxDefer(() => rxOf(findUserOrThrow(id)))));
+};
+for (const [method, pattern] of [
+  ['findUser', 'find_user'],
+  ['findUserAsync', 'find_user_async'],
+  ['findUsers', 'find_users'],
+]) {
+  decorate(AppController, method, MessagePattern(pattern), UseFilters(new NotFoundFilter()));
+}
+
 async function bootstrapNats() {
   const app = await NestFactory.createMicroservice(AppModule, {
     transport: Transport.NATS,

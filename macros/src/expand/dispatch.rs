@@ -55,6 +55,8 @@ pub struct Registration<'a> {
     handlers: Vec<HandlerGen<'a>>,
     /// One per `layer = f` argument of `#[nestling::controller]`.
     layers: Vec<LayerFn<'a>>,
+    /// One per `filter = f` argument of `#[nestling::controller]`.
+    filters: Vec<LayerFn<'a>>,
     /// `__NESTLING_HANDLERS`: the controller's `HandlerMeta`s, one per registered pattern.
     handlers_static: Ident,
     /// `__NESTLING_META`: the controller's `ControllerMeta`.
@@ -63,6 +65,8 @@ pub struct Registration<'a> {
     type_id_fn: Ident,
     /// `__nestling_auto`: builds the controller with `Default` if it has it.
     auto_fn: Ident,
+    /// `__nestling_lifecycle`: the controller's `Lifecycle` hooks if it implements it.
+    lifecycle_fn: Ident,
 }
 
 struct HandlerGen<'a> {
@@ -75,10 +79,12 @@ struct HandlerGen<'a> {
     validated_fn: Option<Ident>,
     /// One per `layer = f` argument of the handler's pattern attribute.
     layers: Vec<LayerFn<'a>>,
+    /// One per `filter = f` argument of the handler's pattern attribute.
+    filters: Vec<LayerFn<'a>>,
 }
 
-/// `fn <name>() -> DynLayer` for one `layer = f`: function pointers fit in statics, the
-/// layers they build do not.
+/// `fn <name>() -> DynLayer` for one `layer = f` (or `-> Filter` for one `filter = f`):
+/// function pointers fit in statics, the layers and filters they build do not.
 struct LayerFn<'a> {
     name: Ident,
     path: &'a syn::Path,
@@ -113,6 +119,16 @@ impl<'a> Registration<'a> {
                         path,
                     })
                     .collect(),
+                filters: h
+                    .pattern
+                    .filters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, path)| LayerFn {
+                        name: format_ident!("__nestling_filter_{}_{}", h.method, i),
+                        path,
+                    })
+                    .collect(),
             })
             .collect();
         let layers = layers
@@ -130,11 +146,26 @@ impl<'a> Registration<'a> {
             name,
             handlers,
             layers,
+            filters: Vec::new(),
             handlers_static: call_site("__NESTLING_HANDLERS"),
             meta_static: call_site("__NESTLING_META"),
             type_id_fn: call_site("__nestling_type_id"),
             auto_fn: call_site("__nestling_auto"),
+            lifecycle_fn: call_site("__nestling_lifecycle"),
         }
+    }
+
+    /// The controller's `filter = f` arguments.
+    pub fn filters(mut self, filters: &'a [syn::Path]) -> Self {
+        self.filters = filters
+            .iter()
+            .enumerate()
+            .map(|(i, path)| LayerFn {
+                name: format_ident!("__nestling_filter_{}", i),
+                path,
+            })
+            .collect();
+        self
     }
 
     /// `fn() -> Option<HandlerEntry>`: the handler's validating entry when one of the types
@@ -317,7 +348,21 @@ impl<'a> Registration<'a> {
                     }
                 }
             });
+        // Spanned on the user's path: a function that returns no `Filter` is reported there.
+        let filter_fns = self
+            .filters
+            .iter()
+            .chain(self.handlers.iter().flat_map(|g| &g.filters))
+            .map(|LayerFn { name, path }| {
+                let call = quote_spanned!(path.span()=> #path());
+                quote! {
+                    fn #name() -> #n::Filter {
+                        #call
+                    }
+                }
+            });
         let controller_layers = self.layers.iter().map(|l| &l.name);
+        let controller_filters = self.filters.iter().map(|l| &l.name);
         // One entry per registered pattern: `#[message_pattern(["a", "b"])]` registers two.
         let metas: Vec<_> = self
             .handlers
@@ -337,6 +382,7 @@ impl<'a> Registration<'a> {
                     None => quote!(#n::None),
                 };
                 let layers: Vec<_> = g.layers.iter().map(|l| &l.name).collect();
+                let filters: Vec<_> = g.filters.iter().map(|l| &l.name).collect();
                 h.pattern
                     .value
                     .routes()
@@ -351,6 +397,7 @@ impl<'a> Registration<'a> {
                                 line: #line,
                                 entry: #entry,
                                 layers: &[#(#layers),*],
+                                filters: &[#(#filters),*],
                                 validated: #validated,
                             }
                         }
@@ -362,6 +409,7 @@ impl<'a> Registration<'a> {
         let meta_static = &self.meta_static;
         let type_id_fn = &self.type_id_fn;
         let auto_fn = &self.auto_fn;
+        let lifecycle_fn = &self.lifecycle_fn;
         // Every token of the impl carries the self type's span, the static's name included,
         // so a type that cannot be a controller (not `Send + Sync`, …) is reported there.
         let mut meta_in_impl = meta_static.clone();
@@ -379,6 +427,7 @@ impl<'a> Registration<'a> {
                 #(#fns)*
                 #(#validated_fns)*
                 #(#layer_fns)*
+                #(#filter_fns)*
 
                 static #handlers_static: [#n::HandlerMeta; #count] = [#(#metas),*];
 
@@ -392,6 +441,12 @@ impl<'a> Registration<'a> {
                     (&&#n::AutoProbe::<#self_ty>::new()).auto()
                 }
 
+                fn #lifecycle_fn() -> #n::Option<#n::LifecycleHooks> {
+                    #[allow(unused_imports)]
+                    use #n::{LifecycleFallback as _, LifecycleViaImpl as _};
+                    (&&#n::LifecycleProbe::<#self_ty>::new()).hooks()
+                }
+
                 static #meta_static: #n::ControllerMeta = #n::ControllerMeta {
                     name: #name,
                     file: ::core::file!(),
@@ -399,6 +454,8 @@ impl<'a> Registration<'a> {
                     auto: #auto_fn,
                     handlers: &#handlers_static,
                     layers: &[#(#controller_layers),*],
+                    filters: &[#(#controller_filters),*],
+                    lifecycle: #lifecycle_fn,
                 };
 
                 #controller_impl

@@ -24,6 +24,8 @@ pub struct Args {
     client: bool,
     /// `layer = f`: middleware for every handler of the controller.
     layers: Vec<syn::Path>,
+    /// `filter = f`: exception filters for every handler of the controller.
+    filters: Vec<syn::Path>,
     /// `contracts`: register TypeScript contracts (its span reports a missing feature).
     contracts: Option<proc_macro2::Span>,
 }
@@ -34,10 +36,17 @@ impl Parse for Args {
             krate: quote!(::nestling),
             client: true,
             layers: Vec::new(),
+            filters: Vec::new(),
             contracts: None,
         };
         while !input.is_empty() {
             let key: syn::Ident = syn::ext::IdentExt::parse_any(input)?;
+            if key == "lifecycle" {
+                return Err(syn::Error::new(
+                    key.span(),
+                    "lifecycle hooks need no argument: implement `nestling::Lifecycle` for the controller and its `on_start`/`on_shutdown` run on their own",
+                ));
+            }
             if key == "contracts" {
                 args.contracts = Some(key.span());
                 if !input.is_empty() {
@@ -53,10 +62,17 @@ impl Parse for Args {
                 args.client = input.parse::<syn::LitBool>()?.value;
             } else if key == "layer" {
                 args.layers.push(input.parse::<syn::Path>()?);
+            } else if key == "filter" {
+                args.filters.push(input.parse::<syn::Path>().map_err(|e| {
+                    syn::Error::new(
+                        e.span(),
+                        "expected the path of a function returning a `nestling::filter::Filter`, e.g. `filter = not_found`",
+                    )
+                })?);
             } else {
                 return Err(syn::Error::new(
                     key.span(),
-                    "unknown argument: expected `layer = path::to::fn`, `client = false` or `crate = \"path::to::nestling\"`",
+                    "unknown argument: expected `layer = path::to::fn`, `filter = path::to::fn`, `client = false` or `crate = \"path::to::nestling\"`",
                 ));
             }
             if !input.is_empty() {
@@ -102,6 +118,7 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
                 krate: quote!(::nestling),
                 client: false,
                 layers: Vec::new(),
+                filters: Vec::new(),
                 contracts: None,
             }
         }
@@ -138,6 +155,7 @@ pub fn controller(args: TokenStream, input: TokenStream) -> TokenStream {
         controller.handlers(),
         &args.layers,
     )
+    .filters(&args.filters)
     .expand();
     let client = if args.client {
         let methods: Vec<ClientMethod> = controller

@@ -10,6 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::answer::{Answer, DataNotJson};
 use super::sink::ReplySink;
+use crate::filter::filter_failure;
 use crate::handler::{
     HandlerEntry, HandlerFailure, HandlerFuture, HandlerNowFn, HandlerOutcome, Reply, Request,
 };
@@ -100,11 +101,12 @@ pub(super) fn call_now(
 ) -> Result<HandlerOutcome, DataNotJson> {
     observed.in_span(|| {
         let call = || now(&bound.instance, request);
-        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+        let mut outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
             crate::trace::maybe_sync_scope(trace, call)
         }))
         .unwrap_or_else(|panic| Err(panicked(&*panic)));
-        if let Err(failure) = &outcome {
+        if let Err(failure) = &mut outcome {
+            filter_failure(bound.filters.as_deref(), failure);
             if matches!(failure, HandlerFailure::BadPayload(_))
                 && unchecked
                 && request.data().is_some_and(|d| !data_is_json(d))
@@ -149,7 +151,7 @@ pub(super) fn outcome_label(outcome: &HandlerOutcome) -> &'static str {
         Ok(Reply::Value(_)) => "ok",
         Ok(Reply::Stream(_)) => "stream",
         Err(HandlerFailure::Rpc(_) | HandlerFailure::BadPayload(_)) => "error",
-        Err(HandlerFailure::Internal(_)) => "internal",
+        Err(HandlerFailure::Internal(_) | HandlerFailure::Error(_)) => "internal",
     }
 }
 
@@ -165,6 +167,9 @@ pub(super) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
 pub(super) fn log_failure(who: Who, failure: &HandlerFailure, what: &str) {
     match failure {
         HandlerFailure::Internal(cause) => {
+            tracing::error!(handler = %who.describe(), "{what} handler failed: {cause}")
+        }
+        HandlerFailure::Error(cause) => {
             tracing::error!(handler = %who.describe(), "{what} handler failed: {cause}")
         }
         HandlerFailure::BadPayload(msg) => {

@@ -10,6 +10,7 @@ use super::call::Slot;
 use super::call::{call_now, finish, log_failure, outcome_label, run_or_spawn, runs_now, start};
 use super::origin::Origin;
 use super::sink::NoReplies;
+use crate::filter::filter_failure;
 use crate::handler::Request;
 use crate::observe::{Kind, Observed};
 use crate::router::Bound;
@@ -89,9 +90,11 @@ fn spawn_event(
 ) {
     let span = observed.span.clone();
     let (running, who) = (start(bound, request), bound.who());
+    let filters = bound.filters.clone();
     let task = async move {
-        let outcome = finish(running).await;
-        if let Err(failure) = &outcome {
+        let mut outcome = finish(running).await;
+        if let Err(failure) = &mut outcome {
+            filter_failure(filters.as_deref(), failure);
             log_failure(who, failure, "event");
         }
         observed.finish(outcome_label(&outcome));

@@ -18,6 +18,7 @@ use super::origin::Origin;
 use super::sink::ReplySink;
 use super::stream::pump_stream;
 use crate::context::Context;
+use crate::filter::{filter_failure, FilterChain};
 use crate::handler::{HandlerFuture, HandlerOutcome, Reply, ReplyStream, Request};
 use crate::observe::{Kind, Observed};
 use crate::router::{Bound, Route};
@@ -67,7 +68,8 @@ pub(super) fn handle_request<S: ReplySink>(
             Err(failure) => S::WIRE.error(ready, &failure.wire_json(), id),
             Ok(Reply::Stream(stream)) => {
                 let to = request.into_context();
-                let answer = pump_later(stream, to, observed, trace, slot.take(), sink());
+                let filters = bound.filters.clone();
+                let answer = pump_later(stream, to, filters, observed, trace, slot.take(), sink());
                 answer.inspect(|a| a.encode(S::WIRE, ready));
                 return Ok(());
             }
@@ -88,6 +90,7 @@ pub(super) fn handle_request<S: ReplySink>(
 fn pump_later<S: ReplySink>(
     stream: ReplyStream,
     to: Context,
+    filters: Option<Arc<FilterChain>>,
     observed: Observed,
     trace: Option<Arc<str>>,
     permit: Slot,
@@ -95,7 +98,13 @@ fn pump_later<S: ReplySink>(
 ) -> Option<Answer> {
     let span = observed.span.clone();
     let task = async move {
-        Box::pin(pump_stream(stream, request_id(&to), &sink)).await;
+        Box::pin(pump_stream(
+            stream,
+            request_id(&to),
+            &sink,
+            filters.as_deref(),
+        ))
+        .await;
         observed.finish("stream");
         drop(permit);
         None::<(Answer, S)>
@@ -120,23 +129,34 @@ fn run_later<S: ReplySink>(
     // The handler starts here: the request moves into the handler's own (boxed) future, so
     // this task holds a pointer, not the request. The task is copied when it is boxed or
     // spawned: keep it small (rare paths are boxed too).
-    let (running, who) = match &route.message {
-        Some(bound) => (start(bound, request), Some(bound.who())),
+    let (running, who, filters) = match &route.message {
+        Some(bound) => (
+            start(bound, request),
+            Some(bound.who()),
+            bound.filters.clone(),
+        ),
         None => {
             let events: HandlerFuture =
                 Box::pin(run_events_as_request(route.events.clone(), request));
-            (AssertUnwindSafe(events).catch_unwind(), None)
+            (AssertUnwindSafe(events).catch_unwind(), None, None)
         }
     };
     let task = async move {
-        let outcome = finish(running).await;
-        if let (Err(failure), Some(who)) = (&outcome, who) {
+        let mut outcome = finish(running).await;
+        if let (Err(failure), Some(who)) = (&mut outcome, who) {
+            filter_failure(filters.as_deref(), failure);
             log_failure(who, failure, "request");
         }
         let label = outcome_label(&outcome);
         let body = match outcome {
             Ok(Reply::Stream(stream)) => {
-                Box::pin(pump_stream(stream, request_id(&to), &sink)).await;
+                Box::pin(pump_stream(
+                    stream,
+                    request_id(&to),
+                    &sink,
+                    filters.as_deref(),
+                ))
+                .await;
                 None
             }
             Ok(Reply::Value(value)) => Some(AnswerBody::Value(value)),
@@ -156,7 +176,11 @@ fn run_later<S: ReplySink>(
 /// result, or `{}` when several ran.
 async fn run_events_as_request(events: Vec<Bound>, request: Request) -> HandlerOutcome {
     if let [only] = events.as_slice() {
-        return run(only, request).await;
+        let mut outcome = run(only, request).await;
+        if let Err(failure) = &mut outcome {
+            filter_failure(only.filters.as_deref(), failure);
+        }
+        return outcome;
     }
     for bound in &events {
         if let Err(f) = run(bound, request.clone()).await {

@@ -7,13 +7,21 @@ use futures_util::{FutureExt, StreamExt};
 
 use super::call::panic_message;
 use super::sink::ReplySink;
+use crate::filter::{filter_failure, FilterChain};
 use crate::handler::{HandlerFailure, ReplyStream};
 
 /// Sends a streamed reply with Nest's completion rules: completion is merged into the last
 /// item when the stream ends right after it (Nest: in the same tick), and sent as its own
 /// `{"isDisposed":true}` packet when the stream ends later; an error ends the stream with
 /// `{"err":…,"isDisposed":true}`; an empty stream sends only the completion.
-pub(super) async fn pump_stream<S: ReplySink>(mut stream: ReplyStream, id: &[u8], sink: &S) {
+///
+/// `filters` are the handler's exception filters, tried on an `Err` item.
+pub(super) async fn pump_stream<S: ReplySink>(
+    mut stream: ReplyStream,
+    id: &[u8],
+    sink: &S,
+    filters: Option<&FilterChain>,
+) {
     let send = |frame: BytesMut| sink.send(frame.freeze());
     let item = |value: &[u8]| {
         let mut out = BytesMut::new();
@@ -56,9 +64,16 @@ pub(super) async fn pump_stream<S: ReplySink>(mut stream: ReplyStream, id: &[u8]
                 };
                 out = item(&prev);
             }
-            Some(Err(failure)) => {
-                if let HandlerFailure::Internal(cause) = &failure {
-                    tracing::error!("stream reply failed: {cause}");
+            Some(Err(mut failure)) => {
+                filter_failure(filters, &mut failure);
+                match &failure {
+                    HandlerFailure::Internal(cause) => {
+                        tracing::error!("stream reply failed: {cause}")
+                    }
+                    HandlerFailure::Error(cause) => {
+                        tracing::error!("stream reply failed: {cause}")
+                    }
+                    HandlerFailure::Rpc(_) | HandlerFailure::BadPayload(_) => {}
                 }
                 if let Some(prev) = held.take() {
                     if !send(item(&prev)).await {

@@ -16,7 +16,9 @@ pub use config::{
 };
 
 use crate::error::ServerError;
+use crate::filter::{Filter, FilterChain};
 use crate::handler::Instance;
+use crate::lifecycle::Lifecycles;
 use crate::middleware::{service_fn, DynLayer, HandlerService, IntoDynLayer};
 use crate::registry::{all_controllers, Controller, ControllerMeta, HandlerMeta};
 use crate::router::{Bound, Router};
@@ -53,6 +55,7 @@ pub struct ServerBuilder {
     config: ServerConfig,
     tls: Option<TlsSettings>,
     layers: Vec<DynLayer>,
+    filters: Vec<Filter>,
     validate_payloads: bool,
 }
 
@@ -77,6 +80,7 @@ impl std::fmt::Debug for ServerBuilder {
             .field("config", &self.config)
             .field("tls", &self.tls.is_some())
             .field("layers", &self.layers.len())
+            .field("filters", &self.filters.len())
             .field("validate_payloads", &self.validate_payloads)
             .finish()
     }
@@ -292,6 +296,24 @@ impl ServerBuilder {
         self
     }
 
+    /// Adds a global exception filter (Nest's `app.useGlobalFilters(F)`): tried, in the
+    /// order added, after the handler's and the controller's own filters, on every error a
+    /// handler returns that none of those caught. See [`filter`](crate::filter).
+    ///
+    /// ```
+    /// use nestling::filter::catch;
+    /// use nestling::RpcException;
+    ///
+    /// let server = nestling::Server::builder()
+    ///     .filter(catch(|e: &std::io::Error| RpcException::new(format!("I/O failed: {}", e.kind()))))
+    ///     .build()
+    ///     .unwrap();
+    /// ```
+    pub fn filter(mut self, filter: Filter) -> Self {
+        self.filters.push(filter);
+        self
+    }
+
     /// Validates the payload of every handler whose payload type has validation rules
     /// (derives `validator::Validate` or `garde::Validate`, features `validator` and
     /// `garde`), as Nest's `app.useGlobalPipes(new ValidationPipe())` does; types without
@@ -367,7 +389,7 @@ impl ServerBuilder {
             }
         }
         let mut router = Router::default();
-        for meta in metas {
+        for &meta in &metas {
             let instance = &instances[&(meta.type_id)()];
             for handler in meta.handlers {
                 let entry = match handler.validated {
@@ -383,15 +405,33 @@ impl ServerBuilder {
                     meta: handler,
                     entry,
                     service,
+                    filters: filters_of(&self.filters, meta, handler),
                 })?;
             }
         }
+        let lifecycle = Lifecycles::new(metas.iter().map(|m| (*m, &instances[&(m.type_id)()])));
         Ok(Server {
             router: Arc::new(router),
             config: Arc::new(self.config),
             tls: self.tls,
+            lifecycle: Arc::new(lifecycle),
         })
     }
+}
+
+/// A handler's exception filters in the order Nest tries them: the handler's, the
+/// controller's, then the global ones.
+fn filters_of(
+    global: &[Filter],
+    controller: &'static ControllerMeta,
+    handler: &'static HandlerMeta,
+) -> Option<Arc<FilterChain>> {
+    let own = handler
+        .filters
+        .iter()
+        .chain(controller.filters)
+        .map(|make| make());
+    FilterChain::of(own.chain(global.iter().cloned()).collect())
 }
 
 /// Wraps a handler in its global, controller and handler layers (outermost first), or
@@ -435,6 +475,7 @@ pub struct Server {
     router: Arc<Router>,
     config: Arc<ServerConfig>,
     pub(crate) tls: Option<TlsSettings>,
+    pub(crate) lifecycle: Arc<Lifecycles>,
 }
 
 impl std::fmt::Debug for Server {
@@ -456,6 +497,7 @@ impl Server {
             config: ServerConfig::default(),
             tls: None,
             layers: Vec::new(),
+            filters: Vec::new(),
             validate_payloads: false,
         }
     }
@@ -472,7 +514,9 @@ impl Server {
 
     /// Serves on `transport` (a transport of your own, see
     /// [`Transport`](crate::transport::Transport)) until `signal` completes, then asks it to
-    /// shut down gracefully and waits until it has.
+    /// shut down gracefully and waits until it has. Controllers'
+    /// [`Lifecycle`](crate::Lifecycle) hooks run before the transport starts (unless a
+    /// `listen` ran them already) and after it has drained.
     ///
     /// ```
     /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
@@ -493,18 +537,22 @@ impl Server {
         transport: T,
         signal: impl Future<Output = ()>,
     ) -> Result<(), ServerError> {
+        self.lifecycle.start().await?;
+        self.lifecycle.enter();
         let shutdown = Shutdown::new();
         let serving = transport.serve(self.dispatcher(), shutdown.clone());
         tokio::pin!(serving, signal);
         let mut signalled = false;
-        loop {
+        let served = loop {
             tokio::select! {
-                served = &mut serving => return served,
+                served = &mut serving => break served,
                 () = &mut signal, if !signalled => {
                     signalled = true;
                     shutdown.request();
                 }
             }
-        }
+        };
+        self.lifecycle.leave().await;
+        served
     }
 }

@@ -82,4 +82,19 @@ impl Shutdown {
     pub fn requested(&self) -> impl Future<Output = ()> + Send + '_ {
         self.0.cancelled()
     }
+
+    /// [`requested`](Self::requested), owning its own handle: for a future that must be
+    /// `'static` (a spawned task, another server's graceful-shutdown signal).
+    ///
+    /// ```
+    /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
+    /// let shutdown = nestling::transport::Shutdown::new();
+    /// let waiting = tokio::spawn(shutdown.requested_owned());
+    /// shutdown.request();
+    /// waiting.await.unwrap();
+    /// # });
+    /// ```
+    pub fn requested_owned(&self) -> impl Future<Output = ()> + Send + 'static {
+        self.0.clone().cancelled_owned()
+    }
 }

@@ -127,6 +127,7 @@ impl Server {
     /// # }
     /// ```
     pub async fn listen_nats(self, nats: NatsServe) -> Result<NatsListening, ServerError> {
+        self.lifecycle.start().await?;
         let url = nats.url.clone();
         let failed = |e: &dyn std::fmt::Display| ServerError::Nats {
             url: url.clone(),

@@ -267,6 +267,7 @@ impl Server {
     /// # }
     /// ```
     pub async fn listen_rmq(self, rmq: RmqServe) -> Result<RmqListening, ServerError> {
+        self.lifecycle.start().await?;
         let dispatcher = self.dispatcher();
         let session = Session::open(&rmq, &dispatcher)
             .await

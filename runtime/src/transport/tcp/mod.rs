@@ -41,6 +41,8 @@ impl Server {
         self,
         addr: impl ToSocketAddrs + std::fmt::Debug,
     ) -> Result<Listening, ServerError> {
+        // Controllers start before the port opens: a failing on_start leaves it closed.
+        self.lifecycle.start().await?;
         let shown = format!("{addr:?}");
         let listener = bind(addr).await.map_err(|source| ServerError::Bind {
             addr: shown.clone(),
