@@ -86,6 +86,7 @@ static HANDLERS: [HandlerMeta; 1] = [HandlerMeta {
     },
     layers: &[],
     validated: None,
+    filters: &[],
 }];
 
 static META: ControllerMeta = ControllerMeta {
@@ -96,6 +97,8 @@ static META: ControllerMeta = ControllerMeta {
     auto: || None,
     handlers: &HANDLERS,
     layers: &[],
+    filters: &[],
+    lifecycle: || None,
 };
 
 impl Controller for HealthController {
