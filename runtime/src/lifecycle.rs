@@ -61,7 +61,17 @@ use crate::registry::ControllerMeta;
 
 /// A controller's start and shutdown hooks (Nest's `OnModuleInit`,
 /// `OnApplicationBootstrap`, `BeforeApplicationShutdown`, `OnApplicationShutdown`). Both
-/// have no-op defaults; write them as `async fn`. See the [module docs](self).
+/// have no-op defaults; write them as `async fn`.
+///
+/// [`on_start`](Lifecycle::on_start) runs once before the controller's server takes any
+/// packet (open a pool, warm a cache), [`on_shutdown`](Lifecycle::on_shutdown) once after a
+/// graceful shutdown has drained the requests in flight, before `serve` returns. Nothing else
+/// is needed: as Nest finds the hook methods on a class, `#[nestling::controller]` finds the
+/// implementation. An `on_start` that fails stops start-up: `listen` (or `serve_on`, or the
+/// first call of an in-process [`testing`](crate::testing) client) returns
+/// [`ServerError::Start`] naming the controller, nothing is served, and the controllers
+/// already started get their `on_shutdown`. A server serving several transports at once (a
+/// [`hybrid`](crate::hybrid) app) runs each hook once.
 ///
 /// ```
 /// use nestling::{BoxError, Lifecycle};
