@@ -73,6 +73,40 @@ fn custom_event<'a>(
     transport.event(pattern, packet.into_packet(transport.wire()))
 }
 
+/// A NATS request, boxed: inline, its future would be part of every TCP call's future
+/// (the `nats` feature cost TCP calls ~7 % in instructions, measured).
+#[cfg(feature = "nats")]
+#[inline(never)]
+fn nats_request<'a>(
+    link: &'a Arc<NatsLink>,
+    pattern: &'a Pattern,
+    id: u64,
+    packet: Outgoing<'_>,
+) -> TransportFuture<'a, Result<(), ClientError>> {
+    let packet = packet.into_packet(Wire::Bare);
+    Box::pin(async move {
+        NatsLink::request(link, pattern, id, packet)
+            .await
+            .map_err(|reason| link.closed_error(reason))
+    })
+}
+
+/// A NATS event, boxed for the reason [`nats_request`] is.
+#[cfg(feature = "nats")]
+#[inline(never)]
+fn nats_event<'a>(
+    link: &'a Arc<NatsLink>,
+    pattern: &'a Pattern,
+    packet: Outgoing<'_>,
+) -> TransportFuture<'a, Result<(), ClientError>> {
+    let packet = packet.into_packet(Wire::Bare);
+    Box::pin(async move {
+        NatsLink::event(link, pattern, packet)
+            .await
+            .map_err(|reason| link.closed_error(reason))
+    })
+}
+
 /// Addresses starting with this select the NATS transport.
 pub(crate) const NATS_SCHEME: &str = "nats://";
 
@@ -170,12 +204,7 @@ impl Link {
                 .await
                 .map_err(|reason| conn.closed_error(reason)),
             #[cfg(feature = "nats")]
-            Link::Nats(link) => {
-                let packet = packet.into_packet(Wire::Bare);
-                NatsLink::request(link, pattern, id, packet)
-                    .await
-                    .map_err(|reason| link.closed_error(reason))
-            }
+            Link::Nats(link) => nats_request(link, pattern, id, packet).await,
             Link::Custom(transport) => custom_request(transport, pattern, id, packet).await,
         }
     }
@@ -194,12 +223,7 @@ impl Link {
                     .map_err(|_| conn.closed_error(conn.replies.calls.closed_reason()))
             }
             #[cfg(feature = "nats")]
-            Link::Nats(link) => {
-                let packet = packet.into_packet(Wire::Bare);
-                NatsLink::event(link, pattern, packet)
-                    .await
-                    .map_err(|reason| link.closed_error(reason))
-            }
+            Link::Nats(link) => nats_event(link, pattern, packet).await,
             Link::Custom(transport) => custom_event(transport, pattern, packet).await,
         }
     }
