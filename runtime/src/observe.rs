@@ -99,6 +99,51 @@ impl Observed {
         }
     }
 
+    /// Client side: one batch of `calls` calls made, ids `first..` (one span for them all;
+    /// each call is still counted in the metrics, see [`finish_each`](Self::finish_each)).
+    pub fn batch(
+        pattern: &crate::Pattern,
+        first: u64,
+        calls: usize,
+        trace_id: Option<&str>,
+    ) -> Self {
+        let span = tracing::debug_span!(
+            "nestling.batch",
+            pattern = pattern.as_json(),
+            first_id = first,
+            calls,
+            trace_id,
+            outcome = Empty,
+            duration_us = Empty,
+        );
+        Self {
+            span,
+            start: Instant::now(),
+            kind: Kind::Call,
+        }
+    }
+
+    /// Records how each call of a batch ended (all with the batch's duration); the span's
+    /// outcome is the first call's that is not `ok`, or `ok`.
+    pub fn finish_each(self, outcomes: impl Iterator<Item = &'static str>) {
+        let elapsed = self.start.elapsed();
+        let mut worst = "ok";
+        for outcome in outcomes {
+            if worst == "ok" {
+                worst = outcome;
+            }
+            #[cfg(feature = "metrics")]
+            handles::get().record(self.kind, outcome, elapsed.as_secs_f64());
+        }
+        if !self.span.is_disabled() {
+            self.span.record("outcome", worst);
+            self.span.record(
+                "duration_us",
+                elapsed.as_micros().min(u64::MAX as u128) as u64,
+            );
+        }
+    }
+
     /// Runs `f` inside the span (a handler's log lines belong to its request).
     pub fn in_span<R>(&self, f: impl FnOnce() -> R) -> R {
         self.span.in_scope(f)

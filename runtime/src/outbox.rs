@@ -146,6 +146,17 @@ impl Outbox {
     pub async fn push(
         &self,
         put: impl Fn(&mut BytesMut),
+        ack: Option<oneshot::Sender<()>>,
+    ) -> Result<(), Closed> {
+        self.push_frames(put, 1, ack).await
+    }
+
+    /// [`push`](Self::push) for `put` writing `frames` frames at once (a batch of calls):
+    /// they count as that many against `max_frames`.
+    pub async fn push_frames(
+        &self,
+        put: impl Fn(&mut BytesMut),
+        frames: usize,
         mut ack: Option<oneshot::Sender<()>>,
     ) -> Result<(), Closed> {
         let mut waited = false;
@@ -162,7 +173,7 @@ impl Outbox {
                     if let Some(meter) = &self.meter {
                         meter.add(state.buf.len() - before);
                     }
-                    state.frames += 1;
+                    state.frames += frames;
                     state.acks.extend(ack.take());
                     let writer = state.writer.take();
                     drop(state);

@@ -50,6 +50,43 @@ impl Outgoing<'_> {
     }
 }
 
+/// The requests of one batch, their `data` serialised but not yet framed.
+pub(crate) struct Batch<'a> {
+    /// The pattern as it goes on the wire.
+    pub wire_pattern: &'a [u8],
+    pub payloads: &'a Payloads,
+    /// Which of `payloads` this batch sends.
+    pub range: std::ops::Range<usize>,
+    /// Raw JSON of `metadata` (a trace id), when there is one.
+    pub metadata: Option<Vec<u8>>,
+}
+
+/// Serialised payloads back to back in one buffer.
+#[derive(Default)]
+pub(crate) struct Payloads {
+    buf: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Payloads {
+    /// Appends `data`'s JSON.
+    pub fn push<T: serde::Serialize + ?Sized>(&mut self, data: &T) -> serde_json::Result<()> {
+        serde_json::to_writer(&mut self.buf, data)?;
+        self.ends.push(self.buf.len());
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Payloads `range`, in order.
+    pub fn iter(&self, range: std::ops::Range<usize>) -> impl Iterator<Item = &[u8]> + '_ {
+        let start = |i: usize| if i == 0 { 0 } else { self.ends[i - 1] };
+        range.map(move |i| &self.buf[start(i)..self.ends[i]])
+    }
+}
+
 // Out of line: the TCP arms beside them are every call's path, these are not.
 
 /// A custom transport's `request`, its packet encoded in the transport's wire form.
@@ -207,6 +244,38 @@ impl Link {
             Link::Nats(link) => nats_request(link, pattern, id, packet).await,
             Link::Custom(transport) => custom_request(transport, pattern, id, packet).await,
         }
+    }
+
+    /// Sends requests `first..first + n`, one per payload of `batch` (already registered):
+    /// TCP queues them all at once; other links take them one by one.
+    pub async fn request_batch(
+        &self,
+        pattern: &Pattern,
+        first: u64,
+        batch: &Batch<'_>,
+    ) -> Result<(), ClientError> {
+        if let Link::Tcp(conn) = self {
+            let put = |dst: &mut BytesMut| {
+                for (id, data) in (first..).zip(batch.payloads.iter(batch.range.clone())) {
+                    let metadata = batch.metadata.as_deref();
+                    Wire::Tcp.outbound_raw(dst, batch.wire_pattern, data, metadata, Some(id));
+                }
+            };
+            return conn
+                .write_frames(put, batch.range.len())
+                .await
+                .map_err(|reason| conn.closed_error(reason));
+        }
+        for (id, data) in (first..).zip(batch.payloads.iter(batch.range.clone())) {
+            let packet = Outgoing {
+                wire_pattern: batch.wire_pattern,
+                data: Payload::copy_of(data),
+                metadata: batch.metadata.clone(),
+                id: Some(id),
+            };
+            self.request(pattern, id, packet).await?;
+        }
+        Ok(())
     }
 
     /// Sends an event; resolves once it has been handed to the socket.

@@ -2,6 +2,7 @@
 //! `Transport.NATS`, or any [`ClientTransport`](crate::transport::ClientTransport)).
 
 pub(crate) mod backoff;
+mod batch;
 mod decode;
 mod link;
 mod payload;
@@ -87,6 +88,8 @@ struct Inner {
     connecting: tokio::sync::Mutex<()>,
     backoff: Mutex<Backoff>,
     in_flight: Arc<Semaphore>,
+    /// The permits `in_flight` started with: a batch takes at most this many at once.
+    max_in_flight: usize,
     /// Bytes of a streamed reply's items queued for its caller before the link waits.
     max_buffered_stream_bytes: usize,
     /// Where the connection's status and errors are published.
@@ -307,6 +310,7 @@ impl ClientBuilder {
                 connecting: tokio::sync::Mutex::new(()),
                 backoff: Mutex::new(Backoff::new(self.backoff_base, self.backoff_max)),
                 in_flight: Arc::new(Semaphore::new(self.max_in_flight)),
+                max_in_flight: self.max_in_flight,
                 max_buffered_stream_bytes: self.max_buffered_stream_bytes,
                 hub: Hub::new(Status::Disconnected),
                 generation: AtomicU64::new(0),
@@ -787,6 +791,15 @@ impl Client {
             .await?;
         let completion = link.replies().calls.outcome(id).await;
         guard.armed = false;
+        self.result_of(pattern, completion)
+    }
+
+    /// What a call's caller gets for how it ended: the value decoded into `R`, or the error.
+    fn result_of<R: DeserializeOwned>(
+        &self,
+        pattern: &Pattern,
+        completion: Completion,
+    ) -> Result<R, ClientError> {
         match completion {
             Completion::Value(Some(raw)) => decode::value(pattern, &raw),
             // Completed without a value: fine for `()` / `Option<T>` replies.

@@ -32,6 +32,16 @@ impl Payload {
     }
 }
 
+impl Payload {
+    /// `data` (already serialised) copied into this thread's spare buffer (or a new one).
+    pub fn copy_of(data: &[u8]) -> Self {
+        let mut payload = Payload(SPARE.try_with(Cell::take).unwrap_or_default());
+        payload.0.clear();
+        payload.0.extend_from_slice(data);
+        payload
+    }
+}
+
 impl std::ops::Deref for Payload {
     type Target = [u8];
 

@@ -5,10 +5,12 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 
 use super::stream_queue::{Full, StreamQueue, StreamReceiver, StreamSender};
 use crate::packet::Reply;
@@ -54,6 +56,53 @@ enum PendingCall {
     /// `send_stream`: every value is delivered, through a queue bounded in bytes: when the
     /// caller falls that far behind, the link stops reading until it catches up.
     Stream(StreamSender),
+    /// One call of a `send_batch`: like `Once`, but the batch's caller is woken once, when
+    /// the last of its calls is done, and takes every outcome under one lock.
+    Member {
+        group: Arc<Group>,
+        done: Option<Completion>,
+        last: Option<Bytes>,
+    },
+}
+
+/// The calls of one batch still awaiting their outcome, and who waits for them.
+#[derive(Default)]
+pub(crate) struct Group {
+    remaining: AtomicUsize,
+    waker: AtomicWaker,
+}
+
+impl Group {
+    /// One more call of the group is done; the caller is woken after the last one.
+    fn done_one(&self, wake: &mut Vec<Waker>) {
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            wake.extend(self.waker.take());
+        }
+    }
+
+    /// Resolves once every call of the group is done.
+    pub fn all_done(&self) -> AllDone<'_> {
+        AllDone { group: self }
+    }
+}
+
+/// From [`Group::all_done`].
+pub(crate) struct AllDone<'a> {
+    group: &'a Group,
+}
+
+impl Future for AllDone<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the check: a last call finishing in between still wakes us.
+        self.group.waker.register(cx.waker());
+        if self.group.remaining.load(Ordering::Acquire) == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 impl PendingCall {
@@ -74,6 +123,30 @@ impl PendingCall {
                 let _ = tx.send(stream);
                 true
             }
+            PendingCall::Member { group, done, .. } => {
+                if done.is_none() {
+                    *done = Some(once);
+                    group.done_one(wake);
+                }
+                false
+            }
+        }
+    }
+}
+
+/// What a value or error reply makes of a call kept until its outcome: `Some` once it is
+/// over (an error, or a value marked disposed), else the value is kept in `last`.
+fn settle(last: &mut Option<Bytes>, reply: Reply) -> Option<Completion> {
+    match reply {
+        Reply::Error { err, .. } => Some(Completion::Error(err)),
+        Reply::Value {
+            response,
+            disposed: true,
+            ..
+        } => Some(Completion::Value(response.or_else(|| last.take()))),
+        Reply::Value { response, .. } => {
+            *last = response;
+            None
         }
     }
 }
@@ -124,6 +197,52 @@ impl PendingCalls {
                 last: None,
             },
         )
+    }
+
+    /// Registers calls `first..first + n` of one batch, under one lock; `group` learns when
+    /// they are all done. Their outcomes are taken with [`PendingCalls::take_group`].
+    pub fn register_group(&self, first: u64, n: usize, group: &Arc<Group>) -> Result<(), String> {
+        group.remaining.store(n, Ordering::Release);
+        let mut table = self.lock();
+        if let Some(reason) = &table.closed {
+            return Err(reason.clone());
+        }
+        table.calls.reserve(n);
+        for id in (first..).take(n) {
+            let member = PendingCall::Member {
+                group: group.clone(),
+                done: None,
+                last: None,
+            };
+            table.calls.insert(id, member);
+        }
+        Ok(())
+    }
+
+    /// Takes the outcomes of calls `first..first + n` (`None`: not done yet) and forgets
+    /// them, under one lock.
+    pub fn take_group(&self, first: u64, n: usize) -> Vec<Option<Completion>> {
+        let mut table = self.lock();
+        let closed = table.closed.clone();
+        (first..)
+            .take(n)
+            .map(|id| match table.calls.remove(&id) {
+                Some(PendingCall::Member { done, .. }) => done,
+                // Gone from the table: only a closed link's calls can be (never the case
+                // while the caller waits).
+                _ => Some(Completion::Closed(
+                    closed.clone().unwrap_or_else(|| "connection closed".into()),
+                )),
+            })
+            .collect()
+    }
+
+    /// Forgets calls `first..first + n` (their batch's caller gave up).
+    pub fn forget_group(&self, first: u64, n: usize) {
+        let mut table = self.lock();
+        for id in (first..).take(n) {
+            table.calls.remove(&id);
+        }
     }
 
     /// Resolves with call `id`'s outcome (registered with [`PendingCalls::register`]).
@@ -263,22 +382,24 @@ impl PendingCalls {
                 if done.is_some() {
                     return None; // finished already; the caller has yet to take the outcome
                 }
-                *done = match reply {
-                    Reply::Error { err, .. } => Some(Completion::Error(err)),
-                    Reply::Value {
-                        response,
-                        disposed: true,
-                        ..
-                    } => Some(Completion::Value(response.or_else(|| last.take()))),
-                    Reply::Value { response, .. } => {
-                        *last = response;
-                        None
-                    }
-                };
+                *done = settle(last, reply);
                 let wake = done.is_some().then(|| waker.take()).flatten();
                 drop(table);
                 if let Some(waker) = wake {
                     waker.wake();
+                }
+                None
+            }
+            (PendingCall::Member { group, done, last }, reply) => {
+                if done.is_some() {
+                    return None;
+                }
+                *done = settle(last, reply);
+                if done.is_some() {
+                    let mut wake = Vec::new();
+                    group.done_one(&mut wake);
+                    drop(table);
+                    wake.into_iter().for_each(Waker::wake);
                 }
                 None
             }

@@ -115,6 +115,18 @@ impl TcpLink {
             .map_err(|_| self.replies.calls.closed_reason())
     }
 
+    /// Queues `frames` frames written by `put` at once (a batch of calls).
+    pub async fn write_frames(
+        &self,
+        put: impl Fn(&mut BytesMut),
+        frames: usize,
+    ) -> Result<(), String> {
+        self.outbox
+            .push_frames(put, frames, None)
+            .await
+            .map_err(|_| self.replies.calls.closed_reason())
+    }
+
     /// Queues a frame and returns a notice that resolves once the frame has been handed to
     /// the socket (Nest's `emit` completes at that point), so an event is not lost if the
     /// client is dropped or the process exits right after.
