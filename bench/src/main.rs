@@ -9,6 +9,7 @@
 #![deny(unsafe_code)]
 
 mod ceiling;
+mod client;
 mod cost;
 mod http;
 mod loadgen;
@@ -94,6 +95,14 @@ struct Args {
     /// `<target>/bench-cost`).
     #[arg(long)]
     cost_dir: Option<PathBuf>,
+    /// Client mode: the client side at its ceiling — the raw generator, nestling::Client
+    /// (`send` and `send_batch`) and tarpc's client, one connection each to a server on
+    /// its own core (see bench/README.md).
+    #[arg(long)]
+    client: bool,
+    /// Client mode: calls in flight, one row group per count.
+    #[arg(long, value_delimiter = ',', default_value = "32,128")]
+    client_inflight: Vec<usize>,
     /// Run the ceiling server (internal: the bench starts itself this way).
     #[arg(long, hide = true)]
     ceiling_server: bool,
@@ -423,6 +432,21 @@ async fn run(
 ) -> Result<(), String> {
     if args.cost {
         return run_cost(args, machine, pinning).await;
+    }
+    if args.client {
+        let nestling = launches(args, false)?
+            .into_iter()
+            .find(|(label, _)| *label == "nestling")
+            .map(|(_, launch)| launch)
+            .ok_or("--client drives the nestling server: do not leave it out with --servers")?;
+        let (window, warmup) = (
+            Duration::from_secs_f64(args.seconds),
+            Duration::from_secs_f64(args.warmup),
+        );
+        let pin = pinning.map(|p| p.server_cpus);
+        let counts = &args.client_inflight;
+        let build = !args.no_build;
+        return client::run(nestling, pin, counts, window, warmup, args.repeat, build).await;
     }
     if args.http {
         return http::run(args, machine, pinning).await;
