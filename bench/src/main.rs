@@ -13,6 +13,7 @@ mod client;
 mod cost;
 mod http;
 mod loadgen;
+mod memory;
 mod nats;
 mod procs;
 mod report;
@@ -95,6 +96,13 @@ struct Args {
     /// `<target>/bench-cost`).
     #[arg(long)]
     cost_dir: Option<PathBuf>,
+    /// Memory mode: instead of the timed runs, the server's resident memory per
+    /// connection, fresh, idle after work and busy (see bench/README.md).
+    #[arg(long)]
+    memory: bool,
+    /// Memory mode: connection counts, each against a freshly started server.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    memory_conns: Vec<usize>,
     /// Client mode: the client side at its ceiling — the raw generator, nestling::Client
     /// (`send` and `send_batch`) and tarpc's client, one connection each to a server on
     /// its own core (see bench/README.md).
@@ -432,6 +440,10 @@ async fn run(
 ) -> Result<(), String> {
     if args.cost {
         return run_cost(args, machine, pinning).await;
+    }
+    if args.memory {
+        let pin = pinning.map(|p| p.server_cpus);
+        return memory::run(launches(args, false)?, &args.memory_conns, pin).await;
     }
     if args.client {
         let nestling = launches(args, false)?

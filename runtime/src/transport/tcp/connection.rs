@@ -33,27 +33,40 @@ pub(super) async fn serve(
     }
     #[cfg(feature = "tls")]
     if let Some(tls) = tls {
-        let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream));
-        let accepted = tokio::select! {
-            () = shutdown.requested() => return,
-            accepted = handshake => accepted,
-        };
-        match accepted {
-            Ok(Ok(tls_stream)) => {
-                let (rd, wr) = tokio::io::split(tls_stream);
-                serve_halves(rd, wr, peer, dispatcher, shutdown, budget).await;
-            }
-            Ok(Err(e)) => tracing::warn!(%peer, "closing connection: TLS handshake failed: {e}"),
-            Err(_) => {
-                tracing::warn!(%peer, "closing connection: TLS handshake took longer than {TLS_HANDSHAKE_TIMEOUT:?}")
-            }
-        }
-        return;
+        // Boxed: the handshake and the TLS stream are large, and a plain connection's task
+        // should not carry room for them.
+        return Box::pin(serve_tls(stream, tls, peer, dispatcher, shutdown, budget)).await;
     }
     #[cfg(not(feature = "tls"))]
     let _: Option<TlsSettings> = tls;
     let (rd, wr) = stream.into_split();
     serve_halves(rd, wr, peer, dispatcher, shutdown, budget).await;
+}
+
+#[cfg(feature = "tls")]
+async fn serve_tls(
+    stream: TcpStream,
+    tls: TlsSettings,
+    peer: SocketAddr,
+    dispatcher: Dispatcher,
+    shutdown: Shutdown,
+    budget: Arc<Budget>,
+) {
+    let handshake = tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, tls.acceptor.accept(stream));
+    let accepted = tokio::select! {
+        () = shutdown.requested() => return,
+        accepted = handshake => accepted,
+    };
+    match accepted {
+        Ok(Ok(tls_stream)) => {
+            let (rd, wr) = tokio::io::split(tls_stream);
+            serve_halves(rd, wr, peer, dispatcher, shutdown, budget).await;
+        }
+        Ok(Err(e)) => tracing::warn!(%peer, "closing connection: TLS handshake failed: {e}"),
+        Err(_) => {
+            tracing::warn!(%peer, "closing connection: TLS handshake took longer than {TLS_HANDSHAKE_TIMEOUT:?}")
+        }
+    }
 }
 
 async fn serve_halves<R, W>(
@@ -136,6 +149,7 @@ async fn read_loop<R: AsyncRead + AckNow + Unpin>(
             if ready.is_empty() && quickack && read_some {
                 frames.ack_now();
             }
+            frames.lend_back();
             flush(replies, &mut ready).await;
             origin.set_received(frames.read(&mut stopping).await?);
             read_some = true;

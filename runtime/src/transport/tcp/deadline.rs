@@ -20,7 +20,9 @@ use tokio::time::Sleep;
 type Clock = tokio::time::Instant;
 
 pub(crate) struct Deadline {
-    sleep: Pin<Box<Sleep>>,
+    /// Made at the first deadline: a connection that never has one (no idle timeout, whole
+    /// frames only) holds no timer.
+    sleep: Option<Pin<Box<Sleep>>>,
     /// When the timer fires, if it is armed.
     armed: Option<Clock>,
 }
@@ -28,7 +30,7 @@ pub(crate) struct Deadline {
 impl Deadline {
     pub fn new() -> Self {
         Deadline {
-            sleep: Box::pin(tokio::time::sleep_until(Clock::now())),
+            sleep: None,
             armed: None,
         }
     }
@@ -37,16 +39,19 @@ impl Deadline {
     /// call, whose deadline is usually later.
     pub async fn until(&mut self, at: Instant) {
         let at = Clock::from_std(at);
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at)));
         loop {
             match self.armed {
                 // Fires early at worst: checked below.
                 Some(armed) if armed <= at => {}
                 _ => {
-                    self.sleep.as_mut().reset(at);
+                    sleep.as_mut().reset(at);
                     self.armed = Some(at);
                 }
             }
-            self.sleep.as_mut().await;
+            sleep.as_mut().await;
             self.armed = None;
             if Clock::now() >= at {
                 return;

@@ -6,6 +6,7 @@ pub(crate) mod budget;
 pub(crate) mod client;
 mod connection;
 mod deadline;
+mod lent_buffer;
 mod quickack;
 mod reader;
 mod release;

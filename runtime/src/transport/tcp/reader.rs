@@ -6,17 +6,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncRead, AsyncReadExt};
+use tokio::io::AsyncRead;
 
 use super::budget::Meter;
 use super::deadline::Deadline;
+use super::lent_buffer::{give_back_if_short, poll_read_lent};
 use crate::codec::{FrameError, FrameText, NestCodec};
 use crate::server::ServerConfig;
 
-/// Read buffer of a new connection (bytes).
-const INITIAL_BUFFER: usize = 8 * 1024;
-/// Largest read buffer kept while a connection is between frames (bytes).
-const RETAINED_BUFFER: usize = 64 * 1024;
 /// The read buffer counts against the memory budget in steps of this many bytes (rounded
 /// down: a connection between small frames counts nothing, and costs no atomic per read).
 const CHARGE_STEP: usize = 16 * 1024;
@@ -65,6 +62,7 @@ impl ReadEnd {
 pub(super) struct FrameReader<R> {
     rd: R,
     codec: NestCodec,
+    /// Empty, without storage, while the connection waits between frames ([`super::lent_buffer`]).
     buf: BytesMut,
     /// When the last read returned: every frame it completed arrived then.
     read_at: Instant,
@@ -85,12 +83,10 @@ pub(super) struct FrameReader<R> {
 
 impl<R: AsyncRead + Unpin> FrameReader<R> {
     pub fn new(rd: R, config: &ServerConfig, meter: Arc<Meter>) -> Self {
-        let buf = BytesMut::with_capacity(INITIAL_BUFFER);
-        let charged = 0;
         FrameReader {
             rd,
             codec: NestCodec::with_max_frame_len(config.max_frame_len),
-            buf,
+            buf: BytesMut::new(),
             read_at: Instant::now(),
             completed: false,
             bad_frame: None,
@@ -99,7 +95,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             incomplete_frame_timeout: config.incomplete_frame_timeout,
             idle_timeout: config.idle_timeout,
             meter,
-            charged,
+            charged: 0,
         }
     }
 
@@ -141,6 +137,14 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.bad_frame.take().map_or(Ok(()), |e| Err(e.into()))
     }
 
+    /// Gives the read buffer back, if other connections may need it, when every frame
+    /// read is taken and nothing of the next one is buffered ([`super::lent_buffer`]).
+    pub fn lend_back(&mut self) {
+        if self.buf.is_empty() && !self.codec.in_frame() {
+            give_back_if_short(&mut self.buf);
+        }
+    }
+
     /// Acknowledges what was read at once (see [`quickack`](super::quickack)).
     pub fn ack_now(&self)
     where
@@ -156,10 +160,6 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         stopping: &mut (impl Future<Output = ()> + Unpin),
     ) -> Result<Instant, ReadEnd> {
         let partial = !self.buf.is_empty() || self.codec.in_frame();
-        if self.buf.is_empty() && self.buf.capacity() > RETAINED_BUFFER {
-            // A large frame grew the buffer; do not keep that memory on an idle connection.
-            self.buf = BytesMut::with_capacity(INITIAL_BUFFER);
-        }
         let now = self.read_at;
         self.frame_started = match (partial, std::mem::take(&mut self.completed)) {
             (false, _) => None,
@@ -173,7 +173,13 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
                 .map(|idle| (now + idle, ReadEnd::Idle(idle))),
             _ => None,
         };
-        self.charge();
+        if partial {
+            self.charge();
+        } else {
+            // Between frames the buffer holds nothing of the peer's, and is given back
+            // while the read waits.
+            self.meter.sub(std::mem::take(&mut self.charged));
+        }
         if self.meter.must_wait() {
             // Over the server's memory budget: no more bytes from a connection holding
             // much until it is back under (or this or another connection is closed).
@@ -192,7 +198,7 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
             () = stopping => return Err(ReadEnd::Shutdown),
             // No deadline: `None` at once, which disables this branch.
             Some(why) = expired => return Err(why),
-            read = self.rd.read_buf(&mut self.buf) => read,
+            read = std::future::poll_fn(|cx| poll_read_lent(&mut self.rd, &mut self.buf, !partial, cx)) => read,
         };
         self.read_at = Instant::now();
         self.charge();
