@@ -61,13 +61,15 @@ fn give(mut buf: BytesMut) {
     }
 }
 
-/// Gives `buf` (empty) back before its connection steps aside for others, if this thread
-/// has no free buffer left: the next connection read then reuses it instead of allocating
-/// one, and a burst over many connections goes through a few buffers. While the free list
-/// has some, the connection keeps its buffer until its read finds nothing (one hand-over
-/// per wait, not two).
-pub(super) fn give_back_if_short(buf: &mut BytesMut) {
-    if buf.capacity() > 0 && FREE.with(|free| free.borrow().is_empty()) {
+/// Gives `buf` (empty) back before its connection steps aside for others: always when it
+/// grew past its first size (a large frame; it goes back to the allocator unless small
+/// enough to keep), otherwise if this thread has no free buffer left, so that the next
+/// connection read reuses it instead of allocating one and a burst over many connections
+/// goes through a few buffers. While the free list has some, the connection keeps an
+/// ordinary buffer until its read finds nothing (one hand-over per wait, not two).
+pub(super) fn give_back(buf: &mut BytesMut) {
+    let capacity = buf.capacity();
+    if capacity > INITIAL_BUFFER || (capacity > 0 && FREE.with(|free| free.borrow().is_empty())) {
         give(std::mem::take(buf));
     }
 }
@@ -86,8 +88,9 @@ pub(super) fn poll_read_lent<R: AsyncRead + Unpin>(
     // straight back.
     let lent_now = buf.capacity() == 0;
     if lent_now {
-        // What is replaced is storage-less: nothing to drop.
-        std::mem::forget(std::mem::replace(buf, take()));
+        // What is replaced may still share the storage of the frames it was split from (a
+        // frame that ended exactly at the end of its buffer): dropping it lets that go.
+        *buf = take();
     }
     let read = tokio_util::io::poll_read_buf(Pin::new(rd), cx, buf);
     if read.is_pending() && between_frames && buf.is_empty() {
@@ -151,6 +154,31 @@ mod tests {
         drop(buf.split());
         assert!(poll_read_lent(&mut rd, &mut buf, false, &mut cx).is_pending());
         assert!(buf.capacity() > 0);
+    }
+
+    /// A frame that ended exactly at the end of its buffer leaves a view with no room but
+    /// a share of the storage; taking a new buffer must let that share go.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_used_up_buffer_lets_its_storage_go() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), async {
+            listener.accept().await.unwrap().0
+        });
+        let _client = client.unwrap();
+        let (mut rd, _wr) = accepted.into_split();
+        let mut buf = BytesMut::with_capacity(64);
+        buf.extend_from_slice(&[b'x'; 64]);
+        let frame = buf.split().freeze();
+        assert_eq!(buf.capacity(), 0);
+        assert!(!frame.is_unique());
+        let waker = futures_util::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        assert!(poll_read_lent(&mut rd, &mut buf, true, &mut cx).is_pending());
+        assert!(
+            frame.is_unique(),
+            "the used-up view still holds the frame's storage"
+        );
     }
 
     #[test]

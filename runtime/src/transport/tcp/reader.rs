@@ -10,7 +10,7 @@ use tokio::io::AsyncRead;
 
 use super::budget::Meter;
 use super::deadline::Deadline;
-use super::lent_buffer::{give_back_if_short, poll_read_lent};
+use super::lent_buffer::{give_back, poll_read_lent};
 use crate::codec::{FrameError, FrameText, NestCodec};
 use crate::server::ServerConfig;
 
@@ -137,11 +137,12 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         self.bad_frame.take().map_or(Ok(()), |e| Err(e.into()))
     }
 
-    /// Gives the read buffer back, if other connections may need it, when every frame
-    /// read is taken and nothing of the next one is buffered ([`super::lent_buffer`]).
+    /// Once every frame read is taken, gives the read buffer back if it grew or other
+    /// connections may need it ([`super::lent_buffer::give_back`]). A frame whose header
+    /// was read and whose body was not is the codec's state, not the buffer's.
     pub fn lend_back(&mut self) {
-        if self.buf.is_empty() && !self.codec.in_frame() {
-            give_back_if_short(&mut self.buf);
+        if self.buf.is_empty() {
+            give_back(&mut self.buf);
         }
     }
 
