@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Every figure of the README's performance section in one session, in this order: the TCP
 # scenarios a-f against nestling, NestJS and the ceiling; NATS (i); the whole seed system
-# over HTTP (--http); the servers on 1 then 2 cores (b, c). Each part runs every scenario
+# over HTTP (--http); the servers on 1 then 2 cores (b, c); the client at its ceiling
+# (--client); resident memory per connection (--memory). Each part runs every scenario
 # REPEAT times (default 3), interleaved, and shows the median run. The load average is
 # recorded before and after every part (the machine is shared: read it with the figures).
 #
@@ -30,5 +31,9 @@ load "start cores 1"
 load "start cores 2"
 "$bench" --no-build --server-cores 2 --servers nestling,ceiling --scenario b,c \
     --repeat "$repeat" --seconds "$secs" --json "$out/cores2.json" | tee "$out/cores2.txt"
+load "start client"
+"$bench" --no-build --client --repeat "$repeat" --seconds "$secs" | tee "$out/client.txt"
+load "start memory"
+"$bench" --no-build --memory | tee "$out/memory.txt"
 load "end"
 echo "results in $out"
