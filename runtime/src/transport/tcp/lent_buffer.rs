@@ -5,10 +5,10 @@
 //! gateway's idle keep-alives), and a read buffer is the largest thing each would hold. So a
 //! connection gives its buffer back to a small per-thread free list once it has taken every
 //! whole frame out of it, and waits for its next bytes without one: its read takes a buffer
-//! from the list and, finding nothing, puts it straight back. A burst over many
-//! connections thus goes through a few buffers, one per connection being read at a time,
-//! instead of leaving one per connection behind in the allocator. Under load the same few buffers go round between the
-//! connections a worker serves; a lend costs a thread-local push and pop, no allocation.
+//! from the list and, finding nothing, puts it straight back. A burst over many connections
+//! thus goes through a few buffers, one per connection being read at a time, instead of
+//! leaving one per connection behind in the allocator; under load the same few buffers go
+//! round between the connections a worker serves, each hand-over a thread-local push or pop.
 //!
 //! A buffer some frame still points into (an `async` handler holding its payload) cannot
 //! be reused whole: it is dropped instead of kept, and its memory goes when the frame does.
@@ -22,7 +22,7 @@ use bytes::BytesMut;
 use tokio::io::AsyncRead;
 
 /// Capacity of a buffer lent out fresh (bytes).
-pub(super) const INITIAL_BUFFER: usize = 8 * 1024;
+const INITIAL_BUFFER: usize = 8 * 1024;
 /// Largest buffer kept on the free list: one a large frame grew goes back to the allocator.
 const LARGEST_KEPT: usize = 64 * 1024;
 /// Buffers kept per thread: enough for the connections one worker reads in one turn of its
@@ -113,7 +113,7 @@ mod tests {
         FREE.with(|free| free.borrow().len())
     }
 
-    /// A connection holds a buffer only from readiness to the read that finds nothing.
+    /// A connection holds a buffer only from its read to the read that finds nothing.
     #[tokio::test(flavor = "current_thread")]
     async fn a_quiet_connection_holds_no_buffer() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
