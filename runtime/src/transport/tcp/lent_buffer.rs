@@ -116,12 +116,7 @@ mod tests {
     /// A connection holds a buffer only from its read to the read that finds nothing.
     #[tokio::test(flavor = "current_thread")]
     async fn a_quiet_connection_holds_no_buffer() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), async {
-            listener.accept().await.unwrap().0
-        });
-        let mut client = client.unwrap();
+        let (mut client, accepted) = super::super::connected_pair().await;
         let (mut rd, _wr) = accepted.into_split();
         let mut buf = BytesMut::new();
         let before = free_len();
@@ -160,12 +155,7 @@ mod tests {
     /// a share of the storage; taking a new buffer must let that share go.
     #[tokio::test(flavor = "current_thread")]
     async fn a_used_up_buffer_lets_its_storage_go() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), async {
-            listener.accept().await.unwrap().0
-        });
-        let _client = client.unwrap();
+        let (_client, accepted) = super::super::connected_pair().await;
         let (mut rd, _wr) = accepted.into_split();
         let mut buf = BytesMut::with_capacity(64);
         buf.extend_from_slice(&[b'x'; 64]);

@@ -254,3 +254,14 @@ impl Drop for StoppedOnDrop<'_> {
         self.0.set(Status::Disconnected);
     }
 }
+
+/// A connected loopback pair for unit tests: (client side, accepted side).
+#[cfg(test)]
+pub(super) async fn connected_pair() -> (tokio::net::TcpStream, tokio::net::TcpStream) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), async {
+        listener.accept().await.unwrap().0
+    });
+    (client.unwrap(), accepted)
+}

@@ -46,12 +46,7 @@ mod tests {
     /// The option reaches the socket: the kernel reports quick-ACK mode right after.
     #[tokio::test]
     async fn sets_quickack_on_the_socket() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (client, accepted) = tokio::join!(tokio::net::TcpStream::connect(addr), async {
-            listener.accept().await.unwrap().0
-        });
-        let _client = client.unwrap();
+        let (_client, accepted) = super::super::connected_pair().await;
         accepted.set_quickack(false).unwrap();
         assert!(!accepted.quickack().unwrap());
         let (rd, _wr) = accepted.into_split();
